@@ -1,0 +1,173 @@
+"""Events: what the core tells the application, as small frozen dataclasses.
+
+Events carry ids and values, never live objects. Every event names its session
+by :data:`SessionRef`, a small integer the endpoint hands out when a session
+starts (``connect`` returns it; incoming sessions get one when they are
+accepted). The 8-byte wire ``session_id`` is only known once the handshake has
+run, so it is reported in :class:`SessionEstablished` and kept as a field where
+useful.
+
+Drain events with ``Endpoint.next_event()`` after every call that feeds input
+(``receive_datagram``, ``handle_timer``) or issues a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, NewType
+
+__all__ = [
+    "Address",
+    "ApplicationFrameReceived",
+    "Event",
+    "MessageDelivered",
+    "MessageReceived",
+    "PathChanged",
+    "ResumeTokenReceived",
+    "SessionClosed",
+    "SessionEstablished",
+    "SessionRef",
+    "StreamClosed",
+    "StreamOpened",
+    "StreamWritable",
+]
+
+Address = Hashable
+"""An opaque, hashable network address chosen by the binding: ``(host, port)``
+for UDP, a connection handle for a WebSocket."""
+
+SessionRef = NewType("SessionRef", int)
+"""The endpoint-local handle of a session, stable from ``connect``/accept to close."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base class of every event."""
+
+    ref: SessionRef
+    """The session this event belongs to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEstablished(Event):
+    """The handshake completed; streams may be used."""
+
+    session_id: bytes
+    """The 8-byte session id, identical on both peers."""
+    peer_node_id: bytes
+    """The node id the peer proved during the handshake."""
+    address: Address
+    """The peer's address at establishment."""
+    initiator: bool
+    """True on the side that called ``connect``."""
+    resumed: bool = False
+    """True when the session was re-established from a resume token."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed(Event):
+    """The session ended; no more events will follow for this ``ref``.
+
+    Also emitted for a ``connect`` that never got established (``established``
+    is then False): ``reason`` tells the binding which exception to raise.
+    """
+
+    reason: str
+    """``graceful`` | ``timeout`` | ``error`` | ``auth_failure`` | ``refused``."""
+    code: int = 0
+    """The wire error code (``ErrorCode``) or the application's code."""
+    message: str = ""
+    """Human-readable detail; never contains secrets."""
+    established: bool = True
+    """False when the session closed before its handshake completed."""
+    by_peer: bool = False
+    """True when the peer initiated the close."""
+    session_id: bytes = b""
+    """The 8-byte session id, empty if the handshake never produced one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOpened(Event):
+    """The peer opened a stream (streams we open ourselves produce no event)."""
+
+    stream_id: int
+    """The stream id, chosen by the opener."""
+    purpose: str = ""
+    """The application label the opener attached (``"chat"``, ``"video"``...)."""
+    priority: int = 0
+    """The opener's priority hint; lower values are sent first."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived(Event):
+    """A whole message arrived, in order, on a stream."""
+
+    stream_id: int
+    """The stream the message belongs to."""
+    data: bytes
+    """The message, byte-identical to what the peer passed to ``send_message``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDelivered(Event):
+    """The peer acknowledged every byte of a message we sent (a confirmed send)."""
+
+    stream_id: int
+    """The stream the message was sent on."""
+    message_id: int
+    """The id ``send_message`` returned for this message."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamWritable(Event):
+    """A stream whose send buffer was full can accept data again."""
+
+    stream_id: int
+    """The stream that has room again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamClosed(Event):
+    """A stream ended.
+
+    ``graceful`` closes (FIN) mean the peer will send no more messages; all its
+    earlier messages were delivered before this event. Abrupt closes (reset)
+    carry a non-zero ``code``.
+    """
+
+    stream_id: int
+    """The stream that ended."""
+    code: int = 0
+    """0 for a graceful end, else the error code of the reset."""
+    by_peer: bool = True
+    """True when the peer ended the stream."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathChanged(Event):
+    """The session moved to a new, validated peer address."""
+
+    old_address: Address
+    """Where the peer was."""
+    new_address: Address
+    """Where the peer is now; sends go here from now on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeTokenReceived(Event):
+    """The server issued a resume token for this session (client side)."""
+
+    token: bytes
+    """Opaque, encrypted, single-use token; pass it to ``Endpoint.resume``."""
+    expires_at: float
+    """Absolute time (same clock as ``now``) after which the server refuses it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplicationFrameReceived(Event):
+    """The peer sent an application-defined frame (types 0x80-0xFE)."""
+
+    frame_type: int
+    """The application frame type."""
+    payload: bytes
+    """The frame body."""
