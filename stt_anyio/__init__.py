@@ -1,0 +1,17 @@
+"""stt_anyio: STT bindings on anyio (one code path for asyncio and trio).
+
+Owns the I/O around the sans-I/O core: the UDP and WebSocket carriers, the
+clock, and (in :mod:`stt_anyio.node` / :mod:`stt_anyio.session`) the
+node/session/stream API. It must not re-implement protocol logic: everything
+about packets, sessions and reliability lives in ``stt_core``.
+"""
+
+from __future__ import annotations
+
+from .udp import UdpAddress, UdpCarrier, UdpStats
+
+__all__ = [
+    "UdpAddress",
+    "UdpCarrier",
+    "UdpStats",
+]

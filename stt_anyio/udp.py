@@ -1,0 +1,414 @@
+"""UDP carrier: moves datagrams between one UDP socket and callbacks.
+
+Owns the socket: binding, buffer sizes, draining it in batches, sending with
+backpressure, and turning ICMP errors into ``on_unreachable`` reports. It must
+not know what the datagrams mean: it never imports ``stt_core`` and never
+decides anything about sessions. The node wires it to the core.
+
+Receive path. One task (:meth:`UdpCarrier.run`) waits for readiness with
+``anyio.wait_readable`` (one code path for asyncio and trio), then loops
+``recvfrom_into`` into one reused buffer until ``BlockingIOError`` and hands
+every datagram to ``on_datagram(bytes, addr)``. After each batch it calls
+``on_drained()`` so the owner can process all of the batch's consequences at
+once (one flush per batch rather than per datagram). A batch is capped at
+:data:`MAX_BATCH` datagrams so a flood cannot starve the other tasks.
+
+Send path. ``sendto`` directly on the non-blocking socket; on
+``BlockingIOError`` :meth:`UdpCarrier.send_batch` waits for writability and
+retries, which is the backpressure: the pump that calls it is paused until the
+kernel has room.
+
+ICMP errors (our choice, documented here). Linux reports ICMP errors (port or
+host unreachable) on an *unconnected* UDP socket only when ``IP_RECVERR`` /
+``IPV6_RECVERR`` is set. We set it rather than open one connected socket per
+outgoing connect: one socket keeps the local address stable (a session may
+move between paths, and the peer sees one address per node), and the error
+queue tells us *which* destination failed (``msg_name`` of
+``recvmsg(MSG_ERRQUEUE)`` is the original destination). With the option set,
+the pending error also surfaces once as ``ConnectionRefusedError`` from
+``recvfrom``/``sendto``; we then drain the error queue and report each
+destination to ``on_unreachable(addr, errno)``. Where the option does not
+exist (non-Linux), ICMP errors surfacing from ``recvfrom`` are reported with
+``addr=None``.
+
+GSO. Linux >= 4.18 offers UDP generic segmentation offload (``UDP_SEGMENT``,
+one ``sendmsg`` carrying many equal-sized datagrams). :attr:`UdpCarrier.gso_supported`
+reports whether the socket accepts it; :meth:`UdpCarrier.send_batch` is the
+hook where consecutive same-destination datagrams would be coalesced. It is
+not implemented yet: every datagram is one ``sendto``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "MAX_BATCH",
+    "UdpAddress",
+    "UdpCarrier",
+    "UdpStats",
+]
+
+UdpAddress = tuple[str, int]
+"""A UDP peer address as the carrier reports and accepts it: ``(host, port)``."""
+
+DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024
+"""Default SO_RCVBUF/SO_SNDBUF request (bytes): room for bursts at high rates."""
+MAX_BATCH = 512
+"""Datagrams read per readiness wake-up before yielding to other tasks."""
+RECEIVE_BUFFER_BYTES = 65536
+"""Size of the reused receive buffer; larger than any UDP payload (65507)."""
+
+# Linux values; the socket module does not export them on Python 3.11.
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", None)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", None)
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+"""``struct sock_extended_err``: errno, origin, type, code, pad, info, data."""
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+_MAX_SEND_RETRIES = 8
+"""Attempts to send one datagram when pending ICMP errors keep surfacing."""
+
+DatagramCallback = Callable[[bytes, UdpAddress], None]
+UnreachableCallback = Callable[["UdpAddress | None", int], None]
+
+
+@dataclass(slots=True)
+class UdpStats:
+    """Counters of one carrier, for diagnostics and tests."""
+
+    datagrams_received: int = 0
+    bytes_received: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    batches: int = 0
+    """Readiness wake-ups that yielded at least one datagram."""
+    send_blocked: int = 0
+    """Times a send found the kernel buffer full and waited for writability."""
+    send_errors: int = 0
+    """Datagrams dropped because ``sendto`` failed for a non-transient reason."""
+    receive_errors: int = 0
+    """Errors from ``recvfrom`` other than would-block and ICMP reports."""
+    unreachable_reports: int = 0
+    """ICMP unreachable errors passed to ``on_unreachable``."""
+
+
+def _ignore_unreachable(addr: UdpAddress | None, code: int) -> None:
+    """Null-object default for ``on_unreachable``."""
+
+
+def _ignore_drained() -> None:
+    """Null-object default for ``on_drained``."""
+
+
+class UdpCarrier:
+    """One bound, non-blocking UDP socket plus the tasks' logic around it.
+
+    Create with :meth:`bind`, run :meth:`run` in a task, send with
+    :meth:`send_batch` (or :meth:`try_send`), and finish with :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        on_datagram: DatagramCallback,
+        on_drained: Callable[[], None] | None = None,
+        on_unreachable: UnreachableCallback | None = None,
+    ) -> None:
+        """Wrap an already bound datagram socket (it is made non-blocking).
+
+        Prefer :meth:`bind`, which also sets buffer sizes and ``IP_RECVERR``.
+        """
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError("UdpCarrier needs a SOCK_DGRAM socket")
+        sock.setblocking(False)
+        self._sock = sock
+        self._on_datagram = on_datagram
+        self._on_drained = on_drained or _ignore_drained
+        self._on_unreachable = on_unreachable or _ignore_unreachable
+        self._buffer = bytearray(RECEIVE_BUFFER_BYTES)
+        self._view = memoryview(self._buffer)
+        self._send_lock = anyio.Lock()
+        self._closed = False
+        self._recverr = False
+        self.stats = UdpStats()
+
+    @classmethod
+    async def bind(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        on_datagram: DatagramCallback,
+        on_drained: Callable[[], None] | None = None,
+        on_unreachable: UnreachableCallback | None = None,
+        recv_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        send_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        reuse_port: bool = False,
+    ) -> UdpCarrier:
+        """Create a socket bound to ``host:port`` (port 0 picks a free one).
+
+        Args:
+            host: IPv4/IPv6 literal or a name (resolved once, first result).
+            recv_buffer_size, send_buffer_size: requested kernel buffer sizes
+                in bytes; the kernel may cap them (see :attr:`recv_buffer_size`
+                for what was granted).
+            reuse_port: set ``SO_REUSEPORT`` so several sockets share the port.
+
+        Raises:
+            OSError: the address cannot be bound.
+            ValueError: a buffer size is not positive.
+        """
+        if recv_buffer_size < 1 or send_buffer_size < 1:
+            raise ValueError("buffer sizes must be positive")
+        family = await _family_for(host, port)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise OSError("SO_REUSEPORT is not available on this platform")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            _set_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE, recv_buffer_size)
+            _set_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, send_buffer_size)
+            sock.bind((host, port))
+            carrier = cls(sock, on_datagram=on_datagram, on_drained=on_drained,
+                          on_unreachable=on_unreachable)
+            carrier._enable_recverr()
+        except BaseException:
+            sock.close()
+            raise
+        return carrier
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def local_address(self) -> UdpAddress:
+        """The bound ``(host, port)``."""
+        name = self._sock.getsockname()
+        return (str(name[0]), int(name[1]))
+
+    @property
+    def recv_buffer_size(self) -> int:
+        """SO_RCVBUF as the kernel reports it (Linux reports double the usable size)."""
+        return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    @property
+    def send_buffer_size(self) -> int:
+        """SO_SNDBUF as the kernel reports it (Linux reports double the usable size)."""
+        return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+
+    @property
+    def gso_supported(self) -> bool:
+        """Whether the socket accepts ``UDP_SEGMENT`` (GSO); not used yet, see module doc."""
+        try:
+            self._sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+        except OSError:
+            return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._closed
+
+    def _is_open(self) -> bool:
+        # A method, not an attribute read, so type narrowing survives no await.
+        return not self._closed
+
+    # -- receiving ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Receive until :meth:`aclose`; callbacks run in this task.
+
+        Never raises because of network input or transient socket errors;
+        returns when the carrier is closed. Exceptions raised by the callbacks
+        propagate (they are the owner's bugs, not the network's).
+        """
+        while self._is_open():
+            try:
+                await anyio.wait_readable(self._sock)
+            except (anyio.ClosedResourceError, OSError):
+                return
+            if not self._is_open():  # closed while we waited
+                return
+            count = self._drain()
+            if count:
+                self.stats.batches += 1
+                self._on_drained()
+            if count >= MAX_BATCH:
+                # More may be waiting; let other tasks run before reading on.
+                await anyio.lowlevel.checkpoint()
+
+    def _drain(self) -> int:
+        """Read up to MAX_BATCH datagrams; returns how many were delivered."""
+        count = 0
+        while count < MAX_BATCH and not self._closed:
+            try:
+                size, addr = self._sock.recvfrom_into(self._buffer)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                self._report_icmp(errno.ECONNREFUSED)
+                continue
+            except OSError as exc:
+                if exc.errno in _UNREACHABLE_ERRNOS:
+                    self._report_icmp(exc.errno or 0)
+                    continue
+                self.stats.receive_errors += 1
+                break
+            count += 1
+            self.stats.datagrams_received += 1
+            self.stats.bytes_received += size
+            self._on_datagram(bytes(self._view[:size]), (str(addr[0]), int(addr[1])))
+        return count
+
+    # -- ICMP errors ----------------------------------------------------------
+
+    def _enable_recverr(self) -> None:
+        """Ask Linux to report ICMP errors on this unconnected socket (see module doc)."""
+        if self._sock.family == socket.AF_INET6:
+            level, option = socket.IPPROTO_IPV6, _IPV6_RECVERR
+        else:
+            level, option = socket.IPPROTO_IP, _IP_RECVERR
+        try:
+            self._sock.setsockopt(level, option, 1)
+        except OSError:
+            self._recverr = False
+        else:
+            self._recverr = hasattr(socket, "MSG_ERRQUEUE")
+
+    def _report_icmp(self, fallback_errno: int) -> None:
+        """Drain the error queue and report each failed destination.
+
+        Called when a pending socket error surfaced. Without an error queue
+        we only know *that* something was unreachable, so report ``None``.
+        """
+        if not self._recverr:
+            self.stats.unreachable_reports += 1
+            self._on_unreachable(None, fallback_errno)
+            return
+        for _ in range(MAX_BATCH):
+            try:
+                _, ancdata, _, addr = self._sock.recvmsg(1, 1024, socket.MSG_ERRQUEUE)
+            except OSError:
+                return
+            code = _extended_errno(ancdata)
+            if code in _UNREACHABLE_ERRNOS and addr:
+                self.stats.unreachable_reports += 1
+                self._on_unreachable((str(addr[0]), int(addr[1])), code)
+
+    # -- sending --------------------------------------------------------------
+
+    def try_send(self, data: bytes, addr: UdpAddress) -> bool:
+        """Send one datagram without waiting.
+
+        Returns:
+            False if the kernel buffer is full (retry after writability);
+            True if the datagram was sent or dropped for good (a non-transient
+            error such as an unreachable network, counted in ``send_errors``).
+        """
+        if self._closed:
+            return True
+        for _ in range(_MAX_SEND_RETRIES):
+            try:
+                sent = self._sock.sendto(data, addr)
+            except BlockingIOError:
+                return False
+            except ConnectionRefusedError:
+                # A pending ICMP error from an earlier datagram surfaced here;
+                # this datagram was not sent. Report it and retry.
+                self._report_icmp(errno.ECONNREFUSED)
+                continue
+            except (OSError, TypeError, ValueError):
+                self.stats.send_errors += 1
+                return True
+            self.stats.datagrams_sent += 1
+            self.stats.bytes_sent += sent
+            return True
+        self.stats.send_errors += 1
+        return True
+
+    async def send_batch(self, datagrams: Sequence[tuple[bytes, UdpAddress]]) -> None:
+        """Send datagrams in order, waiting for writability when the kernel is full.
+
+        This is where GSO would coalesce runs of same-destination datagrams.
+        Safe to call from several tasks: they take turns. A datagram that
+        cannot be sent for a non-transient reason is dropped and counted.
+        """
+        async with self._send_lock:
+            for data, addr in datagrams:
+                while not self.try_send(data, addr):
+                    self.stats.send_blocked += 1
+                    try:
+                        await anyio.wait_writable(self._sock)
+                    except (anyio.ClosedResourceError, OSError):
+                        return
+
+    async def send(self, data: bytes, addr: UdpAddress) -> None:
+        """Send one datagram (see :meth:`send_batch`)."""
+        await self.send_batch(((data, addr),))
+
+    # -- closing --------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the socket; :meth:`run` and waiting sends return. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        anyio.notify_closing(self._sock)
+        self._sock.close()
+        await anyio.lowlevel.checkpoint()
+
+
+async def _family_for(host: str, port: int) -> socket.AddressFamily:
+    """Address family for ``host``: literals directly, names through the resolver."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}") from None
+        return socket.AddressFamily(infos[0][0])
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def _set_buffer(sock: socket.socket, option: int, force: int | None, size: int) -> None:
+    """Request a buffer size, bypassing the sysctl cap when we are allowed to.
+
+    ``SO_*BUFFORCE`` needs CAP_NET_ADMIN; without it fall back to the capped
+    option. A refused request is not fatal: the kernel default still works.
+    """
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def _extended_errno(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The ``ee_errno`` of the first ``sock_extended_err`` in control data, or 0."""
+    for level, kind, payload in ancdata:
+        if ((level, kind) in ((socket.IPPROTO_IP, _IP_RECVERR),
+                              (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+                and len(payload) >= _SOCK_EXTENDED_ERR.size):
+            return int(_SOCK_EXTENDED_ERR.unpack_from(payload)[0])
+    return 0
