@@ -1,0 +1,373 @@
+"""Stream receive side: reassembly, message parsing, per-stream flow control.
+
+This module owns one stream's incoming byte sequence (protocol.md §5): DATA
+chunks arrive at any offset, in any order, duplicated or overlapping; they are
+reassembled into the contiguous byte sequence, which is cut into messages at
+their ``varint(len) || message`` boundaries (RFC 9000 §16 varints). It also
+decides when credit (MAX_STREAM_DATA) can be returned to the peer.
+
+It must not know about packets, frames, timers or crypto: the session calls
+:meth:`StreamReceiver.on_data` for each DATA frame, then
+:meth:`~StreamReceiver.pop_messages`, and sends whatever
+:meth:`~StreamReceiver.credit_update` returns.
+
+Flow-control rule (protocol.md §5). The peer may send up to
+:attr:`~StreamReceiver.advertised_limit`, which is ``window`` plus every byte
+*released* so far. A byte is released:
+
+(a) as soon as it is in order when it is a length prefix, or part of a
+    message that is still incomplete. Holding those back would deadlock a
+    message larger than the window: the sender could never send its end;
+(b) for bytes of a completed message that were not released under (a): only
+    when the application consumes them (:meth:`~StreamReceiver.consume`), so
+    a slow reader pushes back on the sender instead of growing a queue.
+
+Memory per stream is therefore bounded by ``window + max_message_size`` (plus
+a few prefix bytes): at worst one message of ``max_message_size`` was
+released under (a) while the window's worth of later bytes arrives. Credit is
+re-advertised once it has moved by at least half the window, and never once
+the final size is known. The session applies the same released bytes to the
+session window (:meth:`~StreamReceiver.take_released`).
+
+Worst cases: each ``on_data`` costs one slice assignment plus O(log g) range
+bookkeeping over g out-of-order pieces, and g is capped (``max_gaps``) so a
+peer fragmenting its data on purpose is a protocol error, not a slow path.
+Each message is copied out of the buffer once, when it completes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .errors import ErrorCode, InvalidStateError, ProtocolError
+from .flow import ByteRanges
+from .wire import pull_varint
+
+__all__ = ["DEFAULT_MAX_GAPS", "StreamReceiver"]
+
+DEFAULT_MAX_GAPS = 4096
+"""Out-of-order pieces one stream may hold before the peer is deemed abusive.
+
+An honest sender creates one piece per lost frame still being repaired, far
+below this with any sane window; 1-byte frames with 1-byte holes are not
+honest.
+"""
+
+
+class StreamReceiver:
+    """The receive half of one stream."""
+
+    __slots__ = (
+        "_advertised",
+        "_buf",
+        "_buf_start",
+        "_contig",
+        "_final_size",
+        "_gaps",
+        "_highest",
+        "_max_gaps",
+        "_max_message_size",
+        "_msg_end",
+        "_msg_released",
+        "_msg_start",
+        "_parse_pos",
+        "_released",
+        "_reported",
+        "_unconsumed",
+        "_window",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int, *, window: int, max_message_size: int,
+                 max_gaps: int = DEFAULT_MAX_GAPS) -> None:
+        """Args:
+        stream_id: the stream this buffer belongs to (kept for the caller).
+        window: bytes the peer may send beyond what was released
+            (``Config.stream_receive_window``); also the initial limit.
+        max_message_size: largest message accepted (``Config.max_message_size``).
+        max_gaps: out-of-order pieces held at most (see DEFAULT_MAX_GAPS).
+        """
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        self.stream_id = stream_id
+        self._window = window
+        self._max_message_size = max_message_size
+        self._max_gaps = max_gaps
+        self._advertised = window
+        self._buf = bytearray()
+        self._buf_start = 0  # stream offset of self._buf[0]
+        self._contig = 0  # every byte below this has arrived
+        self._highest = 0  # end of the highest byte received
+        self._gaps = ByteRanges()  # received ranges above _contig
+        self._final_size: int | None = None
+        self._parse_pos = 0  # offset of the next unparsed length prefix
+        self._msg_start = -1  # payload range of the message being assembled,
+        self._msg_end = -1  # -1 while its length prefix is not parsed yet
+        self._msg_released = 0  # offset up to which its bytes were released (rule a)
+        self._released = 0  # total bytes released (credit returned)
+        self._reported = 0  # part of _released already given to take_released()
+        # Completed messages not fully consumed: [payload bytes left,
+        # bytes of those already released under rule (a)].
+        self._unconsumed: deque[list[int]] = deque()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def advertised_limit(self) -> int:
+        """Highest offset (exclusive) the peer may send up to, as last advertised."""
+        return self._advertised
+
+    @property
+    def highest_received(self) -> int:
+        """End of the highest byte received."""
+        return self._highest
+
+    @property
+    def contiguous_offset(self) -> int:
+        """Every byte below this offset has arrived."""
+        return self._contig
+
+    @property
+    def final_size(self) -> int | None:
+        """The stream's total size once a FIN arrived, else None."""
+        return self._final_size
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held in the reassembly buffer (in order or not)."""
+        return len(self._buf)
+
+    @property
+    def is_finished(self) -> bool:
+        """The FIN arrived and every message was popped: the peer sent its last."""
+        return self._final_size is not None and self._parse_pos == self._final_size
+
+    # ---------------------------------------------------------------- network
+
+    def on_data(self, offset: int, data: bytes | bytearray | memoryview, fin: bool) -> int:
+        """Take one DATA chunk.
+
+        Duplicate and overlapping bytes are harmless; out-of-order bytes are
+        held until the gap before them fills.
+
+        Returns:
+            How many bytes extended the highest received offset: pass them to
+            ``SessionFlowControl.on_new_bytes``.
+
+        Raises:
+            ProtocolError: FLOW_CONTROL_ERROR past the advertised limit;
+                STREAM_STATE_ERROR past the final size or when a FIN changes
+                it; RESOURCE_LIMIT when the data is fragmented beyond max_gaps.
+        """
+        end = offset + len(data)
+        self._check_limits(offset, end, fin)
+        new_bytes = 0
+        if end > self._highest:
+            new_bytes = end - self._highest
+            self._highest = end
+        contig = self._contig
+        if end <= contig:
+            return new_bytes  # duplicate
+        start = max(offset, contig)
+        self._store(start, memoryview(data)[start - offset:])
+        if start == contig and not self._gaps:
+            self._contig = end  # in-order fast path
+        else:
+            self._gaps.add(start, end)
+            if len(self._gaps) > self._max_gaps:
+                raise ProtocolError(
+                    ErrorCode.RESOURCE_LIMIT,
+                    f"stream {self.stream_id}: more than {self._max_gaps} out-of-order pieces",
+                )
+            self._contig = self._gaps.pop_prefix(contig)
+        self._release_partial()
+        return new_bytes
+
+    def _check_limits(self, offset: int, end: int, fin: bool) -> None:
+        """Flow-control and final-size rules (RFC 9000 §4.1, §4.5 in spirit)."""
+        if offset < 0:
+            raise ProtocolError(ErrorCode.FRAME_ENCODING_ERROR, "negative stream offset")
+        if end > self._advertised:
+            raise ProtocolError(
+                ErrorCode.FLOW_CONTROL_ERROR,
+                f"stream {self.stream_id}: data up to {end} exceeds limit {self._advertised}",
+            )
+        final = self._final_size
+        if final is not None:
+            if end > final or (fin and end != final):
+                raise ProtocolError(
+                    ErrorCode.STREAM_STATE_ERROR,
+                    f"stream {self.stream_id}: data up to {end} (fin={fin}) "
+                    f"conflicts with final size {final}",
+                )
+        elif fin:
+            if end < self._highest:
+                raise ProtocolError(
+                    ErrorCode.STREAM_STATE_ERROR,
+                    f"stream {self.stream_id}: final size {end} below data "
+                    f"already received up to {self._highest}",
+                )
+            self._final_size = end
+
+    def _store(self, start: int, chunk: memoryview) -> None:
+        """Copy ``chunk`` into the buffer at stream offset ``start``."""
+        buf = self._buf
+        pos = start - self._buf_start
+        size = len(buf)
+        if pos > size:
+            buf += bytes(pos - size)  # zero-filled hole, overwritten when it arrives
+        buf[pos:pos + len(chunk)] = chunk
+
+    def _release_partial(self) -> None:
+        """Rule (a): release the in-order bytes of the message still incomplete."""
+        if self._msg_end >= 0 and self._contig < self._msg_end:
+            gained = self._contig - self._msg_released
+            if gained > 0:
+                self._released += gained
+                self._msg_released = self._contig
+
+    # ------------------------------------------------------------- application
+
+    def pop_messages(self) -> list[bytes]:
+        """Every message completed since the last call, in order.
+
+        Raises:
+            ProtocolError: MESSAGE_TOO_LARGE as soon as a length prefix
+                announces more than max_message_size (before its bytes are
+                buffered); PROTOCOL_VIOLATION when the FIN cuts a message.
+        """
+        out: list[bytes] = []
+        while True:
+            if self._msg_end < 0 and not self._parse_header():
+                break
+            if self._contig < self._msg_end:
+                break
+            start = self._msg_start - self._buf_start
+            end = self._msg_end - self._buf_start
+            out.append(memoryview(self._buf)[start:end].tobytes())
+            length = self._msg_end - self._msg_start
+            if length:
+                already = self._msg_released - self._msg_start
+                self._unconsumed.append([length, already])
+            self._parse_pos = self._msg_end
+            self._msg_start = self._msg_end = -1
+        self._release_partial()
+        self._compact()
+        self._check_truncated()
+        return out
+
+    def _parse_header(self) -> bool:
+        """Parse the next length prefix if all its bytes are in; True on success."""
+        pos = self._parse_pos - self._buf_start
+        avail = self._contig - self._parse_pos
+        if avail <= 0:
+            return False
+        size = 1 << (self._buf[pos] >> 6)
+        if avail < size:
+            return False
+        length, _ = pull_varint(bytes(self._buf[pos:pos + size]), 0)
+        if length > self._max_message_size:
+            raise ProtocolError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"stream {self.stream_id}: message of {length} bytes exceeds "
+                f"the {self._max_message_size}-byte limit",
+            )
+        self._msg_start = self._msg_released = self._parse_pos + size
+        self._msg_end = self._msg_start + length
+        self._released += size  # rule (a): prefixes never wait for the application
+        if self._final_size is not None and self._msg_end > self._final_size:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_VIOLATION,
+                f"stream {self.stream_id}: message runs past the final size",
+            )
+        return True
+
+    def _check_truncated(self) -> None:
+        """A FIN in the middle of a length prefix or message is a violation."""
+        final = self._final_size
+        if final is not None and self._contig == final and self._parse_pos != final:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_VIOLATION,
+                f"stream {self.stream_id}: stream ends inside a message",
+            )
+
+    def _compact(self) -> None:
+        """Drop the parsed prefix once it is over half the buffer (O(1) amortised)."""
+        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        dead = keep - self._buf_start
+        size = len(self._buf)
+        if dead <= 0:
+            return
+        if dead >= size:
+            self._buf = bytearray()
+            self._buf_start = keep
+        elif dead > size // 2:
+            del self._buf[:dead]
+            self._buf_start = keep
+
+    def consume(self, nbytes: int) -> None:
+        """The application took ``nbytes`` of message payload, oldest first.
+
+        Returns their credit (rule b). Usually called once per message with
+        its length; partial amounts are fine.
+
+        Raises:
+            InvalidStateError: more bytes than popped and not yet consumed.
+        """
+        if nbytes < 0:
+            raise InvalidStateError("cannot consume a negative byte count")
+        pending = self._unconsumed
+        while nbytes > 0:
+            if not pending:
+                raise InvalidStateError(
+                    f"stream {self.stream_id}: consumed more bytes than were received"
+                )
+            entry = pending[0]
+            take = min(nbytes, entry[0])
+            # The message's first `entry[1]` remaining bytes were released already.
+            already = min(take, entry[1])
+            self._released += take - already
+            entry[1] -= already
+            entry[0] -= take
+            nbytes -= take
+            if entry[0] == 0:
+                pending.popleft()
+
+    def credit_update(self) -> int | None:
+        """New MAX_STREAM_DATA limit to advertise, or None.
+
+        Returns a value once the limit can move by at least half the window,
+        and never after the final size is known (the peer needs no more
+        credit). Calling it commits the new limit: the caller must send it.
+        """
+        if self._final_size is not None:
+            return None
+        candidate = self._released + self._window
+        if candidate - self._advertised >= max(1, self._window // 2):
+            self._advertised = candidate
+            return candidate
+        return None
+
+    def take_released(self) -> int:
+        """Bytes released since the last call: give them to the session window."""
+        delta = self._released - self._reported
+        self._reported = self._released
+        return delta
+
+    def discard(self) -> int:
+        """Drop every buffered byte (stream reset or closed by us).
+
+        Returns:
+            Bytes received but never reported by :meth:`take_released`, so
+            the session can return their share of the session window.
+        """
+        unreported = self._highest - self._reported
+        self._released = self._reported = self._highest
+        self._buf = bytearray()
+        self._buf_start = self._contig = self._parse_pos = self._highest
+        self._gaps.clear()
+        self._unconsumed.clear()
+        self._msg_start = self._msg_end = -1
+        return unreported
