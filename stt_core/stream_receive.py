@@ -136,8 +136,15 @@ class StreamReceiver:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held in the reassembly buffer (in order or not)."""
-        return len(self._buf)
+        """Live bytes of the reassembly buffer, holes included.
+
+        Counted from the first byte still needed (the start of the message
+        being assembled) to the highest byte received; it never exceeds
+        ``window + max_message_size``. The allocation may be up to twice this
+        until the parsed prefix is compacted away.
+        """
+        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        return max(0, self._highest - keep)
 
     @property
     def is_finished(self) -> bool:

@@ -119,6 +119,11 @@ class StreamSender:
             return 0
         return self._write_offset - self._acked_offset
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes actually allocated for the buffer, including a not yet cut acked prefix."""
+        return len(self._buf)
+
     def write_message(self, data: bytes | bytearray | memoryview) -> int:
         """Append one message to the stream.
 
