@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +27,7 @@ def check_invariants(rs: ByteRanges) -> None:
     pieces = list(rs)
     for start, end in pieces:
         assert start < end
-    for (_, end_a), (start_b, _) in zip(pieces, pieces[1:], strict=False):
+    for (_, end_a), (start_b, _) in pairwise(pieces):
         assert end_a < start_b, "ranges must be sorted, disjoint and not touching"
 
 
@@ -123,11 +125,11 @@ def test_session_send_side_credit() -> None:
     flow.on_sent(70)
     assert flow.sent == 70
     assert flow.available() == 30
-    assert not flow.blocked
+    blocked_before = flow.blocked
     with pytest.raises(ValueError):
         flow.on_sent(31)
     flow.on_sent(30)
-    assert flow.blocked
+    assert (blocked_before, flow.blocked) == (False, True)
     flow.on_max_data(90)
     assert flow.peer_limit == 100, "MAX_DATA never shrinks credit"
     flow.on_max_data(250)
