@@ -1,0 +1,230 @@
+"""Acceptor: the responder's side of the handshake and its defences (protocol.md §6, §9).
+
+Owns what a server does with HELLO and AUTH_PROOF, and how it stays cheap for
+strangers:
+
+* A HELLO is authenticated under the PSK before any Diffie-Hellman is done
+  (``Responder.read_hello``): a stranger without the seed costs one HKDF and
+  one AEAD open, and gets a 43-byte REJECT so its ``connect`` fails fast.
+* A HELLO must fill a 1200-byte datagram; our answers are smaller, so the
+  handshake can never amplify traffic towards a spoofed source.
+* Duplicate HELLOs (retransmissions) re-send the same CHALLENGE; a HELLO whose
+  nonce was already used is ignored (replay cache), so a replay never creates
+  a second session.
+* Past ``cookie_threshold`` pending handshakes, HELLOs without a valid cookie
+  get a stateless RETRY (WireGuard's cookie idea, QUIC's Retry): a spoofed
+  source cannot echo the cookie, so it costs us no state at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from .connector import HELLO_SIZE, REJECT_AUTH, REJECT_BUSY, REJECT_REFUSED, grant_session_window
+from .errors import DropReason
+from .handshake import (
+    HandshakeAuthError,
+    HandshakeError,
+    Responder,
+    encode_reject,
+    encode_retry,
+)
+from .states import SessionState
+from .wire import PacketType, encode_handshake_header
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .events import Address
+    from .session import Session
+
+COOKIE_BUCKET_INTERVAL = 10.0
+"""Cookies are valid for the bucket they were made in and the previous one."""
+COOKIE_MAC_SIZE = 16
+
+
+class Acceptor:
+    """Server-side handshake state of one endpoint."""
+
+    __slots__ = ("_cookie_key", "_endpoint", "_replay", "_replay_capacity", "pending")
+
+    def __init__(self, endpoint: Endpoint, now: float) -> None:
+        self._endpoint = endpoint
+        self._cookie_key = endpoint.random_bytes(32)
+        self._replay: OrderedDict[bytes, float] = OrderedDict()
+        self._replay_capacity = max(4096, 4 * endpoint.config.max_pending_handshakes)
+        self.pending = 0
+
+    # ------------------------------------------------------------------ cookies
+
+    def make_cookie(self, addr: Address, nonce: bytes, now: float) -> bytes:
+        """A stateless token binding the client's address and nonce to a time bucket."""
+        bucket = int(now // COOKIE_BUCKET_INTERVAL) & 0xFFFFFFFF
+        return bucket.to_bytes(4, "big") + self._cookie_mac(addr, nonce, bucket)
+
+    def _cookie_mac(self, addr: Address, nonce: bytes, bucket: int) -> bytes:
+        message = repr(addr).encode() + nonce + bucket.to_bytes(4, "big")
+        return hmac.new(self._cookie_key, message, hashlib.sha256).digest()[:COOKIE_MAC_SIZE]
+
+    def cookie_valid(self, cookie: bytes, addr: Address, nonce: bytes, now: float) -> bool:
+        """True for a cookie we made for this address and nonce, recently."""
+        if len(cookie) != 4 + COOKIE_MAC_SIZE:
+            return False
+        bucket = int.from_bytes(cookie[:4], "big")
+        current = int(now // COOKIE_BUCKET_INTERVAL) & 0xFFFFFFFF
+        if bucket not in (current, (current - 1) & 0xFFFFFFFF):
+            return False
+        return hmac.compare_digest(cookie[4:], self._cookie_mac(addr, nonce, bucket))
+
+    # ------------------------------------------------------------------ replay cache
+
+    def _seen(self, handshake_id: bytes, now: float) -> bool:
+        expiry = self._replay.get(handshake_id)
+        return expiry is not None and expiry > now
+
+    def _remember(self, handshake_id: bytes, now: float) -> None:
+        replay = self._replay
+        replay[handshake_id] = now + 2 * self._endpoint.config.connect_timeout + 10.0
+        replay.move_to_end(handshake_id)
+        while len(replay) > self._replay_capacity:
+            replay.popitem(last=False)
+
+    def next_timer(self) -> float | None:
+        """The acceptor has no deadlines of its own (pending sessions carry theirs)."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Expire old replay-cache entries lazily."""
+        replay = self._replay
+        while replay:
+            key, expiry = next(iter(replay.items()))
+            if expiry > now:
+                break
+            del replay[key]
+
+    # ------------------------------------------------------------------ HELLO
+
+    def _reply(self, packet_type: int, cid: bytes, body: bytes, addr: Address) -> None:
+        header = encode_handshake_header(packet_type, cid)
+        self._endpoint.stateless_out.append((header + body, addr))
+
+    def on_hello(self, cid: bytes, data: bytes, addr: Address, now: float) -> DropReason | None:
+        """A HELLO arrived: answer, ignore, or start a pending session."""
+        endpoint = self._endpoint
+        config = endpoint.config
+        if len(data) < HELLO_SIZE:
+            return DropReason.BAD_HANDSHAKE
+        existing = endpoint.by_handshake_id.get(cid)
+        if existing is not None and not existing.initiator:
+            if existing.state is SessionState.HANDSHAKING:
+                existing.amplification_received += len(data)
+                existing.hs_send_due = True  # our CHALLENGE was lost: send it again
+                endpoint.touch(existing)
+                return None
+            return DropReason.REPLAYED_HANDSHAKE
+        if self._seen(cid, now):
+            return DropReason.REPLAYED_HANDSHAKE
+        header, body = data[:10], data[10:]
+        try:
+            hello = Responder.read_hello(endpoint.psk, header, body)
+        except HandshakeAuthError:
+            endpoint.stats.handshakes_rejected += 1
+            self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)
+            return DropReason.BAD_HANDSHAKE
+        except HandshakeError:
+            return DropReason.BAD_HANDSHAKE
+        if hello.nonce[:8] != cid:
+            return DropReason.BAD_HANDSHAKE
+        if not config.server_mode:
+            self._reply(PacketType.REJECT, cid, encode_reject(hello.nonce, REJECT_REFUSED), addr)
+            return DropReason.NOT_ACCEPTING
+        if self.pending >= config.cookie_threshold \
+                and not self.cookie_valid(hello.cookie, addr, hello.nonce, now):
+            endpoint.stats.retries_sent += 1
+            self._reply(PacketType.RETRY, cid,
+                        encode_retry(hello.nonce, self.make_cookie(addr, hello.nonce, now)), addr)
+            return None
+        if self.pending >= config.max_pending_handshakes \
+                or len(endpoint.sessions) >= config.max_sessions:
+            self._reply(PacketType.REJECT, cid, encode_reject(hello.nonce, REJECT_BUSY), addr)
+            return DropReason.SESSION_LIMIT
+        self._start_session(hello, cid, len(data), addr, now)
+        return None
+
+    def _start_session(self, hello: object, cid: bytes, size: int, addr: Address,
+                       now: float) -> None:
+        endpoint = self._endpoint
+        config = endpoint.config
+        for _ in range(4):  # a session-id collision is astronomically rare; retry with a new nonce
+            responder = Responder(psk=endpoint.psk, node_id=config.node_id,
+                                  random_bytes=endpoint.random_bytes, hello=hello)  # type: ignore[arg-type]
+            if responder.session_id not in endpoint.by_session_id:
+                break
+        else:
+            return
+        session = endpoint.new_session(initiator=False, address=addr, now=now)
+        session.set_state(SessionState.HANDSHAKING)
+        session.handshake = responder
+        session.handshake_id = cid
+        session.session_id = responder.session_id
+        session.peer_node_id = responder.peer_node_id
+        session.amplification_received = size
+        challenge_header = encode_handshake_header(PacketType.CHALLENGE, cid)
+        session.hs_packet = challenge_header + responder.challenge(challenge_header)
+        session.hs_send_due = True
+        session.hs_deadline = now + config.connect_timeout
+        endpoint.by_handshake_id[cid] = session
+        endpoint.by_session_id[responder.session_id] = session
+        self.pending += 1
+        self._remember(cid, now)
+        endpoint.touch(session)
+
+    # ------------------------------------------------------------------ AUTH_PROOF
+
+    def on_auth_proof(self, cid: bytes, data: bytes, addr: Address,
+                      now: float) -> DropReason | None:
+        """AUTH_PROOF: the initiator proved the keys; establish and send FINAL."""
+        endpoint = self._endpoint
+        session = endpoint.by_session_id.get(cid)
+        if session is None or session.initiator:
+            return DropReason.UNKNOWN_SESSION
+        if session.state is not SessionState.HANDSHAKING:
+            if session.auth_proof_packet == data and session.final_packet:
+                session.hs_packet = session.final_packet  # our FINAL was lost
+                session.hs_send_due = True
+                endpoint.touch(session)
+                return None
+            return DropReason.REPLAYED_HANDSHAKE
+        responder = session.handshake
+        if not isinstance(responder, Responder):
+            return DropReason.UNEXPECTED_PACKET
+        header, body = data[:10], data[10:]
+        try:
+            keys = responder.on_auth_proof(header, body)
+        except HandshakeError:
+            return DropReason.BAD_HANDSHAKE
+        self.pending_done(session)
+        session.address = addr
+        session.install_keys(keys, now)
+        final_header = encode_handshake_header(PacketType.FINAL, session.session_id)
+        session.final_packet = final_header + responder.final(final_header)
+        session.auth_proof_packet = data
+        session.hs_packet = session.final_packet
+        session.hs_send_due = True
+        session.handshake = None
+        grant_session_window(session)
+        endpoint.stats.sessions_accepted += 1
+        session.establish(now)
+        endpoint.touch(session)
+        return None
+
+    def pending_done(self, session: Session) -> None:
+        """A pending handshake completed or expired: free its slot."""
+        if session.counted_pending:
+            return
+        session.counted_pending = True
+        self.pending -= 1
+        if self._endpoint.by_handshake_id.get(session.handshake_id) is session:
+            del self._endpoint.by_handshake_id[session.handshake_id]

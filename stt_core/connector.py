@@ -1,0 +1,182 @@
+"""Connector: the initiator's side of the handshake (protocol.md §6.1-§6.3).
+
+Owns ``connect``: building and retransmitting HELLO and AUTH_PROOF, reading
+CHALLENGE, FINAL, RETRY and REJECT, and turning each outcome into a session
+state. The initiator drives every retransmission; the responder only answers,
+so a lost message in either direction is recovered by the initiator's timer.
+
+REJECT and RETRY are unauthenticated; they are honoured only when they echo
+the nonce of our own pending HELLO, which an off-path attacker cannot know.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import DropReason, ErrorCode
+from .handshake import (
+    HandshakeAuthError,
+    HandshakeError,
+    Initiator,
+    PeerIdMismatch,
+    decode_reject,
+    decode_retry,
+)
+from .states import SessionState
+from .stream_io import INITIAL_SESSION_CREDIT
+from .wire import FrameType, LimitFrame, PacketType, SimpleFrame, encode_handshake_header
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .events import Address
+    from .session import Session
+
+REJECT_AUTH = 1
+REJECT_REFUSED = 2
+REJECT_BUSY = 3
+HELLO_SIZE = 1200
+"""HELLO datagrams are padded to this size (protocol.md §6.1)."""
+
+
+def keep_alive_frame() -> SimpleFrame:
+    """A KEEP_ALIVE frame (ack-eliciting, carries nothing)."""
+    return SimpleFrame(FrameType.KEEP_ALIVE)
+
+
+def start(endpoint: Endpoint, addr: Address, now: float, *, peer_node_id: bytes | None,
+          timeout: float | None) -> Session:
+    """Create an initiator session and queue its HELLO."""
+    config = endpoint.config
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be > 0 seconds")
+    if peer_node_id is not None and not (isinstance(peer_node_id, bytes)
+                                         and 1 <= len(peer_node_id) <= 64):
+        raise ValueError("peer_node_id must be 1-64 bytes or None")
+    session = endpoint.new_session(initiator=True, address=addr, now=now)
+    handshake = Initiator(psk=endpoint.psk, node_id=config.node_id,
+                          random_bytes=endpoint.random_bytes,
+                          expected_peer_node_id=peer_node_id, pad_to=HELLO_SIZE)
+    session.set_state(SessionState.HANDSHAKING)
+    session.handshake = handshake
+    session.handshake_id = handshake.handshake_id
+    _queue_hello(session, b"")
+    session.hs_interval = config.handshake_retransmit_interval
+    session.hs_retransmit_at = now + session.hs_interval
+    session.hs_deadline = now + (timeout if timeout is not None else config.connect_timeout)
+    endpoint.by_handshake_id[handshake.handshake_id] = session
+    endpoint.stats.sessions_connected += 1
+    return session
+
+
+def _queue_hello(session: Session, cookie: bytes) -> None:
+    handshake = session.handshake
+    if not isinstance(handshake, Initiator):
+        return
+    header = encode_handshake_header(PacketType.HELLO, handshake.handshake_id)
+    session.hs_packet = header + handshake.hello(header, cookie)
+    session.hs_send_due = True
+
+
+def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: bytes,
+                       addr: Address, now: float) -> DropReason | None:
+    """CHALLENGE, FINAL, RETRY or REJECT arrived for one of our connects."""
+    if packet_type == PacketType.FINAL:
+        session = endpoint.by_session_id.get(cid)
+    else:
+        session = endpoint.by_handshake_id.get(cid)
+    if session is None or not session.initiator:
+        return DropReason.UNKNOWN_SESSION
+    handshake = session.handshake
+    if not isinstance(handshake, Initiator) or session.state is not SessionState.HANDSHAKING:
+        return DropReason.REPLAYED_HANDSHAKE
+    header, body = data[:10], data[10:]
+    try:
+        if packet_type == PacketType.CHALLENGE:
+            return _on_challenge(endpoint, session, handshake, header, body, now)
+        if packet_type == PacketType.FINAL:
+            return _on_final(endpoint, session, handshake, header, body, now)
+        if packet_type == PacketType.REJECT:
+            return _on_reject(endpoint, session, handshake, body)
+        if packet_type == PacketType.RETRY:
+            return _on_retry(endpoint, session, handshake, body)
+    except PeerIdMismatch as exc:
+        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED), str(exc))
+        endpoint.touch(session)
+        return None
+    except HandshakeAuthError as exc:
+        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED),
+                     f"peer failed to prove the shared seed: {exc}")
+        endpoint.touch(session)
+        return None
+    except HandshakeError:
+        return DropReason.BAD_HANDSHAKE
+    return DropReason.UNEXPECTED_PACKET
+
+
+def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, header: bytes,
+                  body: bytes, now: float) -> DropReason | None:
+    if handshake.session_id is not None:
+        return DropReason.REPLAYED_HANDSHAKE  # a duplicate; our timer resends AUTH_PROOF
+    proof = handshake.on_challenge(
+        header, body, lambda sid: encode_handshake_header(PacketType.AUTH_PROOF, sid))
+    session_id = handshake.session_id
+    if session_id is None or session_id in endpoint.by_session_id:
+        session.fail("error", int(ErrorCode.INTERNAL_ERROR), "session id collision")
+        endpoint.touch(session)
+        return None
+    session.session_id = session_id
+    endpoint.by_session_id[session_id] = session
+    session.hs_packet = encode_handshake_header(PacketType.AUTH_PROOF, session_id) + proof
+    session.hs_send_due = True
+    session.hs_interval = endpoint.config.handshake_retransmit_interval
+    session.hs_retransmit_at = now + session.hs_interval
+    session.last_received = now
+    endpoint.touch(session)
+    return None
+
+
+def _on_final(endpoint: Endpoint, session: Session, handshake: Initiator, header: bytes,
+              body: bytes, now: float) -> DropReason | None:
+    if handshake.session_id is None:
+        return DropReason.UNEXPECTED_PACKET
+    keys = handshake.on_final(header, body)
+    session.install_keys(keys, now)
+    session.handshake = None
+    endpoint.by_handshake_id.pop(session.handshake_id, None)
+    grant_session_window(session)
+    session.establish(now)
+    endpoint.touch(session)
+    return None
+
+
+def grant_session_window(session: Session) -> None:
+    """Advertise our real session window (the peer starts from the initial credit)."""
+    session.peer_max_data = INITIAL_SESSION_CREDIT
+    if session.local_max_data > INITIAL_SESSION_CREDIT:
+        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
+
+
+def _on_reject(endpoint: Endpoint, session: Session, handshake: Initiator,
+               body: bytes) -> DropReason | None:
+    nonce, reason = decode_reject(body)
+    if nonce != handshake.nonce:
+        return DropReason.BAD_HANDSHAKE
+    if reason == REJECT_AUTH:
+        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED),
+                     "the peer rejected our HELLO: the shared seeds differ")
+    elif reason == REJECT_REFUSED:
+        session.fail("refused", int(ErrorCode.REFUSED), "the peer is not accepting sessions")
+    else:
+        return None  # busy: keep retransmitting until the connect timeout
+    endpoint.touch(session)
+    return None
+
+
+def _on_retry(endpoint: Endpoint, session: Session, handshake: Initiator,
+              body: bytes) -> DropReason | None:
+    nonce, cookie = decode_retry(body)
+    if nonce != handshake.nonce or handshake.session_id is not None:
+        return DropReason.BAD_HANDSHAKE
+    _queue_hello(session, cookie)
+    endpoint.touch(session)
+    return None

@@ -1,0 +1,308 @@
+"""Packetizer: the send path of an established session (protocol.md §4, §6).
+
+Owns how frames are packed into protected packets and what happens to each
+frame when its packet is acknowledged or declared lost: every sent frame
+leaves a small record on the ``SentPacket``; ACK and loss replay those records
+(stream bytes acknowledged or re-queued, control frames re-sent with their
+current value). Reliability follows the frame, not the packet.
+
+Packing order inside one packet: ACK, control frames, then stream data by
+priority (lower first), round-robin among streams of equal priority.
+ACK-only packets are not congestion controlled; everything else is, except
+PTO probes (RFC 9002 §7.5). Control frames are small and are let through a
+closed congestion window so that credit updates can never deadlock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .crypto import TAG_SIZE, PacketProtection, next_generation_secret
+from .events import Address, MessageDelivered
+from .recovery import SentPacket
+from .states import AMPLIFICATION_FACTOR, SessionState
+from .stream_io import maybe_forget, release_send_buffer
+from .wire import (
+    AckFrame,
+    CloseFrame,
+    DataFrame,
+    Frame,
+    FrameType,
+    LimitFrame,
+    NackFrame,
+    PathFrame,
+    SimpleFrame,
+    data_frame_overhead,
+    encode_session_header,
+)
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["datagrams", "on_ack_frame", "on_nack_frame", "requeue_lost"]
+
+_DATA = 0
+_CONTROL = 1
+_KEEP_ALIVE = SimpleFrame(FrameType.KEEP_ALIVE)
+_KEEP_ALIVE_ACK = SimpleFrame(FrameType.KEEP_ALIVE_ACK)
+_NOT_RETRANSMITTED = frozenset((
+    FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.PATH_CHALLENGE,
+    FrameType.PATH_RESPONSE, FrameType.ERROR,
+))
+MIN_USEFUL_DATA = 32
+"""Do not start a DATA frame in fewer bytes than this."""
+MAX_DATAGRAMS_PER_FLUSH = 256
+"""Bound one flush so a fast sender cannot starve the binding's receive side."""
+
+
+def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
+    """Everything this session wants to send now (may be empty)."""
+    if session.send_protection is None:
+        return []
+    out: list[tuple[bytes, Address]] = []
+    if session.state is SessionState.CLOSED:
+        packet = _build_packet(session, now, allow_data=False)
+        session.control.clear()
+        if packet is not None:
+            out.append((packet, session.address))
+        return out
+    _send_path_probes(session, now, out)
+    if session.keep_alive_due(now) and not session.control:
+        session.control.append(_KEEP_ALIVE)
+    if session.keep_alive_ack_due:
+        session.keep_alive_ack_due = False
+        session.control.append(_KEEP_ALIVE_ACK)
+    while len(out) < MAX_DATAGRAMS_PER_FLUSH:
+        packet = _build_packet(session, now, allow_data=True)
+        if packet is None:
+            break
+        out.append((packet, session.address))
+    return out
+
+
+def has_pending_data(session: Session) -> bool:
+    """True when stream data waits (used to decide whether to re-flush)."""
+    return bool(session.streams.ready_streams())
+
+
+def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:
+    """PATH_CHALLENGE to each unvalidated address, within its amplification budget."""
+    for addr, probe in session.probes.items():
+        if probe.sent_at >= 0 and now - probe.sent_at < max(3 * session.recovery.rtt.smoothed_rtt, 0.05):
+            continue
+        frame = PathFrame(FrameType.PATH_CHALLENGE, probe.challenge)
+        packet = _seal(session, [frame.encode()], [], now, ack_eliciting=False)
+        if probe.bytes_sent + len(packet) > AMPLIFICATION_FACTOR * probe.bytes_received:
+            continue
+        probe.bytes_sent += len(packet)
+        probe.sent_at = now
+        out.append((packet, addr))
+
+
+def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | None:
+    """Pack one packet, or return None when there is nothing worth sending."""
+    max_size = session.path.max_datagram_size
+    if not session.address_validated:
+        budget = AMPLIFICATION_FACTOR * session.amplification_received - session.amplification_sent
+        max_size = min(max_size, budget)
+        if max_size < 64:
+            return None
+    capacity = max_size - 10 - 8 - TAG_SIZE
+    parts: list[bytes] = []
+    records: list[tuple[object, ...]] = []
+    probing = session.probe_packets > 0
+    recovery = session.recovery
+    data_ok = allow_data and session.state is SessionState.ESTABLISHED and (
+        probing or recovery.can_send())
+    ready = data_ok and bool(session.streams.ready_streams())
+    acks = session.acks
+    if acks.ack_needed:
+        deadline = acks.ack_deadline()
+        if (deadline is not None and deadline <= now) or session.control or ready or probing:
+            built = acks.build_ack(now)
+            if built is not None:
+                ranges, delay = built
+                ack = AckFrame(sorted(ranges, key=lambda r: r.start, reverse=True), delay).encode()
+                parts.append(ack)
+                capacity -= len(ack)
+    has_ack = bool(parts)
+    remaining = _pack_control(session, parts, records, capacity)
+    if ready:
+        remaining = _pack_data(session, parts, records, remaining)
+    ack_eliciting = len(parts) > (1 if has_ack else 0)
+    if probing and not ack_eliciting:
+        parts.append(_KEEP_ALIVE.encode())
+        ack_eliciting = True
+    if not parts:
+        return None
+    if probing and ack_eliciting:
+        session.probe_packets -= 1
+    return _seal(session, parts, records, now, ack_eliciting=ack_eliciting)
+
+
+def _pack_control(session: Session, parts: list[bytes], records: list[tuple[object, ...]],
+                  capacity: int) -> int:
+    control = session.control
+    if not control:
+        return capacity
+    kept: list[Frame] = []
+    for frame in control:
+        encoded = frame.encode()
+        if len(encoded) > capacity:
+            kept.append(frame)
+            continue
+        parts.append(encoded)
+        capacity -= len(encoded)
+        if frame.frame_type not in _NOT_RETRANSMITTED:
+            records.append((_CONTROL, frame))
+    session.control = kept
+    return capacity
+
+
+def _pack_data(session: Session, parts: list[bytes], records: list[tuple[object, ...]],
+               capacity: int) -> int:
+    streams = session.streams
+    for queue in streams.ready_streams():
+        while queue and capacity >= MIN_USEFUL_DATA:
+            stream = queue[0]
+            sender = stream.sender
+            session_credit = session.peer_max_data - session.data_sent
+            credit = max(0, min(session_credit,
+                                sender.peer_max_stream_data - sender.highest_sent))
+            overhead = data_frame_overhead(stream.stream_id, sender.highest_sent, capacity)
+            before = sender.highest_sent
+            chunk = sender.next_frame(capacity - overhead, credit)
+            if chunk is None:
+                queue.popleft()
+                continue
+            offset, payload, fin = chunk
+            data = bytes(payload)
+            parts.append(DataFrame(stream.stream_id, offset, data, fin).encode())
+            capacity -= overhead + len(data)
+            records.append((_DATA, stream.stream_id, offset, len(data), fin))
+            new_bytes = sender.highest_sent - before
+            if new_bytes > 0:
+                session.data_sent += new_bytes
+                stream.bytes_sent += new_bytes
+                session.stats.stream_bytes_sent += new_bytes
+            else:
+                session.stats.retransmitted_bytes += len(data)
+            queue.rotate(-1)
+        if capacity < MIN_USEFUL_DATA:
+            break
+    return capacity
+
+
+def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]], now: float,
+          *, ack_eliciting: bool) -> bytes:
+    """Protect the payload under the current key, record it, maybe rotate keys."""
+    protection = session.send_protection
+    if protection is None:
+        raise RuntimeError("sealing without keys")
+    pn = session.next_packet_number
+    session.next_packet_number = pn + 1
+    header = encode_session_header(session.send_phase, session.session_id, pn)
+    packet = header + protection.seal(pn, header, b"".join(parts))
+    size = len(packet)
+    session.stats.packets_sent += 1
+    session.stats.bytes_sent += size
+    if not session.address_validated:
+        session.amplification_sent += size
+    if ack_eliciting:
+        session.last_sent_ack_eliciting = now
+        session.recovery.on_packet_sent(SentPacket(pn, now, size, True, True, records))
+    session.packets_under_key += 1
+    if session.packets_under_key >= session.config.key_update_interval_packets:
+        _maybe_update_keys(session, pn)
+    return packet
+
+
+def _maybe_update_keys(session: Session, pn: int) -> None:
+    """Rotate our send key once the peer has acknowledged the current phase.
+
+    Waiting for that acknowledgement guarantees the peer has switched to our
+    current key before we move again, so it never sees two flips it cannot
+    tell apart (protocol.md §6.4).
+    """
+    largest = session.recovery.largest_acked
+    if largest is None or largest < session.send_phase_start:
+        return
+    session.send_secret = next_generation_secret(session.send_secret)
+    session.send_protection = PacketProtection(session.config.aead, session.send_secret)
+    session.send_phase ^= 1
+    session.send_phase_start = pn + 1
+    session.packets_under_key = 0
+    session.stats.key_updates += 1
+
+
+# ---------------------------------------------------------------- feedback from the peer
+
+
+def on_ack_frame(session: Session, frame: Frame, now: float) -> None:
+    """ACK: release acknowledged frames, re-queue lost ones."""
+    if not isinstance(frame, AckFrame):
+        return
+    acked, lost = session.recovery.on_ack_received(frame.ranges, frame.ack_delay, now)
+    for packet in acked:
+        for record in packet.frames:
+            _on_record_acked(session, record, now)
+    if lost:
+        requeue_lost(session, lost)
+
+
+def on_nack_frame(session: Session, frame: Frame, now: float) -> None:
+    """NACK: the peer reports holes; repair them without waiting for a timer."""
+    if not isinstance(frame, NackFrame):
+        return
+    numbers = [pn for r in frame.ranges for pn in r][:1024]
+    lost = session.recovery.on_nack(numbers, now)
+    if lost:
+        requeue_lost(session, lost)
+
+
+def _on_record_acked(session: Session, record: tuple[object, ...], now: float) -> None:
+    if record[0] == _DATA:
+        _, stream_id, offset, length, fin = record
+        stream = session.streams.get(stream_id)  # type: ignore[arg-type]
+        if stream is None:
+            return
+        before = stream.sender.buffered_bytes
+        delivered = stream.sender.on_acked(offset, length, fin)  # type: ignore[arg-type]
+        release_send_buffer(session, stream, before)
+        for message_id in delivered:
+            session.emit(MessageDelivered(ref=session.ref, stream_id=stream.stream_id,
+                                          message_id=message_id))
+        if fin:
+            maybe_forget(session, stream)
+        return
+    frame = record[1]
+    if isinstance(frame, CloseFrame) and frame.frame_type == FrameType.SESSION_CLOSE:
+        session.finish_close(now)
+
+
+def requeue_lost(session: Session, packets: list[SentPacket]) -> None:
+    """Put the content of lost packets back in line for sending."""
+    session.stats.packets_lost += len(packets)
+    for packet in packets:
+        for record in packet.frames:
+            if record[0] == _DATA:
+                _, stream_id, offset, length, fin = record
+                stream = session.streams.get(stream_id)  # type: ignore[arg-type]
+                if stream is not None and not stream.reset:
+                    stream.sender.on_lost(offset, length, fin)  # type: ignore[arg-type]
+                    session.streams.mark_ready(stream)
+                continue
+            frame = record[1]
+            session.control.append(_refresh(session, frame))  # type: ignore[arg-type]
+
+
+def _refresh(session: Session, frame: Frame) -> Frame:
+    """A lost credit frame is re-sent with the current limit, not the stale one."""
+    if isinstance(frame, LimitFrame):
+        if frame.frame_type == FrameType.MAX_DATA:
+            return LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data)
+        stream = session.streams.get(frame.stream_id)
+        if stream is not None:
+            return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,
+                              stream.receiver.advertised_limit)
+    return frame

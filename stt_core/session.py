@@ -1,0 +1,494 @@
+"""Session: one authenticated peer relationship (protocol.md §5-§8).
+
+Glue only. The handshake maths lives in ``handshake.py``, loss detection and
+congestion in ``recovery.py``/``congestion.py``, buffers in ``streams.py``,
+the byte layout in ``wire.py``; this module wires them together:
+
+* the session state machine INIT -> HANDSHAKING -> ESTABLISHED -> CLOSING ->
+  CLOSED (see ``_TRANSITIONS``; anything missing there is a bug),
+* the receive path: decrypt, de-duplicate, decode the whole packet, then apply
+  each frame through one handler per frame type,
+* the send path (``packetizer.py``) and the timers (keep-alive, idle, close).
+
+Rules:
+1. Network input never raises out of this module. A frame handler that finds
+   a violation raises ``ProtocolError``; exactly one boundary
+   (``receive_packet``) catches it and closes the session with its code.
+2. Commands only queue; bytes appear at the next ``datagrams()`` call.
+3. Events are appended to the endpoint's queue through ``emit``; they are
+   complete when built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .crypto import DecryptError, PacketProtection, next_generation_secret
+from .errors import (
+    DropReason,
+    ErrorCode,
+    InvalidStateError,
+    ProtocolError,
+    SessionClosedError,
+)
+from .events import (
+    Address,
+    ApplicationFrameReceived,
+    Event,
+    PathChanged,
+    ResumeTokenReceived,
+    SessionClosed,
+    SessionEstablished,
+    SessionRef,
+)
+from . import packetizer, stream_io
+from .congestion import create_congestion_controller
+from .recovery import AckTracker, LossRecovery
+from .states import (
+    AMPLIFICATION_FACTOR,
+    TRANSITIONS,
+    PathProperties,
+    SessionState,
+    SessionStats,
+)
+from .stream_table import StreamTable
+from .wire import (
+    AppFrame,
+    CloseFrame,
+    Frame,
+    FrameType,
+    Header,
+    PathFrame,
+    ResumeTokenFrame,
+    WireError,
+    parse_frames,
+)
+
+if TYPE_CHECKING:
+    from .handshake import HandshakeKeys
+
+__all__ = ["AMPLIFICATION_FACTOR", "PathProperties", "Session", "SessionState", "SessionStats"]
+
+@dataclass(slots=True)
+class _PathProbe:
+    """A new peer address we are validating before moving the session there."""
+
+    challenge: bytes
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    sent_at: float = -1.0
+
+
+class Session:
+    """One session. Created and driven by ``Endpoint``; not used directly."""
+
+    def __init__(self, *, ref: SessionRef, config: Config, initiator: bool,
+                 address: Address, path: PathProperties, now: float,
+                 random_bytes: Callable[[int], bytes], emit: Callable[[Event], None]) -> None:
+        self.ref = ref
+        self.config = config
+        self.initiator = initiator
+        self.address = address
+        self.path = path
+        self.random_bytes = random_bytes
+        self.emit = emit
+        self.state = SessionState.INIT
+        self.session_id: bytes = b""
+        self.handshake_id: bytes = b""
+        self.peer_node_id: bytes = b""
+        self.created_at = now
+        self.stats = SessionStats()
+        self.address_validated = initiator
+        self.amplification_received = 0
+        self.amplification_sent = 0
+        self.last_received = now
+        self.last_sent_ack_eliciting = now
+        self.close_deadline: float | None = None
+        self.drain_until: float | None = None
+        self.close_reported = False
+        self.close_frame: CloseFrame | None = None
+        self.probes: dict[Address, _PathProbe] = {}
+        self.control: list[Frame] = []
+        self.keep_alive_ack_due = False
+        self.probe_packets = 0
+        self.streams = StreamTable(
+            initiator=initiator,
+            max_peer_streams=config.max_streams_per_session,
+            send_buffer_bytes=config.stream_send_buffer_bytes,
+            receive_window=config.stream_receive_window,
+            max_message_size=config.max_message_size,
+            max_frame_size=config.max_frame_size,
+        )
+        # Session-level flow control (protocol.md §5.4).
+        self.peer_max_data = config.session_receive_window  # until the peer says otherwise
+        self.data_sent = 0
+        self.local_max_data = config.session_receive_window
+        self.data_received = 0
+        self.data_consumed = 0
+        self.send_buffered = 0
+        self.recovery = self._new_recovery()
+        self.acks = AckTracker()
+        # Keys (protocol.md §6.4): per direction, rotated independently.
+        self.send_protection: PacketProtection | None = None
+        self.send_secret = b""
+        self.send_phase = 0
+        self.send_phase_start = 0
+        self.packets_under_key = 0
+        self.next_packet_number = 0
+        self.recv_protection: PacketProtection | None = None
+        self.recv_next: PacketProtection | None = None
+        self.recv_previous: PacketProtection | None = None
+        self.recv_secret = b""
+        self.recv_phase = 0
+        self.recv_phase_start = 0
+        self.resumption_secret = b""
+        self.resumed = False
+        # Handshake phase (protocol.md §6): the packet we (re)send and its timers.
+        self.handshake: object | None = None
+        self.hs_packet = b""
+        self.hs_send_due = False
+        self.hs_interval = config.handshake_retransmit_interval
+        self.hs_retransmit_at: float | None = None
+        self.hs_deadline: float | None = None
+        self.final_packet = b""
+        self.auth_proof_packet = b""
+        self.counted_pending = initiator
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_recovery(self) -> LossRecovery:
+        controller = create_congestion_controller(
+            self.config.congestion_control, max_datagram_size=self.path.max_datagram_size)
+        return LossRecovery(congestion=controller, reliable_path=self.path.reliable)
+
+    def set_state(self, new: SessionState) -> None:
+        """Move along the state machine; an illegal move is a bug in the core."""
+        if new not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"illegal session transition {self.state} -> {new}")
+        self.state = new
+
+    @property
+    def is_open(self) -> bool:
+        """True while application data may be sent."""
+        return self.state is SessionState.ESTABLISHED
+
+    def require_open(self) -> None:
+        """Raise the exception an application expects on a session not usable."""
+        if self.state is SessionState.ESTABLISHED:
+            return
+        if self.state in (SessionState.INIT, SessionState.HANDSHAKING):
+            raise InvalidStateError("session is not established yet; wait for SessionEstablished")
+        raise SessionClosedError(f"session is {self.state.value}")
+
+    def install_keys(self, keys: HandshakeKeys, now: float) -> None:
+        """Switch to the traffic keys of a completed handshake."""
+        aead = self.config.aead
+        self.session_id = keys.session_id
+        self.peer_node_id = keys.peer_node_id
+        self.send_secret = keys.send_secret
+        self.recv_secret = keys.receive_secret
+        self.resumption_secret = keys.resumption_secret
+        self.send_protection = PacketProtection(aead, keys.send_secret)
+        self.recv_protection = PacketProtection(aead, keys.receive_secret)
+        self.last_received = now
+        self.last_sent_ack_eliciting = now
+
+    def establish(self, now: float) -> None:
+        """Enter ESTABLISHED and tell the application."""
+        self.set_state(SessionState.ESTABLISHED)
+        self.address_validated = True
+        self.emit(SessionEstablished(
+            ref=self.ref, session_id=self.session_id, peer_node_id=self.peer_node_id,
+            address=self.address, initiator=self.initiator, resumed=self.resumed))
+
+    # ------------------------------------------------------------------ closing
+
+    def fail(self, reason: str, code: int, message: str, *, by_peer: bool = False) -> None:
+        """End the session at once and report it (handshake failures, timeouts)."""
+        if self.state is SessionState.CLOSED:
+            return
+        established = self.state in (SessionState.ESTABLISHED, SessionState.CLOSING)
+        self.state = SessionState.CLOSED
+        self.hs_send_due = False
+        self.control.clear()
+        if self.drain_until is None:
+            self.drain_until = self.last_received
+        self._report_closed(reason, code, message, established=established, by_peer=by_peer)
+
+    def _report_closed(self, reason: str, code: int, message: str, *, established: bool,
+                       by_peer: bool) -> None:
+        if self.close_reported:
+            return
+        if not established and not self.initiator:
+            return  # the application never saw this half-open session
+        self.close_reported = True
+        self.emit(SessionClosed(
+            ref=self.ref, reason=reason, code=code, message=message,
+            established=established, by_peer=by_peer, session_id=self.session_id))
+
+    def close(self, now: float, *, code: int, reason: str) -> None:
+        """Start a graceful close: SESSION_CLOSE goes out and must be acknowledged."""
+        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
+            return
+        if self.state is not SessionState.ESTABLISHED:
+            self.fail("graceful", code, reason or "closed before establishment")
+            return
+        self.set_state(SessionState.CLOSING)
+        self.close_frame = CloseFrame(FrameType.SESSION_CLOSE, code, reason)
+        self.control.append(self.close_frame)
+        self.close_deadline = now + self.config.close_timeout
+
+    def close_with_error(self, error: ProtocolError, now: float) -> None:
+        """The peer violated the protocol: send ERROR once and drop the session."""
+        if self.state is SessionState.CLOSED:
+            return
+        was_open = self.state in (SessionState.ESTABLISHED, SessionState.CLOSING)
+        self.control = [CloseFrame(FrameType.ERROR, int(error.code), error.message)]
+        self.state = SessionState.CLOSED
+        self.drain_until = now + self.config.close_timeout
+        self._report_closed("error", int(error.code), error.message,
+                            established=was_open, by_peer=False)
+
+    def _on_close_frame(self, frame: CloseFrame, now: float) -> None:
+        """SESSION_CLOSE or ERROR from the peer: acknowledge, report, drain."""
+        was_open = self.state in (SessionState.ESTABLISHED, SessionState.CLOSING)
+        graceful = frame.frame_type == FrameType.SESSION_CLOSE
+        self.state = SessionState.CLOSED
+        self.drain_until = now + self.config.close_timeout
+        self._report_closed("graceful" if graceful else "error", frame.code, frame.reason,
+                            established=was_open, by_peer=True)
+
+    # ------------------------------------------------------------------ receive path
+
+    def receive_packet(self, header: Header, data: bytes, addr: Address, now: float) -> DropReason | None:
+        """Process one protected session packet.
+
+        Returns:
+            None when the packet was accepted, else why it was dropped.
+        """
+        plaintext = self._decrypt(header, data)
+        if plaintext is None:
+            self.stats.decrypt_failures += 1
+            return DropReason.DECRYPTION_FAILED
+        pn = header.packet_number
+        try:
+            frames, ack_eliciting = parse_frames(plaintext)
+        except WireError as exc:
+            self.close_with_error(ProtocolError(ErrorCode.FRAME_ENCODING_ERROR, str(exc)), now)
+            return DropReason.MALFORMED_FRAMES
+        if not self.acks.on_packet_received(pn, ack_eliciting, now):
+            self.stats.duplicates_dropped += 1
+            return DropReason.DUPLICATE_PACKET
+        self.stats.packets_received += 1
+        self.stats.bytes_received += len(data)
+        self.last_received = now
+        if addr != self.address:
+            if not self._on_packet_from_new_address(addr, len(data), frames, now):
+                return None
+        if self.state is SessionState.CLOSED:
+            return None  # draining: the ACK tracker noted it; nothing else to do
+        try:
+            for frame in frames:
+                self.handlers[frame.frame_type](self, frame, now)
+        except ProtocolError as exc:
+            self.close_with_error(exc, now)
+        return None
+
+    def _decrypt(self, header: Header, data: bytes) -> bytes | None:
+        """Open a packet with the key its phase bit selects (protocol.md §6.4)."""
+        if self.recv_protection is None:
+            return None
+        aad = data[:header.payload_offset]
+        ciphertext = data[header.payload_offset:]
+        pn = header.packet_number
+        phase = header.key_phase
+        try:
+            if phase == self.recv_phase:
+                if pn < self.recv_phase_start and self.recv_previous is not None:
+                    return self.recv_previous.open(pn, aad, ciphertext)
+                return self.recv_protection.open(pn, aad, ciphertext)
+            if pn < self.recv_phase_start and self.recv_previous is not None:
+                return self.recv_previous.open(pn, aad, ciphertext)
+            return self._open_next_phase(pn, aad, ciphertext)
+        except DecryptError:
+            return None
+
+    def _open_next_phase(self, pn: int, aad: bytes, ciphertext: bytes) -> bytes:
+        """The peer rotated its keys: try the next generation, commit on success."""
+        if self.recv_next is None:
+            secret = next_generation_secret(self.recv_secret)
+            self.recv_next = PacketProtection(self.config.aead, secret)
+        plaintext = self.recv_next.open(pn, aad, ciphertext)
+        self.recv_previous = self.recv_protection
+        self.recv_protection = self.recv_next
+        self.recv_secret = next_generation_secret(self.recv_secret)
+        self.recv_next = None
+        self.recv_phase ^= 1
+        self.recv_phase_start = pn
+        self.stats.key_updates += 1
+        return plaintext
+
+    def _on_packet_from_new_address(self, addr: Address, size: int, frames: list[Frame],
+                                    now: float) -> bool:
+        """An authenticated packet arrived from an address we do not send to.
+
+        Never redirects traffic by itself (a captured packet replayed from a
+        spoofed address must not hijack the session): we start path validation
+        and move only when the PATH_RESPONSE comes back (protocol.md §8.2).
+        Returns whether the frames should still be processed.
+        """
+        probe = self.probes.get(addr)
+        if probe is None:
+            if len(self.probes) >= 4:
+                self.probes.pop(next(iter(self.probes)))
+            probe = self.probes[addr] = _PathProbe(self.random_bytes(8))
+        probe.bytes_received += size
+        return True
+
+    # ------------------------------------------------------------------ frame handlers
+
+    def _on_keep_alive(self, frame: Frame, now: float) -> None:
+        self.keep_alive_ack_due = True
+
+    def _on_keep_alive_ack(self, frame: Frame, now: float) -> None:
+        """Nothing to do: hearing the peer already refreshed ``last_received``."""
+
+    def _on_session_close(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, CloseFrame):
+            self._on_close_frame(frame, now)
+
+    def _on_path_challenge(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, PathFrame):
+            self.control.append(PathFrame(FrameType.PATH_RESPONSE, frame.data))
+
+    def _on_path_response(self, frame: Frame, now: float) -> None:
+        if not isinstance(frame, PathFrame):
+            return
+        for addr, probe in list(self.probes.items()):
+            if probe.challenge == frame.data and probe.sent_at >= 0:
+                self.migrate_to(addr, now)
+                return
+
+    def migrate_to(self, addr: Address, now: float) -> None:
+        """Move the session to a validated address and restart congestion state."""
+        old = self.address
+        self.probes.pop(addr, None)
+        if addr == old:
+            return
+        self.address = addr
+        self.stats.path_changes += 1
+        lost = self.recovery.discard_all()
+        self.recovery = self._new_recovery()
+        packetizer.requeue_lost(self, lost)
+        self.emit(PathChanged(ref=self.ref, old_address=old, new_address=addr))
+
+    def _on_resume_token(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, ResumeTokenFrame) and self.initiator:
+            self.emit(ResumeTokenReceived(ref=self.ref, token=frame.token,
+                                          expires_at=now + frame.lifetime))
+
+    def _on_app_frame(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, AppFrame):
+            self.emit(ApplicationFrameReceived(ref=self.ref, frame_type=frame.frame_type,
+                                               payload=frame.payload))
+
+    handlers: dict[int, Callable[[Session, Frame, float], None]] = {}
+
+    # ------------------------------------------------------------------ timers
+
+    def next_timer(self) -> float | None:
+        """Earliest deadline of this session; pure."""
+        if self.state is SessionState.CLOSED:
+            return self.drain_until
+        if self.state is SessionState.HANDSHAKING:
+            return min(t for t in (self.hs_deadline, self.hs_retransmit_at) if t is not None)
+        deadlines = [self.last_received + self.config.idle_timeout]
+        if self.state in (SessionState.ESTABLISHED, SessionState.CLOSING):
+            deadlines.append(max(self.last_received, self.last_sent_ack_eliciting)
+                             + self.config.keep_alive_interval)
+            loss = self.recovery.loss_detection_deadline()
+            if loss is not None:
+                deadlines.append(loss)
+            ack = self.acks.ack_deadline()
+            if ack is not None:
+                deadlines.append(ack)
+            if self.close_deadline is not None:
+                deadlines.append(self.close_deadline)
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        """Do whatever is due: idle death, close timeout, loss detection."""
+        if self.state is SessionState.CLOSED:
+            return
+        if self.state is SessionState.HANDSHAKING:
+            self._handle_handshake_timer(now)
+            return
+        if now >= self.last_received + self.config.idle_timeout:
+            self.fail("timeout", int(ErrorCode.IDLE_TIMEOUT),
+                      f"no packet from the peer for {self.config.idle_timeout:g} s")
+            return
+        if self.close_deadline is not None and now >= self.close_deadline:
+            self.finish_close(now)
+            return
+        lost, probes = self.recovery.on_loss_detection_timeout(now)
+        if lost:
+            packetizer.requeue_lost(self, lost)
+        if probes:
+            self.probe_packets = max(self.probe_packets, probes)
+
+    def _handle_handshake_timer(self, now: float) -> None:
+        """Give up at the connect deadline; the initiator retransmits before that."""
+        if self.hs_deadline is not None and now >= self.hs_deadline:
+            self.drain_until = now
+            self.fail("timeout", int(ErrorCode.IDLE_TIMEOUT),
+                      "handshake did not complete before the connect timeout")
+            return
+        if self.hs_retransmit_at is not None and now >= self.hs_retransmit_at:
+            self.hs_send_due = True
+            self.hs_interval *= 2
+            self.hs_retransmit_at = now + self.hs_interval
+
+    def finish_close(self, now: float) -> None:
+        """Our SESSION_CLOSE was acknowledged (or the close timeout ran out)."""
+        if self.state is not SessionState.CLOSING:
+            return
+        self.state = SessionState.CLOSED
+        self.drain_until = now
+        self._report_closed("graceful", self.close_frame.code if self.close_frame else 0,
+                            self.close_frame.reason if self.close_frame else "",
+                            established=True, by_peer=False)
+
+    def keep_alive_due(self, now: float) -> bool:
+        """True when the session has been quiet for a keep-alive interval."""
+        return now >= max(self.last_received, self.last_sent_ack_eliciting) \
+            + self.config.keep_alive_interval
+
+    @property
+    def finished(self) -> bool:
+        """True when the endpoint may forget this session."""
+        return self.state is SessionState.CLOSED and not self.control
+
+
+Session.handlers = {
+    FrameType.ACK: packetizer.on_ack_frame,
+    FrameType.NACK: packetizer.on_nack_frame,
+    FrameType.KEEP_ALIVE: Session._on_keep_alive,
+    FrameType.KEEP_ALIVE_ACK: Session._on_keep_alive_ack,
+    FrameType.DATA: stream_io.on_data_frame,
+    FrameType.STREAM_OPEN: stream_io.on_stream_open_frame,
+    FrameType.STREAM_CLOSE: stream_io.on_stream_close_frame,
+    FrameType.STREAM_FIN: stream_io.on_stream_fin_frame,
+    FrameType.SESSION_CLOSE: Session._on_session_close,
+    FrameType.ERROR: Session._on_session_close,
+    FrameType.MAX_DATA: stream_io.on_limit_frame,
+    FrameType.MAX_STREAM_DATA: stream_io.on_limit_frame,
+    FrameType.PATH_CHALLENGE: Session._on_path_challenge,
+    FrameType.PATH_RESPONSE: Session._on_path_response,
+    FrameType.RESUME_TOKEN: Session._on_resume_token,
+}
+for _app_type in range(FrameType.APP_MIN, FrameType.APP_MAX + 1):
+    Session.handlers[_app_type] = Session._on_app_frame
+

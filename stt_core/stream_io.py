@@ -1,0 +1,309 @@
+"""Stream I/O: stream commands and stream frame handlers of a session.
+
+Owns what happens to a stream when the application acts on it (open, send a
+message, finish, reset, consume) and when a stream frame arrives (DATA,
+STREAM_OPEN, STREAM_FIN, STREAM_CLOSE, MAX_DATA, MAX_STREAM_DATA), including
+flow-control accounting at stream and session level (protocol.md §5).
+
+Flow-control start (protocol.md §5.4): before a peer has advertised anything,
+a sender may put ``INITIAL_STREAM_CREDIT`` bytes on a stream and
+``INITIAL_SESSION_CREDIT`` on the session. Every receiver accepts at least
+that much and raises the limits to its configured windows with MAX_STREAM_DATA
+and MAX_DATA as soon as the stream (or the session) exists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import (
+    BufferFullError,
+    ErrorCode,
+    InvalidStateError,
+    ProtocolError,
+    StreamClosedError,
+)
+from .events import MessageReceived, StreamClosed, StreamOpened, StreamWritable
+from .stream_table import Stream
+from .wire import (
+    DataFrame,
+    Frame,
+    FrameType,
+    LimitFrame,
+    StreamCloseFrame,
+    StreamFinFrame,
+    StreamOpenFrame,
+)
+
+if TYPE_CHECKING:
+    from .session import Session
+
+INITIAL_STREAM_CREDIT = 64 * 1024
+"""Bytes a sender may put on a new stream before the peer's first MAX_STREAM_DATA."""
+INITIAL_SESSION_CREDIT = 1024 * 1024
+"""Bytes a sender may send on a new session before the peer's first MAX_DATA."""
+MAX_PRIORITY = 255
+MAX_PURPOSE_BYTES = 255
+
+
+# ---------------------------------------------------------------- application commands
+
+
+def open_stream(session: Session, *, purpose: str, stream_id: int | None, priority: int,
+                max_frame_size: int | None) -> int:
+    """Open (or re-label) a stream; see ``Endpoint.open_stream``."""
+    session.require_open()
+    if stream_id is not None and not 0 <= stream_id < (1 << 62):
+        raise ValueError("stream_id must be between 0 and 2**62-1")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be 0-{MAX_PRIORITY} (lower is sent first)")
+    if max_frame_size is not None and not 64 <= max_frame_size <= 65536:
+        raise ValueError("max_frame_size must be 64-65536 bytes")
+    if not isinstance(purpose, str) or len(purpose.encode("utf-8")) > MAX_PURPOSE_BYTES:
+        raise ValueError(f"purpose must be a str of at most {MAX_PURPOSE_BYTES} UTF-8 bytes")
+    existing = session.streams.get(stream_id) if stream_id is not None else None
+    if existing is not None and existing.reset:
+        raise StreamClosedError(f"stream {stream_id} was reset")
+    stream = session.streams.open_local(stream_id=stream_id, purpose=purpose,
+                                        priority=priority, max_frame_size=max_frame_size)
+    if stream.sender.peer_max_stream_data == 0:
+        stream.sender.on_max_stream_data(INITIAL_STREAM_CREDIT)
+    if existing is None:
+        _grant_stream_window(session, stream)
+    if stream.open_frame_pending:
+        session.control.append(StreamOpenFrame(stream.stream_id, stream.priority,
+                                               stream.max_frame_size, stream.purpose))
+        stream.open_frame_pending = False
+    return stream.stream_id
+
+
+def _grant_stream_window(session: Session, stream: Stream) -> None:
+    """Tell the peer our real stream window (it starts from INITIAL_STREAM_CREDIT)."""
+    limit = stream.receiver.advertised_limit
+    if limit > INITIAL_STREAM_CREDIT:
+        session.control.append(LimitFrame(FrameType.MAX_STREAM_DATA, stream.stream_id, limit))
+
+
+def _writable_stream(session: Session, stream_id: int) -> Stream:
+    session.require_open()
+    stream = session.streams.get(stream_id)
+    if stream is None:
+        if stream_id != 0:
+            raise StreamClosedError(f"stream {stream_id} is not open; call open_stream first")
+        open_stream(session, purpose="", stream_id=0, priority=0, max_frame_size=None)
+        stream = session.streams.get(0)
+        if stream is None:
+            raise InvalidStateError("stream 0 could not be created")
+    if stream.reset:
+        raise StreamClosedError(f"stream {stream_id} was reset")
+    return stream
+
+
+def can_send(session: Session, stream_id: int) -> bool:
+    """True when ``send_message`` would accept a message now."""
+    if not session.is_open:
+        return False
+    stream = session.streams.get(stream_id)
+    if stream is None:
+        return stream_id == 0
+    return (stream.sender.writable and not stream.reset
+            and session.send_buffered < session.config.session_send_buffer_bytes)
+
+
+def send_message(session: Session, stream_id: int, data: bytes) -> int:
+    """Queue one message; see ``Endpoint.send_message``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"message must be bytes-like, not {type(data).__name__}")
+    stream = _writable_stream(session, stream_id)
+    if not can_send(session, stream_id):
+        stream.was_blocked = True
+        raise BufferFullError(
+            f"send buffer of stream {stream_id} is full; wait for StreamWritable")
+    before = stream.sender.buffered_bytes
+    message_id = stream.sender.write_message(bytes(data))
+    session.send_buffered += stream.sender.buffered_bytes - before
+    stream.messages_sent += 1
+    session.stats.messages_sent += 1
+    session.streams.mark_ready(stream)
+    return message_id
+
+
+def close_stream(session: Session, stream_id: int) -> None:
+    """Finish our direction of a stream after its queued messages."""
+    stream = _writable_stream(session, stream_id)
+    stream.sender.finish()
+    session.streams.mark_ready(stream)
+
+
+def reset_stream(session: Session, stream_id: int, code: int) -> None:
+    """Abort a stream in both directions, discarding unsent data."""
+    session.require_open()
+    stream = session.streams.get(stream_id)
+    if stream is None or stream.reset:
+        return
+    _drop_stream(session, stream)
+    session.control.append(StreamCloseFrame(stream_id, code))
+
+
+def _drop_stream(session: Session, stream: Stream) -> None:
+    session.send_buffered -= stream.sender.buffered_bytes
+    stream.sender.reset()
+    stream.reset = True
+    session.streams.remove(stream)
+
+
+def consume(session: Session, stream_id: int, nbytes: int) -> None:
+    """The application took ``nbytes`` of message payload: return credit."""
+    if nbytes < 0:
+        raise ValueError("nbytes must be >= 0")
+    stream = session.streams.get(stream_id)
+    session.data_consumed += nbytes
+    _maybe_grant_session_credit(session)
+    if stream is None:
+        return
+    stream.receiver.consume(nbytes)
+    limit = stream.receiver.credit_update()
+    if limit is not None:
+        session.control.append(LimitFrame(FrameType.MAX_STREAM_DATA, stream_id, limit))
+
+
+def _maybe_grant_session_credit(session: Session) -> None:
+    window = session.config.session_receive_window
+    target = session.data_consumed + window
+    if target - session.local_max_data >= window // 2:
+        session.local_max_data = target
+        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, target))
+
+
+def release_send_buffer(session: Session, stream: Stream, before: int) -> None:
+    """Account freed send-buffer bytes and wake a blocked writer."""
+    session.send_buffered -= before - stream.sender.buffered_bytes
+    if stream.was_blocked and stream.sender.writable \
+            and session.send_buffered < session.config.session_send_buffer_bytes:
+        stream.was_blocked = False
+        session.emit(StreamWritable(ref=session.ref, stream_id=stream.stream_id))
+
+
+# ---------------------------------------------------------------- frames from the peer
+
+
+def _remote_stream(session: Session, stream_id: int) -> Stream | None:
+    stream = session.streams.get(stream_id)
+    if stream is not None:
+        return stream
+    stream = session.streams.get_or_open_remote(stream_id)
+    if stream is None:
+        return None
+    stream.sender.on_max_stream_data(INITIAL_STREAM_CREDIT)
+    _grant_stream_window(session, stream)
+    return stream
+
+
+def on_data_frame(session: Session, frame: Frame, now: float) -> None:
+    """DATA: reassemble, enforce flow control, deliver whole messages."""
+    if not isinstance(frame, DataFrame):
+        return
+    stream = _remote_stream(session, frame.stream_id)
+    if stream is None or stream.reset:
+        return
+    _accept_bytes(session, stream, frame.offset, frame.data, frame.fin)
+
+
+def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes,
+                  fin: bool) -> None:
+    new_bytes = stream.receiver.on_data(offset, data, fin)
+    if new_bytes:
+        session.data_received += new_bytes
+        if session.data_received > session.local_max_data:
+            raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR,
+                                "peer exceeded the session flow-control limit")
+        stream.bytes_received += new_bytes
+        session.stats.stream_bytes_received += new_bytes
+    _deliver(session, stream)
+
+
+def _deliver(session: Session, stream: Stream) -> None:
+    """Hand complete messages to the application, then report a finished peer."""
+    messages = stream.receiver.pop_messages()
+    if not stream.announced:
+        stream.held_messages.extend(messages)
+        return
+    if stream.held_messages:
+        messages = stream.held_messages + messages
+        stream.held_messages = []
+    auto = session.config.auto_consume
+    for message in messages:
+        stream.messages_received += 1
+        session.stats.messages_received += 1
+        session.emit(MessageReceived(ref=session.ref, stream_id=stream.stream_id, data=message))
+        if auto:
+            consume(session, stream.stream_id, len(message))
+    if stream.receiver.is_finished and not stream.remote_closed:
+        stream.remote_closed = True
+        session.emit(StreamClosed(ref=session.ref, stream_id=stream.stream_id, code=0,
+                                  by_peer=True))
+        maybe_forget(session, stream)
+
+
+def maybe_forget(session: Session, stream: Stream) -> None:
+    """Drop a stream once both directions are over."""
+    if stream.remote_closed and stream.sender.fin_acked:
+        session.streams.remove(stream)
+
+
+def on_stream_open_frame(session: Session, frame: Frame, now: float) -> None:
+    """STREAM_OPEN: learn the purpose label and announce the stream."""
+    if not isinstance(frame, StreamOpenFrame):
+        return
+    stream = _remote_stream(session, frame.stream_id)
+    if stream is None or stream.reset:
+        return
+    if not stream.local or stream.stream_id == 0:
+        stream.purpose = frame.purpose
+        stream.priority = min(frame.priority, MAX_PRIORITY)
+    if not stream.announced:
+        stream.announced = True
+        session.emit(StreamOpened(ref=session.ref, stream_id=stream.stream_id,
+                                  purpose=stream.purpose, priority=stream.priority))
+        _deliver(session, stream)
+
+
+def on_stream_fin_frame(session: Session, frame: Frame, now: float) -> None:
+    """STREAM_FIN: the peer's direction ends at ``final_size``."""
+    if not isinstance(frame, StreamFinFrame):
+        return
+    stream = _remote_stream(session, frame.stream_id)
+    if stream is None or stream.reset:
+        return
+    _accept_bytes(session, stream, frame.final_size, b"", True)
+
+
+def on_stream_close_frame(session: Session, frame: Frame, now: float) -> None:
+    """STREAM_CLOSE: the peer aborted the stream."""
+    if not isinstance(frame, StreamCloseFrame):
+        return
+    stream = session.streams.get(frame.stream_id)
+    if stream is None or stream.reset:
+        return
+    announced = stream.announced
+    _drop_stream(session, stream)
+    if announced:
+        session.emit(StreamClosed(ref=session.ref, stream_id=frame.stream_id,
+                                  code=frame.code or int(ErrorCode.APPLICATION_ERROR),
+                                  by_peer=True))
+
+
+def on_limit_frame(session: Session, frame: Frame, now: float) -> None:
+    """MAX_DATA / MAX_STREAM_DATA: more credit to send."""
+    if not isinstance(frame, LimitFrame):
+        return
+    if frame.frame_type == FrameType.MAX_DATA:
+        if frame.limit > session.peer_max_data:
+            session.peer_max_data = frame.limit
+            for stream in session.streams:
+                session.streams.mark_ready(stream)
+        return
+    stream = session.streams.get(frame.stream_id)
+    if stream is not None and not stream.reset:
+        stream.sender.on_max_stream_data(frame.limit)
+        session.streams.mark_ready(stream)

@@ -1,0 +1,178 @@
+"""Stream table: the per-session set of streams and their send scheduling.
+
+Owns which streams exist, who opened them, the limits on how many a peer may
+open, stream-id allocation, and the order in which streams get to send
+(priority first, round-robin inside a priority). It knows nothing about
+packets, keys or timers; ``session.py`` asks it for the next stream with data
+and feeds it frames.
+
+Stream ids (protocol.md §5.1): stream 0 exists implicitly on every session.
+Other ids are chosen by the opener; ids picked automatically are odd on the
+initiator and even on the responder so the two sides never collide. A frame
+for an unknown id opens that stream on the receiving side (subject to
+``max_streams_per_session``); its ``StreamOpened`` event waits for the
+STREAM_OPEN frame that carries the purpose label, so the application sees the
+label with the first message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import ErrorCode, ProtocolError
+from .streams import StreamReceiver, StreamSender
+
+__all__ = ["Stream", "StreamTable"]
+
+RECENTLY_CLOSED_MEMORY = 4096
+"""How many closed stream ids we remember, so late frames do not reopen them."""
+
+
+@dataclass(slots=True, eq=False)
+class Stream:
+    """One bidirectional stream: a sender, a receiver and its labels."""
+
+    stream_id: int
+    sender: StreamSender
+    receiver: StreamReceiver
+    purpose: str = ""
+    priority: int = 0
+    max_frame_size: int = 16384
+    local: bool = True
+    """True when this side opened the stream."""
+    announced: bool = False
+    """True once the application was told about the stream (StreamOpened)."""
+    open_frame_pending: bool = False
+    """STREAM_OPEN still has to be sent."""
+    held_messages: list[bytes] = field(default_factory=list)
+    """Messages that arrived before the peer's STREAM_OPEN was seen."""
+    was_blocked: bool = False
+    """The application hit backpressure; emit StreamWritable when room returns."""
+    remote_closed: bool = False
+    """The peer finished (FIN) or reset its direction and we reported it."""
+    reset: bool = False
+    messages_sent: int = 0
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class StreamTable:
+    """All streams of one session and the round-robin send order."""
+
+    __slots__ = (
+        "_by_id", "_closed", "_closed_order", "_initiator", "_max_frame_size",
+        "_max_message_size", "_max_peer_streams", "_next_auto_id", "_peer_opened",
+        "_ready", "_send_buffer_bytes", "_window",
+    )
+
+    def __init__(self, *, initiator: bool, max_peer_streams: int, send_buffer_bytes: int,
+                 receive_window: int, max_message_size: int, max_frame_size: int) -> None:
+        self._by_id: dict[int, Stream] = {}
+        self._closed: set[int] = set()
+        self._closed_order: deque[int] = deque()
+        self._initiator = initiator
+        self._next_auto_id = 1 if initiator else 2
+        self._max_peer_streams = max_peer_streams
+        self._peer_opened = 0
+        self._send_buffer_bytes = send_buffer_bytes
+        self._window = receive_window
+        self._max_message_size = max_message_size
+        self._max_frame_size = max_frame_size
+        self._ready: dict[int, deque[Stream]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._by_id.values()))
+
+    def get(self, stream_id: int) -> Stream | None:
+        """The stream with this id, or None."""
+        return self._by_id.get(stream_id)
+
+    def _create(self, stream_id: int, *, local: bool, max_frame_size: int) -> Stream:
+        stream = Stream(
+            stream_id=stream_id,
+            sender=StreamSender(stream_id, buffer_limit=self._send_buffer_bytes,
+                                max_frame_size=max_frame_size),
+            receiver=StreamReceiver(stream_id, window=self._window,
+                                    max_message_size=self._max_message_size),
+            max_frame_size=max_frame_size,
+            local=local,
+            announced=local or stream_id == 0,
+        )
+        self._by_id[stream_id] = stream
+        return stream
+
+    def open_local(self, *, stream_id: int | None, purpose: str, priority: int,
+                   max_frame_size: int | None) -> Stream:
+        """Open a stream from this side (the caller validated arguments).
+
+        Opening an id that already exists returns that stream with the new labels:
+        both peers may name the same explicit id, and stream 0 always exists.
+        """
+        if stream_id is None:
+            while self._next_auto_id in self._by_id or self._next_auto_id in self._closed:
+                self._next_auto_id += 2
+            stream_id = self._next_auto_id
+            self._next_auto_id += 2
+        stream = self._by_id.get(stream_id)
+        frame_size = max_frame_size or self._max_frame_size
+        if stream is None:
+            self._closed.discard(stream_id)
+            stream = self._create(stream_id, local=True, max_frame_size=frame_size)
+        stream.purpose = purpose
+        stream.priority = priority
+        stream.max_frame_size = frame_size
+        stream.sender.max_frame_size = frame_size
+        stream.open_frame_pending = stream_id != 0 or bool(purpose)
+        stream.announced = True
+        return stream
+
+    def get_or_open_remote(self, stream_id: int) -> Stream | None:
+        """The stream a peer frame refers to, creating it on first use.
+
+        Returns None for a recently closed stream (late frames are ignored).
+
+        Raises:
+            ProtocolError: the peer exceeded ``max_streams_per_session``.
+        """
+        stream = self._by_id.get(stream_id)
+        if stream is not None:
+            return stream
+        if stream_id in self._closed:
+            return None
+        if stream_id != 0:
+            if self._peer_opened >= self._max_peer_streams:
+                raise ProtocolError(ErrorCode.STREAM_LIMIT_ERROR,
+                                    f"peer opened more than {self._max_peer_streams} streams")
+            self._peer_opened += 1
+        return self._create(stream_id, local=False, max_frame_size=self._max_frame_size)
+
+    def remove(self, stream: Stream) -> None:
+        """Forget a finished stream, remembering its id for late frames."""
+        if self._by_id.pop(stream.stream_id, None) is None:
+            return
+        if not stream.local and stream.stream_id != 0:
+            self._peer_opened -= 1
+        self._closed.add(stream.stream_id)
+        self._closed_order.append(stream.stream_id)
+        if len(self._closed_order) > RECENTLY_CLOSED_MEMORY:
+            self._closed.discard(self._closed_order.popleft())
+
+    # ------------------------------------------------------------ send scheduling
+
+    def mark_ready(self, stream: Stream) -> None:
+        """The stream may have something to send (new data, loss, credit)."""
+        queue = self._ready.get(stream.priority)
+        if queue is None:
+            queue = self._ready[stream.priority] = deque()
+            self._ready = dict(sorted(self._ready.items()))
+        if stream not in queue:
+            queue.append(stream)
+
+    def ready_streams(self) -> list[deque[Stream]]:
+        """Queues of possibly-sendable streams, most urgent priority first."""
+        return [queue for queue in self._ready.values() if queue]

@@ -1,0 +1,213 @@
+"""Endpoint behaviour end to end on a scripted link: handshake, keep-alive,
+timeouts, close, and robustness against garbage input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stt_core import (
+    Config,
+    DropReason,
+    MessageReceived,
+    SessionClosed,
+    SessionEstablished,
+    SessionState,
+)
+from stt_core.wire import PacketType
+
+from .helpers import SERVER_ADDR, Pair, make_config
+
+
+def established(events: list[object]) -> list[SessionEstablished]:
+    return [e for e in events if isinstance(e, SessionEstablished)]
+
+
+def closed(events: list[object]) -> list[SessionClosed]:
+    return [e for e in events if isinstance(e, SessionClosed)]
+
+
+def connect(pair: Pair, **kwargs: object) -> int:
+    ref = pair.client.connect(SERVER_ADDR, pair.now, **kwargs)  # type: ignore[arg-type]
+    pair.run_for(2.0, stop=lambda: bool(established(pair.client_events)
+                                        or closed(pair.client_events)))
+    return ref
+
+
+def test_handshake_establishes_both_sides_with_equal_session_ids() -> None:
+    pair = Pair()
+    ref = connect(pair, peer_node_id=b"server")
+    pair.run_for(0.1)
+    (client_event,) = established(pair.client_events)
+    (server_event,) = established(pair.server_events)
+    assert client_event.ref == ref
+    assert len(client_event.session_id) == 8
+    assert client_event.session_id == server_event.session_id
+    assert client_event.peer_node_id == b"server"
+    assert server_event.peer_node_id == b"client"
+    assert client_event.initiator and not server_event.initiator
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    assert pair.server.session_state(server_event.ref) is SessionState.ESTABLISHED
+
+
+def test_handshake_messages_have_expected_sizes() -> None:
+    pair = Pair()
+    connect(pair)
+    kinds = {datagram[0]: len(datagram) for _, datagram in pair.sent if datagram[0] < 8}
+    assert kinds[PacketType.HELLO] == 1200
+    assert kinds[PacketType.CHALLENGE] < 200
+    assert kinds[PacketType.AUTH_PROOF] < 100
+    assert kinds[PacketType.FINAL] < 100
+
+
+def test_wrong_seed_fails_on_initiator_within_one_round_trip() -> None:
+    pair = Pair(client=Config(shared_seed=b"a-different-seed", node_id=b"client"))
+    start = pair.now
+    ref = connect(pair)
+    (event,) = closed(pair.client_events)
+    assert event.ref == ref
+    assert event.reason == "auth_failure"
+    assert not event.established
+    assert pair.now - start <= 2 * pair.delay + 1e-9
+    assert not established(pair.server_events)
+    assert pair.server.stats.drops[DropReason.BAD_HANDSHAKE.value] == 1
+    assert not pair.server.sessions
+
+
+def test_peer_node_id_mismatch_is_an_authentication_failure() -> None:
+    pair = Pair()
+    connect(pair, peer_node_id=b"somebody-else")
+    (event,) = closed(pair.client_events)
+    assert event.reason == "auth_failure"
+    assert not established(pair.client_events)
+
+
+@pytest.mark.parametrize("lost_type", [PacketType.HELLO, PacketType.CHALLENGE,
+                                       PacketType.AUTH_PROOF, PacketType.FINAL])
+def test_each_handshake_message_lost_once_still_establishes(lost_type: int) -> None:
+    pair = Pair()
+    dropped: list[int] = []
+
+    def drop(datagram: bytes, source: object, destination: object) -> bool:
+        if datagram[0] == lost_type and not dropped:
+            dropped.append(lost_type)
+            return True
+        return False
+
+    pair.drop = drop
+    connect(pair)
+    pair.run_for(1.0)
+    assert dropped == [lost_type]
+    assert len(established(pair.client_events)) == 1
+    assert len(established(pair.server_events)) == 1
+    assert established(pair.client_events)[0].session_id == \
+        established(pair.server_events)[0].session_id
+
+
+def test_silent_peer_times_out_at_the_connect_timeout() -> None:
+    pair = Pair(client=make_config(b"client", connect_timeout=5.0))
+    pair.drop = lambda datagram, source, destination: True
+    start = pair.now
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(10.0, stop=lambda: bool(closed(pair.client_events)))
+    (event,) = closed(pair.client_events)
+    assert event.ref == ref and event.reason == "timeout" and not event.established
+    assert pair.now - start == pytest.approx(5.0)
+    hellos = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.HELLO]
+    assert 3 <= len(hellos) <= 6  # retransmitted with exponential backoff
+
+
+def test_not_accepting_server_refuses() -> None:
+    pair = Pair(server=make_config(b"server", server_mode=False))
+    connect(pair)
+    (event,) = closed(pair.client_events)
+    assert event.reason == "refused"
+
+
+def test_replayed_hello_never_creates_a_second_session() -> None:
+    pair = Pair()
+    connect(pair)
+    pair.run_for(0.1)
+    hello = next(d for who, d in pair.sent if who == "client" and d[0] == PacketType.HELLO)
+    for _ in range(5):
+        pair.server.receive_datagram(hello, ("10.9.9.9", 5555), pair.now)
+    pair.run_for(1.0)
+    assert len(established(pair.server_events)) == 1
+    assert len(pair.server.sessions) == 1
+    assert pair.server.stats.drops[DropReason.REPLAYED_HANDSHAKE.value] == 5
+
+
+def test_idle_session_stays_alive_with_keep_alives_only() -> None:
+    pair = Pair()
+    connect(pair)
+    sent_before = len(pair.sent)
+    pair.run_for(300.0)
+    assert not closed(pair.client_events) and not closed(pair.server_events)
+    keep_alive_traffic = len(pair.sent) - sent_before
+    # one keep-alive exchange (+ acks) per 10 s interval, not a flood
+    assert 30 <= keep_alive_traffic <= 130
+
+
+def test_vanished_peer_times_out_between_30_and_31_seconds() -> None:
+    pair = Pair()
+    ref = connect(pair)
+    pair.run_for(0.5)
+    vanished_at = pair.now
+    pair.drop = lambda datagram, source, destination: destination == ("10.0.0.1", 40000)
+    pair.run_for(40.0, stop=lambda: bool(closed(pair.client_events)))
+    (event,) = closed(pair.client_events)
+    assert event.ref == ref and event.reason == "timeout" and event.established
+    assert 30.0 - pair.delay <= pair.now - vanished_at <= 31.0
+
+
+def test_graceful_close_is_seen_as_graceful_on_both_sides() -> None:
+    pair = Pair()
+    ref = connect(pair)
+    pair.run_for(0.1)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(2.0)
+    (client_event,) = closed(pair.client_events)
+    (server_event,) = closed(pair.server_events)
+    assert client_event.reason == server_event.reason == "graceful"
+    assert server_event.by_peer and not client_event.by_peer
+    pair.run_for(5.0)
+    assert not pair.client.sessions and not pair.server.sessions
+
+
+def _garbage(rng: random.Random, real: list[bytes]) -> bytes:
+    kind = rng.randrange(4)
+    if kind == 0 or not real:
+        return rng.randbytes(rng.randrange(0, 1500))
+    sample = rng.choice(real)
+    if kind == 1:
+        return sample[: rng.randrange(len(sample))]
+    if kind == 2:
+        flipped = bytearray(sample)
+        position = rng.randrange(len(flipped))
+        flipped[position] ^= 1 << rng.randrange(8)
+        return bytes(flipped)
+    return sample[:10] + rng.randbytes(rng.randrange(0, 200))
+
+
+def test_garbage_datagrams_are_dropped_and_counted_without_harm() -> None:
+    pair = Pair()
+    ref = connect(pair)
+    pair.run_for(0.1)
+    server_ref = established(pair.server_events)[0].ref
+    real = [d for _, d in pair.sent]
+    rng = random.Random(7)
+    drops_before = pair.server.stats.datagrams_dropped
+    for _ in range(1000):
+        pair.server.receive_datagram(_garbage(rng, real), ("10.6.6.6", 666), pair.now)
+        pair.client.receive_datagram(_garbage(rng, real), ("10.6.6.6", 666), pair.now)
+    pair.run_for(0.5)
+    assert pair.server.stats.datagrams_dropped >= drops_before + 900
+    assert pair.client.stats.datagrams_dropped >= 900
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+    stream = pair.client.open_stream(ref, purpose="check")
+    pair.client.send_message(ref, stream, b"still alive")
+    pair.run_for(1.0)
+    received = [e for e in pair.server_events if isinstance(e, MessageReceived)]
+    assert [e.data for e in received] == [b"still alive"]
