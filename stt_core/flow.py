@@ -6,9 +6,10 @@ both lean on:
 * :class:`ByteRanges`, a sorted set of disjoint half-open ``[start, end)``
   byte ranges. The sender keeps its acknowledged-but-not-contiguous ranges and
   its ranges waiting for retransmission in it; the receiver keeps the
-  out-of-order ranges it holds beyond its contiguous prefix. (When
-  ``stt_core.ranges`` offers the same operations this helper can be swapped
-  for it; it is not part of the public API.)
+  out-of-order ranges it holds beyond its contiguous prefix. It is exact
+  and never forgets: ``stt_core.ranges.RangeSet`` drops its lowest ranges
+  when capped, which suits packet numbers but would silently lose bytes
+  here, so the stream buffers cap their range counts themselves instead.
 * :class:`SessionFlowControl`, the session-level credit of protocol.md §5
   (MAX_DATA): on the receive side, how many stream bytes the peer may send
   across all streams; on the send side, how many the peer lets us send.

@@ -228,6 +228,18 @@ class StreamSender:
                 or self._fin_pending)
 
     @property
+    def max_frame_size(self) -> int:
+        """Largest payload of one DATA frame from this stream."""
+        return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value: int) -> None:
+        """Change the frame size (a stream reopened with new options); affects later frames."""
+        if value < 1:
+            raise ValueError("max_frame_size must be >= 1")
+        self._max_frame_size = value
+
+    @property
     def peer_max_stream_data(self) -> int:
         """The peer's credit for this stream: the highest offset we may send."""
         return self._peer_max_stream_data

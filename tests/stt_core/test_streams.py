@@ -558,3 +558,14 @@ def test_receiver_rejects_bad_arguments() -> None:
         new_receiver().on_data(-1, b"x", False)
     with pytest.raises(InvalidStateError):
         new_receiver().consume(-1)
+
+
+def test_max_frame_size_can_change() -> None:
+    sender = new_sender(max_frame_size=5)
+    sender.write_message(b"x" * 20)
+    assert len(frame(sender.next_frame(100, 100))[1]) == 5
+    sender.max_frame_size = 8
+    assert sender.max_frame_size == 8
+    assert len(frame(sender.next_frame(100, 100))[1]) == 8
+    with pytest.raises(ValueError):
+        sender.max_frame_size = 0
