@@ -140,6 +140,17 @@ class RangeSet:
         """The largest value held in an explicit range, or None when there is none."""
         return self._stops[-1] - 1 if self._stops else None
 
+    def intersects(self, start: int, stop: int) -> bool:
+        """True if any value of ``[start, stop)`` is contained (floor included)."""
+        start = max(start, 0)
+        if stop <= start:
+            return False
+        if start < self._floor:
+            return True
+        # The first range ending after ``start`` is the only candidate.
+        i = bisect_right(self._stops, start)
+        return i < len(self._starts) and self._starts[i] < stop
+
     def gaps(self) -> Iterator[range]:
         """Yield the holes between the floor and the last explicit range, ascending.
 

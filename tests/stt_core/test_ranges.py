@@ -135,6 +135,20 @@ def test_advance_floor() -> None:
     assert s.floor == 6
 
 
+def test_intersects() -> None:
+    s = RangeSet()
+    s.add(5, 8)
+    assert s.intersects(7, 10)
+    assert s.intersects(0, 6)
+    assert not s.intersects(8, 20)
+    assert not s.intersects(0, 5)
+    assert not s.intersects(6, 6)
+    assert not s.intersects(-5, 0)
+    s.advance_floor(2)
+    assert s.intersects(-5, 2)
+    assert not s.intersects(2, 5)
+
+
 def test_equality_and_repr() -> None:
     a, b = RangeSet(), RangeSet()
     a.add(1, 3)
@@ -222,6 +236,11 @@ class RangeSetMachine(RuleBasedStateMachine):
         # Nothing above the floor that was added and not removed is lost.
         assert {x for r in self.s for x in r} == {x for x in self.model if x >= floor}
         assert list(self.s.gaps()) == _model_gaps(self.model, floor)
+
+    @rule(span=spans)
+    def intersects(self, span: tuple[int, int]) -> None:
+        expected = any(x in self.s for x in range(*span))
+        assert self.s.intersects(*span) == expected
 
 
 def _model_gaps(model: set[int], floor: int) -> list[range]:
