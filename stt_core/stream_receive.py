@@ -62,6 +62,7 @@ class StreamReceiver:
         "_buf",
         "_buf_start",
         "_contig",
+        "_discarded",
         "_final_size",
         "_gaps",
         "_highest",
@@ -102,6 +103,7 @@ class StreamReceiver:
         self._highest = 0  # end of the highest byte received
         self._gaps = ByteRanges()  # received ranges above _contig
         self._final_size: int | None = None
+        self._discarded = False  # discard() ran: count bytes, keep none
         self._parse_pos = 0  # offset of the next unparsed length prefix
         self._msg_start = -1  # payload range of the message being assembled,
         self._msg_end = -1  # -1 while its length prefix is not parsed yet
@@ -174,6 +176,10 @@ class StreamReceiver:
         if end > self._highest:
             new_bytes = end - self._highest
             self._highest = end
+        if self._discarded:
+            self._released += new_bytes  # counted for flow control, then dropped
+            self._buf_start = self._contig = self._parse_pos = self._highest
+            return new_bytes
         contig = self._contig
         if end <= contig:
             return new_bytes  # duplicate
@@ -364,13 +370,18 @@ class StreamReceiver:
         return delta
 
     def discard(self) -> int:
-        """Drop every buffered byte (stream reset or closed by us).
+        """Drop every buffered byte and every later one (stream reset or abandoned).
+
+        Later :meth:`on_data` calls still enforce the limits and count new
+        bytes (the peer's data in flight must be paid for at session level),
+        then release them at once; :meth:`pop_messages` returns nothing.
 
         Returns:
             Bytes received but never reported by :meth:`take_released`, so
             the session can return their share of the session window.
         """
         unreported = self._highest - self._reported
+        self._discarded = True
         self._released = self._reported = self._highest
         self._buf = bytearray()
         self._buf_start = self._contig = self._parse_pos = self._highest

@@ -54,6 +54,7 @@ class Channel:
     reorder: bool = False
     payloads: tuple[int, ...] = (1200,)
     consume: bool = True
+    window: int = 0
     in_flight: list[Frame] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
@@ -107,14 +108,17 @@ class Channel:
         raise AssertionError("transfer did not finish")
 
 
-def make_channel(seed: int, *, window: int = 64 * 1024, max_message_size: int = 1 << 23,
-                 buffer_limit: int = 256 * 1024, max_frame_size: int = 16384,
-                 **kwargs: object) -> Channel:
-    receiver = StreamReceiver(4, window=window, max_message_size=max_message_size)
-    sender = StreamSender(4, buffer_limit=buffer_limit, max_frame_size=max_frame_size,
+def make_channel(seed: int, *, window: int = 64 * 1024, buffer_limit: int = 256 * 1024,
+                 payloads: tuple[int, ...] = (1200,), loss: float = 0.0, dup: float = 0.0,
+                 ack_loss: float = 0.0, reorder: bool = False,
+                 consume: bool = True) -> Channel:
+    receiver = StreamReceiver(4, window=window, max_message_size=1 << 23)
+    sender = StreamSender(4, buffer_limit=buffer_limit, max_frame_size=16384,
                           peer_max_stream_data=receiver.advertised_limit)
     session = SessionFlowControl(receive_window=1 << 40)
-    return Channel(random.Random(seed), sender, receiver, session, **kwargs)  # type: ignore[arg-type]
+    return Channel(random.Random(seed), sender, receiver, session, loss=loss, dup=dup,
+                   ack_loss=ack_loss, reorder=reorder, payloads=payloads, consume=consume,
+                   window=window)
 
 
 def check_complete(channel: Channel, messages: list[bytes]) -> None:
@@ -123,8 +127,9 @@ def check_complete(channel: Channel, messages: list[bytes]) -> None:
     assert channel.receiver.is_finished
     assert channel.sender.held_bytes == 0, "everything acked: no memory held"
     assert channel.sender.buffered_bytes == 0
-    window = channel.receiver.advertised_limit  # upper bound on any window seen
-    assert channel.max_buffered <= window + max((len(m) for m in messages), default=0) + 8
+    # Memory bound of the flow-control rule: window + largest message (+ its prefix).
+    largest = max((len(m) for m in messages), default=0)
+    assert channel.max_buffered <= channel.window + largest + 8
 
 
 sizes_st = st.one_of(
@@ -246,6 +251,35 @@ def test_on_acked_reports_messages_only_when_every_byte_is_acked() -> None:
     assert acks(frames[0]) == [], "a duplicate ack delivers nothing twice"
     assert acks(frames[2]) == [1, 2], "in order"
     assert sender.all_acked
+    assert sender.held_bytes == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(0, 70), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+       order=st.randoms(use_true_random=False))
+def test_delivery_ids_follow_acked_bytes_under_any_ack_order(
+        sizes: list[int], cuts: list[int], order: random.Random) -> None:
+    sender = new_sender(max_frame_size=1000)
+    ends = []
+    for size in sizes:
+        sender.write_message(b"d" * size)
+        ends.append(sender.buffered_bytes)
+    frames = []
+    i = 0
+    while (chunk := sender.next_frame(cuts[i % len(cuts)], 1 << 20)) is not None:
+        frames.append(frame(chunk))
+        i += 1
+    order.shuffle(frames)
+    acked: set[int] = set()
+    delivered: list[int] = []
+    for offset, payload, fin in frames:
+        acked.update(range(offset, offset + len(payload)))
+        delivered += sender.on_acked(offset, len(payload), fin)
+        # Exactly the messages whose bytes (and all earlier bytes) are acked.
+        expected = [n for n, end in enumerate(ends) if set(range(end)) <= acked]
+        assert delivered == expected
+    assert delivered == list(range(len(sizes)))
     assert sender.held_bytes == 0
 
 
@@ -548,6 +582,10 @@ def test_discard_returns_unreleased_session_credit() -> None:
     receiver.pop_messages()
     released = receiver.take_released()
     assert released + receiver.discard() == 150
+    assert receiver.buffered_bytes == 0
+    assert receiver.on_data(150, b"late", False) == 4, "still counted for the session"
+    assert receiver.take_released() == 4, "and released at once"
+    assert receiver.pop_messages() == []
     assert receiver.buffered_bytes == 0
 
 
