@@ -1,0 +1,706 @@
+"""Recovery: RTT estimation, loss detection, probe timeouts and ACK generation.
+
+This module owns, after RFC 9002:
+
+- :class:`RttEstimator`: latest/min/smoothed RTT and its variance (§5);
+- :class:`LossRecovery`, the sender side: which packets are outstanding,
+  which are acknowledged, which are lost by packet or time threshold (§6.1),
+  the probe timeout (§6.2), NACK-driven fast repair, spurious-loss detection,
+  and persistent congestion (§7.6); it drives a
+  :class:`~stt_core.congestion.CongestionController` and owns ``bytes_in_flight``;
+- :class:`AckTracker`, the receiver side: duplicate detection (the anti-replay
+  window), when an ACK is due, what it reports, and which holes to NACK.
+
+It must not know about frames, streams, keys or sockets: a :class:`SentPacket`
+carries the session's frame records as an opaque list, and the session
+retransmits frame *content* when packets are lost (packet numbers are never
+reused). Time is always the caller's ``now``.
+
+Rules the session relies on:
+
+1. Every ack-eliciting packet is given to :meth:`LossRecovery.on_packet_sent`
+   with strictly increasing packet numbers.
+2. A packet may be reported lost and later appear in the acked list (a
+   spurious loss, flagged by ``SentPacket.declared_lost``). Frame handlers must
+   be idempotent; an early ACK of requeued content simply cancels the resend.
+3. :meth:`LossRecovery.loss_detection_deadline` is pure; the session arms a
+   timer at it and calls :meth:`LossRecovery.on_loss_detection_timeout`, which
+   works out for itself what is due (harmless when early).
+4. On a reliable path (WebSocket) nothing is ever declared lost, no probe is
+   ever requested and congestion control is bypassed; ACKs still flow for
+   ``MessageDelivered`` and RTT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .congestion import CongestionController
+from .errors import ErrorCode, ProtocolError
+from .ranges import DEFAULT_MAX_RANGES, RangeSet
+
+__all__ = [
+    "K_GRANULARITY",
+    "K_PACKET_THRESHOLD",
+    "K_TIME_THRESHOLD",
+    "AckTracker",
+    "LossRecovery",
+    "RttEstimator",
+    "SentPacket",
+]
+
+K_PACKET_THRESHOLD = 3
+"""RFC 9002 §6.1.1: a packet is lost once a packet this many numbers later is acked."""
+K_TIME_THRESHOLD = 9.0 / 8.0
+"""RFC 9002 §6.1.2: ... or once it is older than 9/8 of an RTT at an ACK."""
+K_GRANULARITY = 0.001
+"""RFC 9002 §6.1.2: timer granularity, the smallest loss delay and RTT variance term."""
+K_PERSISTENT_CONGESTION_THRESHOLD = 3
+"""RFC 9002 §7.6.1: persistent congestion spans this many PTOs."""
+K_NACK_REORDER_FRACTION = 1.0 / 8.0
+"""A NACKed packet must have been sent this fraction of srtt before the largest
+acked one: a smaller gap could still be reordering, not loss."""
+MAX_PTO_BACKOFF_EXPONENT = 16
+"""The PTO doubles at most this many times (far beyond any idle timeout)."""
+LOST_MEMORY_PACKETS = 1024
+"""Declared-lost packets remembered so that a late ACK is recognised as spurious."""
+
+
+@dataclass(slots=True)
+class SentPacket:
+    """A packet the session sent, as loss recovery sees it."""
+
+    packet_number: int
+    """The packet number (strictly increasing per session)."""
+    sent_time: float
+    """``now`` when the packet was sent."""
+    size: int
+    """Bytes on the wire, counted against the congestion window when in flight."""
+    ack_eliciting: bool
+    """True if the packet carries frames the peer must acknowledge."""
+    in_flight: bool
+    """True if the packet counts toward ``bytes_in_flight`` (ack-eliciting or padding)."""
+    frames: list[Any]
+    """The session's records of what the packet carried; opaque here."""
+    declared_lost: bool = False
+    """Set when recovery declared the packet lost; if it shows up acked later
+    the loss was spurious."""
+
+
+class RttEstimator:
+    """Round-trip time estimates per RFC 9002 §5.
+
+    Before the first sample ``smoothed_rtt`` is the initial RTT and
+    ``rttvar`` half of it (§5.3), ``latest_rtt`` and ``min_rtt`` are 0.0 and
+    :attr:`has_sample` is False.
+    """
+
+    __slots__ = (
+        "has_sample",
+        "initial_rtt",
+        "latest_rtt",
+        "max_ack_delay",
+        "min_rtt",
+        "rttvar",
+        "smoothed_rtt",
+    )
+
+    def __init__(self, initial_rtt: float = 0.1, max_ack_delay: float = 0.025) -> None:
+        if initial_rtt <= 0:
+            raise ValueError(f"initial_rtt must be > 0 seconds, not {initial_rtt}")
+        if max_ack_delay < 0:
+            raise ValueError(f"max_ack_delay must be >= 0 seconds, not {max_ack_delay}")
+        self.initial_rtt = initial_rtt
+        self.max_ack_delay = max_ack_delay
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample (a new path has an unknown RTT)."""
+        self.has_sample = False
+        self.latest_rtt = 0.0
+        self.min_rtt = 0.0
+        self.smoothed_rtt = self.initial_rtt
+        self.rttvar = self.initial_rtt / 2.0
+
+    def update(
+        self, latest_rtt: float, ack_delay: float, max_ack_delay: float | None = None
+    ) -> None:
+        """Take one RTT sample (RFC 9002 §5.3).
+
+        Args:
+            latest_rtt: ``now`` minus the send time of the largest newly
+                acked packet, in seconds.
+            ack_delay: the delay the peer reports it held the ACK; clamped to
+                ``[0, max_ack_delay]`` and subtracted only when that does not
+                take the sample below ``min_rtt``.
+            max_ack_delay: the peer's promise; defaults to the constructor's.
+
+        Raises:
+            ValueError: ``latest_rtt`` is negative (a clock going backwards).
+        """
+        if latest_rtt < 0:
+            raise ValueError(f"latest_rtt must be >= 0, not {latest_rtt}")
+        self.latest_rtt = latest_rtt
+        if not self.has_sample:
+            # §5.3: the first sample initialises everything; ack_delay is ignored.
+            self.has_sample = True
+            self.min_rtt = latest_rtt
+            self.smoothed_rtt = latest_rtt
+            self.rttvar = latest_rtt / 2.0
+            return
+        self.min_rtt = min(self.min_rtt, latest_rtt)
+        limit = self.max_ack_delay if max_ack_delay is None else max_ack_delay
+        ack_delay = min(max(ack_delay, 0.0), limit)
+        adjusted = latest_rtt
+        if latest_rtt >= self.min_rtt + ack_delay:
+            adjusted = latest_rtt - ack_delay
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
+        self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
+
+    def pto_base(self) -> float:
+        """RFC 9002 §6.2.1: srtt + max(4 * rttvar, kGranularity) + max_ack_delay."""
+        return self.smoothed_rtt + max(4.0 * self.rttvar, K_GRANULARITY) + self.max_ack_delay
+
+
+class LossRecovery:
+    """Sender-side loss recovery for one session on one path.
+
+    Args:
+        congestion: the controller this instance drives (not used on a
+            reliable path).
+        initial_rtt: RTT assumed before the first sample, seconds.
+        max_ack_delay: the longest the peer holds an ACK, seconds.
+        reliable_path: True on an already reliable, ordered transport
+            (WebSocket): no loss, no probes, no congestion control.
+
+    Raises:
+        ValueError: a negative or zero time parameter.
+    """
+
+    __slots__ = (
+        "_ack_eliciting_in_flight",
+        "_acked",
+        "_first_rtt_sample_time",
+        "_largest_acked_sent_time",
+        "_largest_sent",
+        "_last_ack_eliciting_time",
+        "_loss_time",
+        "_lost",
+        "_sent",
+        "bytes_in_flight",
+        "congestion",
+        "largest_acked",
+        "packets_lost",
+        "pto_count",
+        "pto_count_total",
+        "reliable_path",
+        "rtt",
+        "spurious_losses",
+    )
+
+    def __init__(
+        self,
+        *,
+        congestion: CongestionController,
+        initial_rtt: float = 0.1,
+        max_ack_delay: float = 0.025,
+        reliable_path: bool = False,
+    ) -> None:
+        self.congestion = congestion
+        self.rtt = RttEstimator(initial_rtt, max_ack_delay)
+        self.reliable_path = reliable_path
+        self.bytes_in_flight = 0
+        """Bytes of in-flight packets neither acked, lost nor discarded."""
+        self.largest_acked: int | None = None
+        """Largest packet number the peer acknowledged so far."""
+        self.pto_count = 0
+        """Consecutive PTOs without an ACK (the backoff exponent)."""
+        self.packets_lost = 0
+        """Packets declared lost, spurious ones included."""
+        self.spurious_losses = 0
+        """Packets declared lost and acknowledged afterwards."""
+        self.pto_count_total = 0
+        """PTOs fired over the lifetime."""
+        # Outstanding packets by number; insertion order is ascending order.
+        self._sent: dict[int, SentPacket] = {}
+        # Recently declared lost, kept to recognise spurious losses.
+        self._lost: dict[int, SentPacket] = {}
+        # Everything the peer acknowledged (capped; forgotten counts as acked).
+        self._acked = RangeSet(DEFAULT_MAX_RANGES)
+        self._largest_sent = -1
+        self._ack_eliciting_in_flight = 0
+        self._last_ack_eliciting_time: float | None = None
+        self._largest_acked_sent_time: float | None = None
+        self._loss_time: float | None = None
+        self._first_rtt_sample_time: float | None = None
+
+    # -- queries ---------------------------------------------------------
+
+    @property
+    def ack_eliciting_in_flight(self) -> int:
+        """Outstanding ack-eliciting packets (the PTO is armed while > 0)."""
+        return self._ack_eliciting_in_flight
+
+    @property
+    def outstanding(self) -> int:
+        """Packets sent and neither acked, lost nor discarded."""
+        return len(self._sent)
+
+    def can_send(self, size: int | None = None) -> bool:
+        """May a packet of ``size`` bytes (default: a full datagram) go now?
+
+        Always True on a reliable path. PTO probes are sent regardless.
+        """
+        return self.reliable_path or self.congestion.can_send(self.bytes_in_flight, size)
+
+    def next_send_time(self, now: float, size: int | None = None) -> float:
+        """The pacer's earliest send time (``now`` on a reliable path). Pure."""
+        if self.reliable_path:
+            return now
+        return self.congestion.next_send_time(now, size)
+
+    def pto_interval(self) -> float:
+        """The current probe timeout: ``pto_base() * 2**pto_count`` seconds."""
+        return self.rtt.pto_base() * (1 << min(self.pto_count, MAX_PTO_BACKOFF_EXPONENT))
+
+    def _pto_deadline(self) -> float | None:
+        if self._ack_eliciting_in_flight == 0 or self._last_ack_eliciting_time is None:
+            return None
+        return self._last_ack_eliciting_time + self.pto_interval()
+
+    def loss_detection_deadline(self) -> float | None:
+        """When :meth:`on_loss_detection_timeout` has work: a time-threshold
+        loss or the PTO, whichever is earlier. None when nothing ack-eliciting
+        is outstanding, and always on a reliable path. Pure.
+        """
+        if self.reliable_path:
+            return None
+        pto = self._pto_deadline()
+        if self._loss_time is None:
+            return pto
+        return self._loss_time if pto is None else min(self._loss_time, pto)
+
+    # -- events ----------------------------------------------------------
+
+    def on_packet_sent(self, packet: SentPacket) -> None:
+        """Record a sent packet. Call it for every ack-eliciting packet.
+
+        Raises:
+            ValueError: the packet number does not exceed every earlier one.
+        """
+        pn = packet.packet_number
+        if pn <= self._largest_sent:
+            raise ValueError(f"packet number {pn} sent after {self._largest_sent}")
+        self._largest_sent = pn
+        self._sent[pn] = packet
+        if packet.in_flight:
+            self.bytes_in_flight += packet.size
+            if not self.reliable_path:
+                self.congestion.on_packet_sent(packet.size, packet.sent_time)
+        if packet.ack_eliciting:
+            self._ack_eliciting_in_flight += 1
+            self._last_ack_eliciting_time = packet.sent_time
+
+    def on_ack_received(
+        self, ack_ranges: Iterable[range], ack_delay: float, now: float
+    ) -> tuple[list[SentPacket], list[SentPacket]]:
+        """Process an ACK frame (RFC 9002 §A.7).
+
+        Args:
+            ack_ranges: acknowledged packet numbers, in any order.
+            ack_delay: the delay the peer reports, seconds.
+            now: the current time.
+
+        Returns:
+            ``(newly_acked, newly_lost)``, each in ascending packet number
+            order. ``newly_acked`` includes packets earlier declared lost
+            (``declared_lost`` is True on those). The session releases the
+            frames of the first list and requeues those of the second.
+
+        Raises:
+            ProtocolError: the ACK covers a packet number never sent
+                (PROTOCOL_VIOLATION); the session closes.
+        """
+        ranges = _checked_ranges(ack_ranges, self._largest_sent)
+        if not ranges:
+            return [], []
+        largest = max(r.stop for r in ranges) - 1
+        acked = _take(self._sent, ranges)
+        spurious = _take(self._lost, ranges)
+        for r in ranges:
+            self._acked.add(r.start, r.stop)
+        if self.largest_acked is None or largest > self.largest_acked:
+            self.largest_acked = largest
+        if not acked and not spurious:
+            return [], []
+        for packet in acked:
+            self._forget(packet)
+        if acked and acked[-1].packet_number == largest:
+            self._largest_acked_sent_time = acked[-1].sent_time
+            # §5.1: sample only when the largest is newly acked and something
+            # ack-eliciting was newly acked.
+            if any(p.ack_eliciting for p in acked):
+                self.rtt.update(now - acked[-1].sent_time, ack_delay)
+                if self._first_rtt_sample_time is None:
+                    self._first_rtt_sample_time = now
+        self.pto_count = 0
+        lost: list[SentPacket] = []
+        if not self.reliable_path:
+            lost = self._detect_lost(now)
+            self._report_lost(lost, now)
+            if spurious:
+                self.congestion.on_spurious_loss(spurious, now)
+            self.congestion.on_packets_acked(acked, now, self.rtt)
+        if spurious:
+            self.spurious_losses += len(spurious)
+            acked = sorted(acked + spurious, key=_packet_number)
+        return acked, lost
+
+    def on_nack(self, packet_numbers: Iterable[int], now: float) -> list[SentPacket]:
+        """The peer reports holes: declare those packets lost now (fast repair).
+
+        Only packets older than the largest acked one, sent at least
+        ``srtt / 8`` before it, qualify: anything younger might merely be
+        reordered, and a NACK must never make us drop a packet still
+        legitimately in flight. Process the ACK of the same packet first.
+        The congestion controller sees the losses; it reduces its window at
+        most once per recovery period.
+
+        Returns:
+            The packets newly declared lost, ascending; requeue their frames.
+        """
+        if self.reliable_path or self.largest_acked is None:
+            return []
+        reference = self._largest_acked_sent_time
+        if reference is None:
+            return []
+        cutoff = reference - max(K_NACK_REORDER_FRACTION * self.rtt.smoothed_rtt, K_GRANULARITY)
+        largest_acked = self.largest_acked
+        lost: list[SentPacket] = []
+        for pn in packet_numbers:
+            packet = self._sent.get(pn)
+            if packet is None or pn >= largest_acked or packet.sent_time > cutoff:
+                continue
+            self._declare_lost(packet)
+            lost.append(packet)
+        lost.sort(key=_packet_number)
+        self._report_lost(lost, now)
+        return lost
+
+    def on_loss_detection_timeout(self, now: float) -> tuple[list[SentPacket], int]:
+        """Do whatever is due at ``now`` (RFC 9002 §A.9).
+
+        Returns:
+            ``(lost, probes)``: packets lost by the time threshold (requeue
+            their frames), or, when the PTO expired, the number of probe
+            packets (1 or 2) to send now even if the window is full. The
+            probes should carry new or requeued data, else a KEEP_ALIVE.
+            ``([], 0)`` when nothing is due yet or on a reliable path.
+        """
+        if self.reliable_path:
+            return [], 0
+        if self._loss_time is not None and now >= self._loss_time:
+            lost = self._detect_lost(now)
+            if lost:
+                self._report_lost(lost, now)
+                return lost, 0
+        deadline = self._pto_deadline()
+        if deadline is None or now < deadline:
+            return [], 0
+        self.pto_count += 1
+        self.pto_count_total += 1
+        # Two probes guard against the loss of one (§6.2.4), unless a single
+        # packet is outstanding: one copy of its content covers everything.
+        return [], 2 if self._ack_eliciting_in_flight > 1 else 1
+
+    def discard_all(self) -> list[SentPacket]:
+        """Forget every outstanding packet (path change, close).
+
+        Returns:
+            The discarded packets, ascending, so their frames can be requeued.
+            They are not counted as lost and the congestion controller is not
+            told: on a path change the session builds a fresh one.
+        """
+        packets = list(self._sent.values())
+        self._sent.clear()
+        self._lost.clear()
+        self.bytes_in_flight = 0
+        self._ack_eliciting_in_flight = 0
+        self._last_ack_eliciting_time = None
+        self._loss_time = None
+        self.pto_count = 0
+        return packets
+
+    # -- internals -------------------------------------------------------
+
+    def _forget(self, packet: SentPacket) -> None:
+        """Take an acked or lost packet out of the in-flight accounting."""
+        if packet.in_flight:
+            self.bytes_in_flight -= packet.size
+        if packet.ack_eliciting:
+            self._ack_eliciting_in_flight -= 1
+
+    def _declare_lost(self, packet: SentPacket) -> None:
+        del self._sent[packet.packet_number]
+        self._forget(packet)
+        packet.declared_lost = True
+        self.packets_lost += 1
+        lost = self._lost
+        lost[packet.packet_number] = packet
+        if len(lost) > LOST_MEMORY_PACKETS:
+            del lost[next(iter(lost))]
+
+    def _detect_lost(self, now: float) -> list[SentPacket]:
+        """RFC 9002 §6.1: declare lost what the packet or time threshold says.
+
+        Also recomputes the time-threshold deadline for the packets below the
+        largest acked that are not lost yet. The comparison uses the same
+        expression as the deadline, so a timer fired at exactly that deadline
+        always finds its packet lost (no spinning on float rounding).
+        """
+        self._loss_time = None
+        largest_acked = self.largest_acked
+        if largest_acked is None:
+            return []
+        rtt = self.rtt
+        loss_delay = max(K_TIME_THRESHOLD * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
+        lost: list[SentPacket] = []
+        loss_time: float | None = None
+        for pn, packet in self._sent.items():
+            if pn > largest_acked:
+                break
+            deadline = packet.sent_time + loss_delay
+            if deadline <= now or largest_acked >= pn + K_PACKET_THRESHOLD:
+                lost.append(packet)
+            elif loss_time is None or deadline < loss_time:
+                loss_time = deadline
+        self._loss_time = loss_time
+        for packet in lost:
+            self._declare_lost(packet)
+        return lost
+
+    def _report_lost(self, lost: list[SentPacket], now: float) -> None:
+        """Tell the congestion controller, including persistent congestion."""
+        if not lost:
+            return
+        self.congestion.on_packets_lost(lost, now)
+        if self._is_persistent_congestion(lost):
+            self.congestion.on_persistent_congestion(now)
+
+    def _is_persistent_congestion(self, lost: list[SentPacket]) -> bool:
+        """RFC 9002 §7.6: two ack-eliciting losses further apart than 3 PTOs,
+        with nothing acked in between, all sent after the first RTT sample.
+
+        Simplification: only packets lost in the same batch are considered,
+        which can miss persistent congestion but never invents it.
+        """
+        first_sample = self._first_rtt_sample_time
+        if first_sample is None:
+            return False
+        duration = self.rtt.pto_base() * K_PERSISTENT_CONGESTION_THRESHOLD
+        start: SentPacket | None = None
+        previous: SentPacket | None = None
+        for packet in lost:
+            if not packet.ack_eliciting or packet.sent_time <= first_sample:
+                continue
+            if start is None or previous is None or self._acked.intersects(
+                previous.packet_number + 1, packet.packet_number
+            ):
+                start = packet
+            elif packet.sent_time - start.sent_time > duration:
+                return True
+            previous = packet
+        return False
+
+
+def _packet_number(packet: SentPacket) -> int:
+    return packet.packet_number
+
+
+def _checked_ranges(ack_ranges: Iterable[range], largest_sent: int) -> list[range]:
+    """Non-empty ranges of the ACK; raise if any covers a number never sent."""
+    ranges: list[range] = []
+    for r in ack_ranges:
+        if r.step != 1:
+            raise ValueError("ACK ranges must be contiguous (step 1)")
+        if r.start >= r.stop:
+            continue
+        if r.start < 0 or r.stop - 1 > largest_sent:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_VIOLATION,
+                f"ACK of packets [{r.start}, {r.stop}) but the largest sent is {largest_sent}",
+            )
+        ranges.append(r)
+    return ranges
+
+
+def _take(store: dict[int, SentPacket], ranges: list[range]) -> list[SentPacket]:
+    """Pop every packet whose number lies in ``ranges``, ascending.
+
+    Each range costs O(min(len(range), len(store))): a huge range from the
+    peer is matched against the (bounded) store instead of being walked.
+    """
+    taken: list[SentPacket] = []
+    for r in ranges:
+        if not store:
+            break
+        if len(r) <= len(store):
+            for pn in r:
+                packet = store.pop(pn, None)
+                if packet is not None:
+                    taken.append(packet)
+        else:
+            for pn in [pn for pn in store if pn in r]:
+                taken.append(store.pop(pn))
+    taken.sort(key=_packet_number)
+    return taken
+
+
+class AckTracker:
+    """Receiver side: which packets arrived, when to ACK, what to report.
+
+    The received set doubles as the anti-replay window: it is a
+    :class:`~stt_core.ranges.RangeSet` capped at ``max_ranges``, and packet
+    numbers below its floor (too old to tell) count as duplicates.
+
+    ACK timing follows RFC 9000 §13.2: acknowledge at once after
+    ``ack_eliciting_threshold`` ack-eliciting packets or when an ack-eliciting
+    packet arrives out of order or past a gap; otherwise within
+    ``max_ack_delay`` of the first unacknowledged ack-eliciting packet.
+    Packets that are not ack-eliciting are recorded (and reported in the next
+    ACK) but never make an ACK due.
+
+    Args:
+        max_ranges: cap on remembered ranges (and so on ACK frame ranges).
+        max_ack_delay: longest an ACK is held, seconds.
+        ack_eliciting_threshold: ack-eliciting packets that force an ACK.
+
+    Raises:
+        ValueError: a parameter out of range.
+    """
+
+    __slots__ = (
+        "_first_unacked_time",
+        "_immediate",
+        "_largest_time",
+        "_new_since_ack",
+        "_received",
+        "_unacked_eliciting",
+        "ack_eliciting_threshold",
+        "duplicates",
+        "largest_received",
+        "max_ack_delay",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_ranges: int = DEFAULT_MAX_RANGES,
+        max_ack_delay: float = 0.025,
+        ack_eliciting_threshold: int = 2,
+    ) -> None:
+        if max_ack_delay < 0:
+            raise ValueError(f"max_ack_delay must be >= 0 seconds, not {max_ack_delay}")
+        if ack_eliciting_threshold < 1:
+            raise ValueError("ack_eliciting_threshold must be >= 1")
+        self._received = RangeSet(max_ranges)
+        self.max_ack_delay = max_ack_delay
+        self.ack_eliciting_threshold = ack_eliciting_threshold
+        self.largest_received: int | None = None
+        """Largest packet number received so far."""
+        self.duplicates = 0
+        """Packets rejected as duplicates (or too old to tell)."""
+        self._largest_time = 0.0
+        self._unacked_eliciting = 0
+        self._first_unacked_time: float | None = None
+        self._immediate = False
+        self._new_since_ack = False
+
+    @property
+    def received(self) -> RangeSet:
+        """The received packet numbers (read it, do not modify it)."""
+        return self._received
+
+    @property
+    def ack_needed(self) -> bool:
+        """True while an ack-eliciting packet waits for an ACK."""
+        return self._unacked_eliciting > 0
+
+    def on_packet_received(self, pn: int, ack_eliciting: bool, now: float) -> bool:
+        """Record an authenticated packet; call it after decryption, before its frames.
+
+        Returns:
+            False for a duplicate (already received, or below the window's
+            floor): drop the packet without processing its frames.
+        """
+        if pn in self._received or pn < 0:
+            self.duplicates += 1
+            return False
+        largest = self.largest_received
+        if ack_eliciting and largest is not None and (pn < largest or pn > largest + 1):
+            # Reordering or a gap: the sender wants to know now (RFC 9000 §13.2.1).
+            self._immediate = True
+        self._received.add(pn)
+        if largest is None or pn > largest:
+            self.largest_received = pn
+            self._largest_time = now
+        self._new_since_ack = True
+        if ack_eliciting:
+            self._unacked_eliciting += 1
+            if self._first_unacked_time is None:
+                self._first_unacked_time = now
+        return True
+
+    def ack_deadline(self) -> float | None:
+        """When an ACK must be sent; a time at or before ``now`` means at once. Pure.
+
+        None when no ack-eliciting packet is waiting.
+        """
+        first = self._first_unacked_time
+        if first is None:
+            return None
+        if self._immediate or self._unacked_eliciting >= self.ack_eliciting_threshold:
+            return first
+        return first + self.max_ack_delay
+
+    def build_ack(
+        self, now: float, max_ranges: int | None = None
+    ) -> tuple[list[range], float] | None:
+        """The content of an ACK frame, and mark it as sent.
+
+        Args:
+            now: the current time.
+            max_ranges: report at most this many ranges (the newest ones).
+
+        Returns:
+            ``(ranges, ack_delay)``: received ranges in DESCENDING order
+            (largest first, as the ACK frame lists them) and the seconds since
+            the largest packet arrived. None when nothing arrived since the
+            last ACK.
+        """
+        if not self._new_since_ack or not self._received:
+            return None
+        ranges: list[range] = []
+        for r in reversed(self._received):
+            if max_ranges is not None and len(ranges) >= max_ranges:
+                break
+            ranges.append(r)
+        self._new_since_ack = False
+        self._unacked_eliciting = 0
+        self._first_unacked_time = None
+        self._immediate = False
+        return ranges, max(now - self._largest_time, 0.0)
+
+    def missing_ranges(self, limit: int = 16) -> list[range]:
+        """Holes below the largest received packet, for a NACK frame.
+
+        Returns:
+            At most ``limit`` holes, the newest first (DESCENDING). Holes below
+            the window's floor are forgotten and never reported.
+        """
+        if limit <= 0:
+            return []
+        gaps = list(self._received.gaps())
+        return gaps[: -limit - 1 : -1]
