@@ -6,6 +6,8 @@ of full-size packets at ``t`` and has them all acked at ``t + rtt``.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from stt_core.congestion import (
@@ -218,7 +220,7 @@ def test_cubic_grows_back_toward_w_max_concave_then_convex() -> None:
     # Convex beyond the plateau: probing for more bandwidth, accelerating.
     assert windows[-1] > 1.2 * w_max
     assert windows[-1] - windows[-2] > windows[k_rounds + 5] - windows[k_rounds + 4]
-    assert all(b >= a for a, b in zip(windows, windows[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(windows))
 
 
 def test_cubic_reno_friendly_on_short_rtt() -> None:
@@ -277,7 +279,7 @@ def test_pacer_spreads_a_window_over_an_rtt() -> None:
     expected = 90 * MDS / (1.25 * cwnd / 0.1)  # 0.072 s
     assert elapsed == pytest.approx(expected, rel=0.01)
     assert 0.5 * 0.1 < elapsed < 0.1
-    gaps = [b - a for a, b in zip(times[10:], times[11:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times[10:])]
     assert max(gaps) == pytest.approx(min(gaps), rel=1e-6)
 
 
