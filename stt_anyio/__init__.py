@@ -8,10 +8,20 @@ about packets, sessions and reliability lives in ``stt_core``.
 
 from __future__ import annotations
 
+from .node import Node, open_node
+from .session import Session, Stream
 from .udp import UdpAddress, UdpCarrier, UdpStats
+from .websocket import WebSocketCarrier, WebSocketStats, WsPeer
 
 __all__ = [
+    "Node",
+    "Session",
+    "Stream",
     "UdpAddress",
     "UdpCarrier",
     "UdpStats",
+    "WebSocketCarrier",
+    "WebSocketStats",
+    "WsPeer",
+    "open_node",
 ]

@@ -1,0 +1,510 @@
+"""Node: one STT endpoint on real sockets, and the single pump that drives it.
+
+Owns the wiring between the core's ``Endpoint`` and the carriers (UDP,
+WebSocket), the pump task, the one timer, the dispatch of events to
+:class:`~stt_anyio.session.Session` / :class:`~stt_anyio.session.Stream`
+waiters, ``connect``/``accept``, and orderly shutdown. It must not implement
+protocol logic (that is ``stt_core``) nor socket details (the carriers).
+
+The pump (STYLE.md §2, the contract in ``stt_core.endpoint``):
+
+1. Input arrives from a carrier callback (``receive_datagram`` with
+   ``now=clock.now()``), from the timer, or from an application command.
+   Each of those marks the node dirty and wakes the pump.
+2. The pump drains every event and dispatches it, flushes every datagram to
+   the carrier its address belongs to (``WsPeer`` -> WebSocket, tuples -> UDP),
+   then re-arms its one timer, and only if the core's deadline changed.
+3. The timer is the deadline of a long-lived cancel scope around the pump's
+   wait; when it fires the pump calls ``handle_timer(max(deadline, now()))``.
+
+Carriers call the core directly from their reader tasks; that is safe because
+the core is only ever touched between two awaits of one event-loop thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import math
+import os
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+
+from stt_core import Config, Endpoint
+from stt_core.errors import (
+    ConnectionRefusedError,
+    ConnectionTimeoutError,
+    InvalidStateError,
+)
+from stt_core.events import (
+    Address,
+    Event,
+    MessageDelivered,
+    MessageReceived,
+    PathChanged,
+    ResumeTokenReceived,
+    SessionClosed,
+    SessionEstablished,
+    SessionRef,
+    StreamClosed,
+    StreamOpened,
+    StreamWritable,
+)
+
+from . import clock
+from .session import Session, _Signal, closed_error
+from .udp import DEFAULT_BUFFER_SIZE, UdpAddress, UdpCarrier
+from .websocket import DEFAULT_PATH, WebSocketCarrier, WsPeer
+
+__all__ = ["Node", "TransportName", "open_node"]
+
+TransportName = Literal["udp", "websocket"]
+_TRANSPORT_BY_NAME: dict[str, TransportName] = {"udp": "udp", "websocket": "websocket"}
+WS_DATAGRAM_SIZE = 65507
+"""Largest datagram the node puts in one WebSocket message (reliable path)."""
+FLUSH_TIMEOUT = 2.0
+"""Longest a flush waits for a full UDP send buffer before dropping the rest
+(loss recovery repairs it); bounds shutdown and cancellation."""
+
+
+class Node:
+    """A running STT node; create it with :func:`open_node`."""
+
+    def __init__(self, config: Config, *, random_bytes: Callable[[int], bytes] = os.urandom,
+                 ws_path: str = DEFAULT_PATH) -> None:
+        self.config = config
+        self._endpoint = Endpoint(config, now=clock.now(), random_bytes=random_bytes)
+        self.ws_path = ws_path
+        self._udp: UdpCarrier | None = None
+        self._ws: WebSocketCarrier | None = None
+        self.local_addresses: dict[str, tuple[str, int]] = {}
+        """Bound address per transport name (``"udp"``, ``"websocket"``)."""
+        self._primary: str = "udp"
+        self._sessions: dict[SessionRef, Session] = {}
+        self._connecting: dict[SessionRef, Session] = {}
+        self._owned_ws: dict[SessionRef, WsPeer] = {}
+        self._accept_queue: deque[Session] = deque()
+        self._accept_signal = _Signal()
+        self._dirty = False
+        self._wake: anyio.Event | None = None
+        self._armed: float | None = None
+        self._timer_scope: anyio.CancelScope | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
+
+    # -- what sessions need (session._Link) -----------------------------------
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The core endpoint (advanced use; commands on it need :meth:`_kick`)."""
+        return self._endpoint
+
+    @property
+    def auto_consume(self) -> bool:
+        return self.config.auto_consume
+
+    @property
+    def close_timeout(self) -> float:
+        return self.config.close_timeout
+
+    def _kick(self) -> None:
+        """Something changed in the core: let the pump dispatch and flush."""
+        self._dirty = True
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes:
+        """This node's id (given, or derived from ``node_seed``)."""
+        return self.config.node_id
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound address of the first transport given to :func:`open_node`."""
+        return self.local_addresses[self._primary]
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every session of this node that has not closed yet."""
+        return [s for s in self._sessions.values() if not s.closed]
+
+    async def connect(self, addr: tuple[str, int], *, peer_node_id: bytes | None = None,
+                      timeout: float | None = None, transport: TransportName | None = None,
+                      path: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                      server_hostname: str | None = None) -> Session:
+        """Open a session to ``addr`` and wait until it is established.
+
+        Args:
+            addr: ``(host, port)`` of the peer's UDP socket or WebSocket listener.
+            peer_node_id: if given, the peer must prove exactly this node id.
+            timeout: seconds for the whole attempt (default: ``connect_timeout``).
+            transport: ``"udp"`` or ``"websocket"``; default: the node's first.
+            path, ssl_context, server_hostname: WebSocket only (URL path, TLS).
+
+        Raises:
+            AuthenticationError: wrong shared seed, or a different peer node id.
+            ConnectionTimeoutError: no answer within ``timeout``.
+            ConnectionRefusedError: nothing listens there, or the peer refused.
+        """
+        self._require_running()
+        kind = transport or self._primary
+        if kind not in self.local_addresses:
+            raise InvalidStateError(f"this node has no {kind!r} transport")
+        limit = self.config.connect_timeout if timeout is None else timeout
+        deadline = anyio.current_time() + limit
+        if kind == "websocket":
+            core_addr: Address = await self._ws_connect(addr, limit, path, ssl_context,
+                                                        server_hostname)
+        else:
+            core_addr = await _resolve(addr)
+        ref = self._endpoint.connect(core_addr, clock.now(), peer_node_id=peer_node_id,
+                                     timeout=limit)
+        session = Session(self, ref)
+        self._sessions[ref] = session
+        self._connecting[ref] = session
+        if isinstance(core_addr, WsPeer):
+            self._owned_ws[ref] = core_addr
+        self._kick()
+        try:
+            # The core times the handshake out itself; the margin only guards
+            # against a core that never reports (it should not happen).
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0) + 1.0):
+                while session.session_id == b"" and not session.closed:
+                    await session._changed.wait()
+        finally:
+            self._connecting.pop(ref, None)
+        if session.closed:
+            raise closed_error(session.close_reason)
+        if not session.session_id:
+            self._endpoint.close_session(ref, now=clock.now())
+            self._kick()
+            raise ConnectionTimeoutError(f"no session with {addr!r} within {limit} s")
+        return session
+
+    async def _ws_connect(self, addr: tuple[str, int], limit: float, path: str | None,
+                          ssl_context: ssl.SSLContext | None,
+                          server_hostname: str | None) -> WsPeer:
+        if self._ws is None:
+            raise InvalidStateError("this node has no websocket transport")
+        try:
+            return await self._ws.connect(addr[0], addr[1], path or self.ws_path,
+                                          ssl_context=ssl_context,
+                                          server_hostname=server_hostname, timeout=limit)
+        except TimeoutError as exc:
+            raise ConnectionTimeoutError(f"WebSocket connect to {addr!r} timed out") from exc
+        except OSError as exc:
+            raise ConnectionRefusedError(f"WebSocket connect to {addr!r} failed: {exc}") \
+                from exc
+
+    async def accept(self, *, timeout: float | None = None) -> Session:
+        """The next session a peer established with this node (server mode).
+
+        Raises:
+            InvalidStateError: the node is not in server mode.
+            TimeoutError: none within ``timeout`` seconds.
+        """
+        if not self.config.server_mode:
+            raise InvalidStateError("accept() needs open_node(server_mode=True)")
+        with anyio.fail_after(None if timeout is None else max(timeout, 0.0)):
+            while not self._accept_queue:
+                self._require_running()
+                await self._accept_signal.wait()
+        return self._accept_queue.popleft()
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters of the endpoint and the carriers, as plain data."""
+        stats: dict[str, Any] = {
+            "node_id": self.node_id.hex(),
+            "sessions": len(self.sessions),
+            "endpoint": dataclasses.asdict(self._endpoint.stats),
+        }
+        if self._udp is not None:
+            stats["udp"] = dataclasses.asdict(self._udp.stats)
+        if self._ws is not None:
+            stats["websocket"] = dataclasses.asdict(self._ws.stats)
+        return stats
+
+    def _require_running(self) -> None:
+        if self._tg is None or self._closing:
+            raise InvalidStateError("the node is not running (use 'async with open_node()')")
+
+    # -- carrier callbacks ---------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        self._endpoint.receive_datagram(data, addr, clock.now())
+        self._dirty = True
+
+    def _on_drained(self) -> None:
+        self._kick()
+
+    def _on_unreachable(self, addr: UdpAddress | None, code: int) -> None:
+        if addr is not None:
+            self._endpoint.connection_refused(addr, clock.now())
+            self._kick()
+
+    def _on_ws_connected(self, peer: WsPeer) -> None:
+        # Before any datagram of this connection reaches the core.
+        self._endpoint.set_path_properties(peer, max_datagram_size=WS_DATAGRAM_SIZE,
+                                           reliable=True)
+
+    def _on_ws_closed(self, peer: WsPeer) -> None:
+        self._endpoint.path_closed(peer)
+        self._kick()
+
+    # -- the pump ------------------------------------------------------------
+
+    async def _run_pump(self) -> None:
+        """The node's one pump task (see the module docstring)."""
+        while True:
+            with anyio.CancelScope() as scope:
+                self._timer_scope = scope
+                self._set_scope_deadline()
+                while True:
+                    await self._step()
+                    if not self._dirty:
+                        self._wake = anyio.Event()
+                        await self._wake.wait()
+                        self._wake = None
+            self._timer_scope = None
+            self._wake = None
+            deadline, self._armed = self._armed, None
+            if scope.cancelled_caught and deadline is not None:
+                self._endpoint.handle_timer(max(deadline, clock.now()))
+                self._dirty = True
+
+    async def _step(self) -> None:
+        self._dirty = False
+        self._dispatch()
+        await self._flush()
+        self._dispatch()
+        deadline = self._endpoint.next_timer()
+        if deadline != self._armed:
+            self._armed = deadline
+            self._set_scope_deadline()
+
+    def _set_scope_deadline(self) -> None:
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = (math.inf if self._armed is None
+                                          else clock.loop_deadline(self._armed))
+
+    async def _flush(self) -> None:
+        out = self._endpoint.datagrams_to_send(clock.now())
+        if not out:
+            return
+        udp_batch: list[tuple[bytes, UdpAddress]] = []
+        for data, addr in out:
+            if isinstance(addr, WsPeer):
+                if self._ws is not None:
+                    self._ws.send(data, addr)
+            elif isinstance(addr, tuple):
+                udp_batch.append((data, addr))
+        if udp_batch and self._udp is not None:
+            # Shielded so a timer firing mid-batch does not lose datagrams.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT):
+                await self._udp.send_batch(udp_batch)
+
+    def _dispatch(self) -> None:
+        endpoint = self._endpoint
+        while (event := endpoint.next_event()) is not None:
+            session = self._sessions.get(event.ref)
+            if isinstance(event, SessionEstablished):
+                self._on_established(event, session)
+            elif session is None:
+                continue
+            elif isinstance(event, MessageReceived):
+                session._stream_for_message(event.stream_id)._on_message(event.data)
+            elif isinstance(event, SessionClosed):
+                self._on_session_closed(event, session)
+            else:
+                _dispatch_stream_event(event, session)
+
+    def _on_established(self, event: SessionEstablished, session: Session | None) -> None:
+        if session is None:
+            session = self._sessions[event.ref] = Session(self, event.ref)
+            if self._closing:
+                self._endpoint.close_session(event.ref, reason="node shutting down",
+                                             now=clock.now())
+            else:
+                self._accept_queue.append(session)
+                self._accept_signal.fire()
+        session._on_established(event.session_id, event.peer_node_id, event.address)
+
+    def _on_session_closed(self, event: SessionClosed, session: Session) -> None:
+        del self._sessions[event.ref]
+        session._on_closed(event)
+        peer = self._owned_ws.pop(event.ref, None)
+        if peer is not None and self._ws is not None and self._tg is not None:
+            # The WebSocket was opened for this session only.
+            self._tg.start_soon(self._ws.close, peer)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Close every session gracefully, bounded by ``close_timeout``."""
+        self._closing = True
+        self._accept_signal.fire()
+        pending = [s for s in self._sessions.values() if not s.closed]
+        for session in pending:
+            self._endpoint.close_session(session.ref, reason="node shutting down",
+                                         now=clock.now())
+        self._kick()
+        with anyio.move_on_after(self.config.close_timeout + 0.5):
+            for session in pending:
+                await session.wait_closed()
+        for session in list(self._sessions.values()):
+            session._on_closed(SessionClosed(ref=session.ref, reason="error",
+                                             message="node closed"))
+        self._sessions.clear()
+
+
+def _dispatch_stream_event(event: Event, session: Session) -> None:
+    """Events that concern one stream, or the session's path or token."""
+    if isinstance(event, MessageDelivered):
+        session.stream(event.stream_id)._on_delivered(event.message_id)
+    elif isinstance(event, StreamWritable):
+        session.stream(event.stream_id)._wake()
+    elif isinstance(event, StreamOpened):
+        session._on_stream_opened(event.stream_id, event.purpose, event.priority)
+    elif isinstance(event, StreamClosed):
+        session.stream(event.stream_id)._on_closed(event.code)
+    elif isinstance(event, PathChanged):
+        session._on_path_changed(event.new_address)
+    elif isinstance(event, ResumeTokenReceived):
+        session.resume_token = event.token
+
+
+async def _resolve(addr: tuple[str, int]) -> UdpAddress:
+    """``(host, port)`` with ``host`` as an IP literal, so replies match the address."""
+    if not (isinstance(addr, tuple) and len(addr) == 2):
+        raise ValueError(f"address must be (host, port), not {addr!r}")
+    host, port = addr
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise ConnectionRefusedError(f"cannot resolve {host!r}") from None
+        return (str(infos[0][4][0]), int(port))
+    return (host, int(port))
+
+
+def _transports(transport: str | tuple[str, ...] | list[str]) -> tuple[TransportName, ...]:
+    names = (transport,) if isinstance(transport, str) else tuple(transport)
+    if not names:
+        raise ValueError("give at least one transport")
+    result: list[TransportName] = []
+    for name in names:
+        kind = _TRANSPORT_BY_NAME.get(name)
+        if kind is None:
+            raise ValueError(f"unknown transport {name!r}; use 'udp' and/or 'websocket'")
+        if kind not in result:
+            result.append(kind)
+    return tuple(result)
+
+
+def build_config(*, node_id: bytes | None, node_seed: bytes | str | None,
+                 shared_seed: bytes | str, server_mode: bool,
+                 config_overrides: Mapping[str, Any] | None) -> Config:
+    """The core config for a node: the binding's defaults, then the overrides.
+
+    The binding sets ``auto_consume=False`` so that flow-control credit is
+    returned when the application takes a message (backpressure).
+    """
+    kwargs: dict[str, Any] = {
+        "shared_seed": shared_seed.encode() if isinstance(shared_seed, str) else shared_seed,
+        "server_mode": server_mode,
+        "auto_consume": False,
+    }
+    if node_id:
+        kwargs["node_id"] = node_id
+    if node_seed:
+        kwargs["node_seed"] = node_seed.encode() if isinstance(node_seed, str) else node_seed
+    kwargs.update(config_overrides or {})
+    return Config(**kwargs)
+
+
+@contextlib.asynccontextmanager
+async def open_node(
+    *,
+    shared_seed: bytes | str,
+    node_id: bytes | None = None,
+    node_seed: bytes | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    transport: str | tuple[str, ...] | list[str] = "udp",
+    server_mode: bool = True,
+    recv_buffer_size: int = DEFAULT_BUFFER_SIZE,
+    send_buffer_size: int = DEFAULT_BUFFER_SIZE,
+    reuse_port: bool = False,
+    config_overrides: Mapping[str, Any] | None = None,
+    ws_port: int | None = None,
+    ws_path: str = DEFAULT_PATH,
+    ssl_context: ssl.SSLContext | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> AsyncIterator[Node]:
+    """Run an STT node for the duration of the ``async with`` block.
+
+    Args:
+        shared_seed: the secret every node allowed to talk to this one shares.
+        node_id / node_seed: this node's identity (one of them).
+        host, port: where to bind (port 0 picks a free port).
+        transport: ``"udp"``, ``"websocket"`` or both; the first is the default
+            for :meth:`Node.connect` and gives :attr:`Node.local_address`.
+        server_mode: accept sessions from peers (:meth:`Node.accept`).
+        recv_buffer_size, send_buffer_size, reuse_port: UDP socket options.
+        config_overrides: extra ``stt_core.Config`` fields (e.g.
+            ``{"max_datagram_size": 1452, "idle_timeout": 60}``).
+        ws_port: WebSocket listen port; default ``port`` (TCP and UDP ports are
+            separate, so both may use the same number).
+        ws_path, ssl_context: WebSocket URL path and server TLS context.
+
+    Leaving the block closes every session gracefully (bounded by the config's
+    ``close_timeout``), stops every task and closes every socket.
+    """
+    config = build_config(node_id=node_id, node_seed=node_seed, shared_seed=shared_seed,
+                          server_mode=server_mode, config_overrides=config_overrides)
+    kinds = _transports(transport)
+    node = Node(config, random_bytes=random_bytes, ws_path=ws_path)
+    node._primary = kinds[0]
+    async with contextlib.AsyncExitStack() as stack:
+        if "udp" in kinds:
+            udp = await UdpCarrier.bind(
+                host, port, on_datagram=node._on_datagram, on_drained=node._on_drained,
+                on_unreachable=node._on_unreachable, recv_buffer_size=recv_buffer_size,
+                send_buffer_size=send_buffer_size, reuse_port=reuse_port)
+            stack.push_async_callback(udp.aclose)
+            node._udp = udp
+            node.local_addresses["udp"] = udp.local_address
+        if "websocket" in kinds:
+            ws = await stack.enter_async_context(WebSocketCarrier(
+                on_datagram=node._on_datagram, on_connected=node._on_ws_connected,
+                on_closed=node._on_ws_closed, on_drained=node._on_drained, path=ws_path,
+                close_timeout=config.close_timeout))
+            node._ws = ws
+            if server_mode:
+                node.local_addresses["websocket"] = await ws.listen(
+                    host, port if ws_port is None else ws_port, ssl_context=ssl_context,
+                    reuse_port=reuse_port)
+            else:
+                node.local_addresses["websocket"] = (host, 0)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        node._tg = tg
+        if node._udp is not None:
+            tg.start_soon(node._udp.run)
+        tg.start_soon(node._run_pump)
+        try:
+            yield node
+        finally:
+            with anyio.CancelScope(shield=True):
+                await node._shutdown()
+            node._tg = None
+            tg.cancel_scope.cancel()
