@@ -166,8 +166,9 @@ class Node:
                                                         server_hostname)
         else:
             core_addr = await _resolve(addr)
+        remaining = max(deadline - anyio.current_time(), 0.001)
         ref = self._endpoint.connect(core_addr, clock.now(), peer_node_id=peer_node_id,
-                                     timeout=limit)
+                                     timeout=remaining)
         session = Session(self, ref)
         self._sessions[ref] = session
         self._connecting[ref] = session
@@ -177,7 +178,7 @@ class Node:
         try:
             # The core times the handshake out itself; the margin only guards
             # against a core that never reports (it should not happen).
-            with anyio.move_on_after(max(deadline - anyio.current_time(), 0) + 1.0):
+            with anyio.move_on_after(remaining + 1.0):
                 while session.session_id == b"" and not session.closed:
                     await session._changed.wait()
         finally:
