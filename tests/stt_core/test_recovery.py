@@ -1,0 +1,551 @@
+"""Tests for stt_core.recovery: RTT, ACK processing, loss, PTO, NACK, spurious losses,
+the reliable path, the receiver's AckTracker, and a small lossy-link simulation.
+
+All times are explicit. The default RTT state before any sample is srtt 0.1 s,
+rttvar 0.05 s, so the first PTO is 0.1 + 4 * 0.05 + 0.025 = 0.325 s.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stt_core.congestion import NewReno
+from stt_core.errors import ProtocolError
+from stt_core.recovery import AckTracker, LossRecovery, RttEstimator, SentPacket
+
+MDS = 1200
+
+
+def make(reliable: bool = False) -> LossRecovery:
+    return LossRecovery(congestion=NewReno(max_datagram_size=MDS), reliable_path=reliable)
+
+
+def send(rec: LossRecovery, pn: int, t: float, size: int = MDS) -> SentPacket:
+    packet = SentPacket(pn, t, size, True, True, [("frame", pn)])
+    rec.on_packet_sent(packet)
+    return packet
+
+
+def pns(packets: list[SentPacket]) -> list[int]:
+    return [p.packet_number for p in packets]
+
+
+# -- RTT -------------------------------------------------------------------
+
+
+def test_rtt_initial_state() -> None:
+    rtt = RttEstimator(initial_rtt=0.2, max_ack_delay=0.01)
+    assert not rtt.has_sample
+    assert rtt.smoothed_rtt == 0.2
+    assert rtt.rttvar == 0.1
+    assert rtt.pto_base() == pytest.approx(0.2 + 0.4 + 0.01)
+    with pytest.raises(ValueError):
+        RttEstimator(initial_rtt=0)
+    with pytest.raises(ValueError):
+        rtt.update(-0.1, 0.0)
+
+
+def test_rtt_rfc9002_worked_values() -> None:
+    rtt = RttEstimator(max_ack_delay=0.025)
+    # First sample: ack_delay ignored, srtt = sample, rttvar = sample / 2.
+    rtt.update(0.1, ack_delay=0.05)
+    assert (rtt.latest_rtt, rtt.min_rtt, rtt.smoothed_rtt, rtt.rttvar) == (0.1, 0.1, 0.1, 0.05)
+    # Second: 0.2 >= min_rtt + ack_delay, so ack_delay (0.02) is subtracted.
+    rtt.update(0.2, ack_delay=0.02)
+    assert rtt.min_rtt == 0.1
+    assert rtt.rttvar == pytest.approx(0.75 * 0.05 + 0.25 * abs(0.1 - 0.18))  # 0.0575
+    assert rtt.smoothed_rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.18)  # 0.11
+    # ack_delay is clamped to max_ack_delay (0.025, not 0.5).
+    srtt, rttvar = rtt.smoothed_rtt, rtt.rttvar
+    rtt.update(0.3, ack_delay=0.5)
+    adjusted = 0.3 - 0.025
+    assert rtt.rttvar == pytest.approx(0.75 * rttvar + 0.25 * abs(srtt - adjusted))
+    assert rtt.smoothed_rtt == pytest.approx(0.875 * srtt + 0.125 * adjusted)
+    # Not subtracted when that would go below min_rtt: 0.11 < 0.1 + 0.02.
+    srtt = rtt.smoothed_rtt
+    rtt.update(0.11, ack_delay=0.02)
+    assert rtt.smoothed_rtt == pytest.approx(0.875 * srtt + 0.125 * 0.11)
+    rtt.update(0.05, ack_delay=0.0)
+    assert rtt.min_rtt == 0.05
+    assert rtt.pto_base() == pytest.approx(
+        rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + 0.025
+    )
+
+
+def test_pto_base_uses_granularity_floor() -> None:
+    rtt = RttEstimator(max_ack_delay=0.0)
+    for _ in range(200):
+        rtt.update(0.05, 0.0)
+    assert rtt.rttvar < 0.00025
+    assert rtt.pto_base() == pytest.approx(0.05 + 0.001)
+
+
+# -- ACK processing --------------------------------------------------------
+
+
+def test_ack_of_a_subset_and_packet_threshold_loss() -> None:
+    rec = make()
+    for pn in range(10):
+        send(rec, pn, 0.0)
+    assert rec.bytes_in_flight == 10 * MDS
+    acked, lost = rec.on_ack_received([range(5, 7), range(0, 3)], 0.0, now=0.1)
+    assert pns(acked) == [0, 1, 2, 5, 6]
+    # 3 is three below the largest acked (6): lost. 4 is only two below and
+    # younger than 9/8 RTT (0.1125 s): not yet.
+    assert pns(lost) == [3]
+    assert lost[0].declared_lost
+    assert rec.largest_acked == 6
+    assert rec.packets_lost == 1
+    assert rec.bytes_in_flight == 4 * MDS  # 4, 7, 8, 9
+    assert rec.rtt.has_sample and rec.rtt.latest_rtt == pytest.approx(0.1)
+    # The loss timer for 4 fires at 0 + 9/8 * 0.1.
+    assert rec.loss_detection_deadline() == pytest.approx(0.1125)
+
+
+def test_time_threshold_loss_fires_from_the_timer() -> None:
+    rec = make()
+    for pn in range(3):
+        send(rec, pn, 0.0)
+    _, lost = rec.on_ack_received([range(2, 3)], 0.0, now=0.1)
+    assert lost == []
+    deadline = rec.loss_detection_deadline()
+    assert deadline == pytest.approx(0.1125)
+    assert deadline is not None
+    assert rec.on_loss_detection_timeout(deadline - 0.001) == ([], 0)  # early: harmless
+    assert rec.loss_detection_deadline() == deadline  # the query is pure
+    lost, probes = rec.on_loss_detection_timeout(deadline)  # exactly at it
+    assert pns(lost) == [0, 1]
+    assert probes == 0
+    assert rec.loss_detection_deadline() is None  # nothing ack-eliciting left
+
+
+def test_duplicate_and_empty_acks_change_nothing() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.0)
+    assert pns(rec.on_ack_received([range(0, 1)], 0.0, 0.1)[0]) == [0]
+    assert rec.on_ack_received([range(0, 1)], 0.0, 0.2) == ([], [])
+    assert rec.on_ack_received([], 0.0, 0.2) == ([], [])
+    assert rec.on_ack_received([range(1, 1)], 0.0, 0.2) == ([], [])
+    assert rec.rtt.latest_rtt == pytest.approx(0.1)
+
+
+def test_ack_of_unsent_packet_is_a_protocol_violation() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    with pytest.raises(ProtocolError):
+        rec.on_ack_received([range(0, 2)], 0.0, 0.1)
+    with pytest.raises(ValueError):
+        rec.on_ack_received([range(0, 2, 2)], 0.0, 0.1)
+
+
+def test_packet_numbers_must_increase() -> None:
+    rec = make()
+    send(rec, 5, 0.0)
+    with pytest.raises(ValueError):
+        send(rec, 5, 0.1)
+
+
+def test_huge_ack_range_is_cheap() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    send(rec, 10**12, 0.0)
+    acked, _ = rec.on_ack_received([range(0, 10**12 + 1)], 0.0, 0.1)
+    assert pns(acked) == [0, 10**12]
+
+
+def test_rtt_sample_only_when_largest_is_newly_acked() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.05)
+    rec.on_ack_received([range(1, 2)], 0.0, 0.15)
+    assert rec.rtt.latest_rtt == pytest.approx(0.1)
+    # Acking 0 later: the largest (1) is not newly acked, so no sample.
+    rec.on_ack_received([range(0, 2)], 0.0, 0.9)
+    assert rec.rtt.latest_rtt == pytest.approx(0.1)
+
+
+def test_ack_delay_is_subtracted_from_samples() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.1)
+    send(rec, 1, 1.0)
+    rec.on_ack_received([range(0, 2)], 0.02, 1.2)
+    assert rec.rtt.smoothed_rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.18)
+
+
+# -- PTO -------------------------------------------------------------------
+
+
+def fire(rec: LossRecovery) -> tuple[list[SentPacket], int]:
+    """Call the timeout exactly at the deadline, as a binding would."""
+    deadline = rec.loss_detection_deadline()
+    assert deadline is not None
+    return rec.on_loss_detection_timeout(deadline)
+
+
+def test_pto_fires_and_backs_off_exponentially() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    assert rec.loss_detection_deadline() == pytest.approx(0.325)
+    assert rec.on_loss_detection_timeout(0.3) == ([], 0)
+    assert fire(rec) == ([], 1)  # one packet out: one probe
+    assert rec.pto_count == 1
+    assert rec.loss_detection_deadline() == pytest.approx(0.65)
+    assert fire(rec) == ([], 1)
+    assert rec.loss_detection_deadline() == pytest.approx(1.3)
+    send(rec, 1, 1.3)  # a probe: the PTO restarts from the newest send
+    assert rec.loss_detection_deadline() == pytest.approx(1.3 + 4 * 0.325)
+    assert fire(rec) == ([], 2)
+    assert (rec.pto_count, rec.pto_count_total) == (3, 3)
+    # The ACK of the probe resets the backoff and declares 0 lost by time.
+    acked, lost = rec.on_ack_received([range(1, 2)], 0.0, 3.0)
+    assert pns(acked) == [1]
+    assert pns(lost) == [0]
+    assert rec.pto_count == 0
+    assert rec.pto_count_total == 3
+    assert rec.loss_detection_deadline() is None
+
+
+def test_no_deadline_without_ack_eliciting_packets() -> None:
+    rec = make()
+    assert rec.loss_detection_deadline() is None
+    rec.on_packet_sent(SentPacket(0, 0.0, 50, False, False, []))
+    assert rec.loss_detection_deadline() is None
+    assert rec.bytes_in_flight == 0
+    assert rec.on_loss_detection_timeout(100.0) == ([], 0)
+
+
+# -- NACK ------------------------------------------------------------------
+
+
+def nack_setup() -> LossRecovery:
+    rec = make()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.1)  # srtt 0.1
+    send(rec, 1, 0.20)
+    send(rec, 2, 0.25)
+    send(rec, 3, 0.26)
+    _, lost = rec.on_ack_received([range(3, 4)], 0.0, 0.30)
+    assert lost == []  # neither threshold has fired for 1 and 2
+    return rec
+
+
+def test_nack_marks_old_holes_lost_immediately() -> None:
+    rec = nack_setup()
+    # srtt is now 0.0925; cutoff = 0.26 - 0.0925 / 8 ~= 0.248.
+    lost = rec.on_nack([2, 1, 1, 0, 3, 7], now=0.30)
+    assert pns(lost) == [1]  # 2 was sent too close to 3: maybe only reordered
+    assert rec.packets_lost == 1
+    assert rec.bytes_in_flight == MDS  # only 2 remains
+    assert rec.congestion.congestion_window < 12000 + MDS  # counted as a loss
+
+
+def test_nack_before_any_ack_does_nothing() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 1.0)
+    assert rec.on_nack([0], now=2.0) == []
+
+
+def test_nack_losses_reduce_window_once_per_round_trip() -> None:
+    rec = make()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.1)
+    for pn in range(1, 7):
+        send(rec, pn, 0.99 + 0.01 * pn)  # 1.00 ... 1.05
+    _, lost = rec.on_ack_received([range(6, 7)], 0.0, 1.09)
+    assert pns(lost) == [1, 2, 3]  # packet threshold; recovery starts at 1.09
+    window = rec.congestion.congestion_window
+    lost = rec.on_nack([4, 5], now=1.09)
+    assert pns(lost) == [4]  # 5 was sent within srtt/8 of 6
+    assert rec.congestion.congestion_window == window  # same recovery period
+
+
+# -- spurious losses -------------------------------------------------------
+
+
+def test_spurious_loss_is_detected_and_undone() -> None:
+    rec = make()
+    for pn in range(10):
+        send(rec, pn, 0.0)
+    window = rec.congestion.congestion_window
+    _, lost = rec.on_ack_received([range(4, 7)], 0.0, 0.1)
+    assert pns(lost) == [0, 1, 2, 3]
+    assert rec.congestion.congestion_window < window
+    acked, lost = rec.on_ack_received([range(0, 7)], 0.0, 0.105)
+    assert pns(acked) == [0, 1, 2, 3]
+    assert all(p.declared_lost for p in acked)
+    assert lost == []
+    assert rec.spurious_losses == 4
+    assert rec.congestion.congestion_window >= window  # the reduction was undone
+    assert rec.bytes_in_flight == 3 * MDS  # 7, 8, 9; lost ones are not re-counted
+
+
+# -- persistent congestion -------------------------------------------------
+
+
+def persistent_setup(ack_in_middle: bool) -> LossRecovery:
+    rec = make()
+    send(rec, 0, 0.0, size=100)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.1)
+    for i in range(1, 15):  # one packet every 0.1 s from t=1.0: spans 1.3 s
+        send(rec, i, 0.9 + 0.1 * i, size=100)
+    if ack_in_middle:
+        rec.on_ack_received([range(7, 8)], 0.0, 1.75)
+    rec.on_ack_received([range(14, 15)], 0.0, 2.4)
+    return rec
+
+
+def test_persistent_congestion_collapses_the_window() -> None:
+    rec = persistent_setup(ack_in_middle=False)
+    assert rec.packets_lost == 13
+    # Collapsed to the minimum, then (RFC 9002 A.7 order: losses before acks)
+    # grown in slow start by the 100-byte packet this ACK acknowledged.
+    assert rec.congestion.congestion_window == rec.congestion.minimum_window + 100
+
+
+def test_an_ack_in_the_middle_prevents_persistent_congestion() -> None:
+    rec = persistent_setup(ack_in_middle=True)
+    assert rec.packets_lost == 12
+    assert rec.congestion.congestion_window > rec.congestion.minimum_window
+
+
+# -- reliable path and discard ----------------------------------------------
+
+
+def test_reliable_path_never_reports_loss_or_probes() -> None:
+    rec = make(reliable=True)
+    for pn in range(100):
+        send(rec, pn, pn * 0.001)
+    assert rec.can_send()  # congestion control bypassed: 120 kB in flight
+    assert rec.next_send_time(5.0) == 5.0
+    acked, lost = rec.on_ack_received([range(99, 100)], 0.0, 0.2)
+    assert pns(acked) == [99]
+    assert lost == []
+    assert rec.rtt.has_sample
+    assert rec.loss_detection_deadline() is None
+    assert rec.on_loss_detection_timeout(1000.0) == ([], 0)
+    assert rec.on_nack(range(99), 1000.0) == []
+    assert rec.packets_lost == 0
+    acked, lost = rec.on_ack_received([range(0, 100)], 0.0, 1000.0)
+    assert len(acked) == 99 and lost == []
+    assert rec.bytes_in_flight == 0
+
+
+def test_discard_all_returns_everything_outstanding() -> None:
+    rec = make()
+    for pn in range(5):
+        send(rec, pn, 0.0)
+    rec.on_ack_received([range(1, 2)], 0.0, 0.1)
+    discarded = rec.discard_all()
+    assert pns(discarded) == [0, 2, 3, 4]
+    assert discarded[0].frames == [("frame", 0)]
+    assert rec.bytes_in_flight == 0
+    assert rec.outstanding == 0
+    assert rec.loss_detection_deadline() is None
+    assert rec.packets_lost == 0
+
+
+def test_can_send_follows_the_window() -> None:
+    rec = make()
+    for pn in range(10):
+        assert rec.can_send()
+        send(rec, pn, 0.0)
+    assert not rec.can_send()
+    assert rec.can_send(size=0)
+
+
+# -- AckTracker ------------------------------------------------------------
+
+
+def test_ack_tracker_detects_duplicates() -> None:
+    acks = AckTracker()
+    assert acks.on_packet_received(0, True, 0.0)
+    assert acks.on_packet_received(1, True, 0.0)
+    assert not acks.on_packet_received(1, True, 0.0)
+    assert not acks.on_packet_received(-1, True, 0.0)
+    assert acks.duplicates == 2
+    assert acks.largest_received == 1
+
+
+def test_ack_tracker_window_floor_under_many_gaps() -> None:
+    acks = AckTracker(max_ranges=4)
+    for pn in range(0, 40, 2):
+        assert acks.on_packet_received(pn, False, 0.0)
+    assert len(acks.received) == 4
+    floor = acks.received.floor
+    assert floor == 31  # 30 was the last range dropped
+    # Too old to tell: treated as a replay and dropped.
+    assert not acks.on_packet_received(1, True, 1.0)
+    assert not acks.on_packet_received(29, True, 1.0)
+    # Inside the window, a hole is still welcome.
+    assert acks.on_packet_received(33, True, 1.0)
+    assert not acks.on_packet_received(33, True, 1.0)
+    built = acks.build_ack(1.0)
+    assert built is not None
+    ranges, _ = built
+    assert len(ranges) <= 4
+
+
+def test_ack_deadline_threshold_and_delay() -> None:
+    acks = AckTracker(max_ack_delay=0.025, ack_eliciting_threshold=2)
+    assert acks.ack_deadline() is None
+    acks.on_packet_received(0, True, 1.0)
+    assert acks.ack_needed
+    assert acks.ack_deadline() == pytest.approx(1.025)
+    acks.on_packet_received(1, True, 1.01)
+    assert acks.ack_deadline() == 1.0  # second ack-eliciting packet: at once
+    built = acks.build_ack(1.012)
+    assert built is not None
+    ranges, delay = built
+    assert ranges == [range(0, 2)]
+    assert delay == pytest.approx(0.002)  # since the largest (1) arrived
+    assert not acks.ack_needed
+    assert acks.ack_deadline() is None
+    assert acks.build_ack(1.02) is None  # nothing new
+
+
+def test_ack_deadline_immediate_on_gap_and_reordering() -> None:
+    acks = AckTracker()
+    acks.on_packet_received(0, True, 0.0)
+    acks.build_ack(0.0)
+    acks.on_packet_received(2, True, 1.0)  # gap: 1 is missing
+    assert acks.ack_deadline() == 1.0
+    acks.build_ack(1.0)
+    acks.on_packet_received(1, True, 2.0)  # fills the gap out of order
+    assert acks.ack_deadline() == 2.0
+    acks.build_ack(2.0)
+    acks.on_packet_received(3, True, 3.0)  # in order again: delayed
+    assert acks.ack_deadline() == pytest.approx(3.025)
+
+
+def test_non_ack_eliciting_packets_are_reported_but_not_urgent() -> None:
+    acks = AckTracker()
+    acks.on_packet_received(0, False, 0.0)
+    acks.on_packet_received(5, False, 0.1)
+    assert not acks.ack_needed
+    assert acks.ack_deadline() is None
+    built = acks.build_ack(0.2)
+    assert built is not None
+    assert built[0] == [range(5, 6), range(0, 1)]  # descending
+
+
+def test_build_ack_limits_ranges_to_the_newest() -> None:
+    acks = AckTracker()
+    for pn in (0, 2, 4, 6):
+        acks.on_packet_received(pn, True, 0.0)
+    built = acks.build_ack(0.0, max_ranges=2)
+    assert built is not None
+    assert built[0] == [range(6, 7), range(4, 5)]
+
+
+def test_missing_ranges_for_nack() -> None:
+    acks = AckTracker()
+    for pn in (0, 1, 4, 7, 8):
+        acks.on_packet_received(pn, True, 0.0)
+    assert acks.missing_ranges() == [range(5, 7), range(2, 4)]
+    assert acks.missing_ranges(limit=1) == [range(5, 7)]
+    assert acks.missing_ranges(limit=0) == []
+    acks.on_packet_received(5, True, 0.0)
+    acks.on_packet_received(6, True, 0.0)
+    assert acks.missing_ranges() == [range(2, 4)]
+
+
+def test_ack_tracker_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError):
+        AckTracker(ack_eliciting_threshold=0)
+    with pytest.raises(ValueError):
+        AckTracker(max_ack_delay=-1.0)
+
+
+# -- a lossy link, end to end ------------------------------------------------
+
+
+def run_link(
+    lost: set[int], count: int, delay: float = 0.05
+) -> tuple[LossRecovery, dict[int, str]]:
+    """Sender -> receiver over a link with fixed one-way ``delay`` that drops
+    the packet numbers in ``lost`` (first transmissions only). The receiver
+    ACKs every packet at once; on PTO the sender sends a probe (never lost).
+    Returns the sender and each packet's fate: "acked" or "lost".
+    """
+    rec = make()
+    acks = AckTracker(ack_eliciting_threshold=1)
+    fate: dict[int, str] = {}
+    events: list[tuple[float, int, str, object]] = []
+    seq = 0
+
+    def push(t: float, kind: str, payload: object) -> None:
+        nonlocal seq
+        heapq.heappush(events, (t, seq, kind, payload))
+        seq += 1
+
+    next_pn = 0
+    for i in range(count):
+        push(i * 0.01, "send", None)
+    now = 0.0
+    for _ in range(100_000):
+        deadline = rec.loss_detection_deadline()
+        if not events and deadline is None:
+            break
+        if deadline is not None and (not events or deadline < events[0][0]):
+            now = max(now, deadline)
+            lost_now, probes = rec.on_loss_detection_timeout(now)
+            fate.update((p.packet_number, "lost") for p in lost_now)
+            for _ in range(probes):
+                push(now, "send", "probe")
+            continue
+        now, _, kind, payload = heapq.heappop(events)
+        if kind == "send":
+            pn = next_pn
+            next_pn += 1
+            send(rec, pn, now)
+            if pn not in lost or payload == "probe":
+                push(now + delay, "arrive", pn)
+        elif kind == "arrive":
+            assert isinstance(payload, int)
+            assert acks.on_packet_received(payload, True, now)
+            built = acks.build_ack(now)
+            assert built is not None
+            push(now + delay, "ack", built)
+        else:
+            assert isinstance(payload, tuple)
+            ack_ranges: list[range] = payload[0]
+            acked, lost_now = rec.on_ack_received(ack_ranges, payload[1], now)
+            for p in acked:
+                assert not p.declared_lost  # no reordering: no spurious loss
+                fate[p.packet_number] = "acked"
+            fate.update((p.packet_number, "lost") for p in lost_now)
+    return rec, fate
+
+
+def test_lossless_link_acks_everything() -> None:
+    rec, fate = run_link(set(), 50)
+    assert [fate[pn] for pn in range(50)] == ["acked"] * 50
+    assert rec.bytes_in_flight == 0
+    assert rec.rtt.smoothed_rtt == pytest.approx(0.1)
+    assert rec.pto_count_total == 0
+
+
+def test_tail_loss_is_recovered_by_pto() -> None:
+    rec, fate = run_link({18, 19}, 20)
+    assert fate[18] == fate[19] == "lost"
+    assert rec.pto_count_total >= 1
+    assert rec.bytes_in_flight == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, 59), max_size=30))
+def test_every_packet_is_acked_or_lost_exactly_as_the_link_decided(lost: set[int]) -> None:
+    rec, fate = run_link(lost, 60)
+    for pn in range(60):
+        assert fate.get(pn) == ("lost" if pn in lost else "acked"), pn
+    assert rec.bytes_in_flight == 0
+    assert rec.outstanding == 0
+    assert rec.spurious_losses == 0
+    assert rec.packets_lost == len(lost)
