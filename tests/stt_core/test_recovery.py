@@ -1,5 +1,5 @@
 """Tests for stt_core.recovery: RTT, ACK processing, loss, PTO, NACK, spurious losses,
-the reliable path, the receiver's AckTracker, and a small lossy-link simulation.
+the reliable path, and a small lossy-link simulation (sender plus AckTracker).
 
 All times are explicit. The default RTT state before any sample is srtt 0.1 s,
 rttvar 0.05 s, so the first PTO is 0.1 + 4 * 0.05 + 0.025 = 0.325 s.
@@ -358,109 +358,6 @@ def test_can_send_follows_the_window() -> None:
         send(rec, pn, 0.0)
     assert not rec.can_send()
     assert rec.can_send(size=0)
-
-
-# -- AckTracker ------------------------------------------------------------
-
-
-def test_ack_tracker_detects_duplicates() -> None:
-    acks = AckTracker()
-    assert acks.on_packet_received(0, True, 0.0)
-    assert acks.on_packet_received(1, True, 0.0)
-    assert not acks.on_packet_received(1, True, 0.0)
-    assert not acks.on_packet_received(-1, True, 0.0)
-    assert acks.duplicates == 2
-    assert acks.largest_received == 1
-
-
-def test_ack_tracker_window_floor_under_many_gaps() -> None:
-    acks = AckTracker(max_ranges=4)
-    for pn in range(0, 40, 2):
-        assert acks.on_packet_received(pn, False, 0.0)
-    assert len(acks.received) == 4
-    floor = acks.received.floor
-    assert floor == 31  # 30 was the last range dropped
-    # Too old to tell: treated as a replay and dropped.
-    assert not acks.on_packet_received(1, True, 1.0)
-    assert not acks.on_packet_received(29, True, 1.0)
-    # Inside the window, a hole is still welcome.
-    assert acks.on_packet_received(33, True, 1.0)
-    assert not acks.on_packet_received(33, True, 1.0)
-    built = acks.build_ack(1.0)
-    assert built is not None
-    ranges, _ = built
-    assert len(ranges) <= 4
-
-
-def test_ack_deadline_threshold_and_delay() -> None:
-    acks = AckTracker(max_ack_delay=0.025, ack_eliciting_threshold=2)
-    assert acks.ack_deadline() is None
-    acks.on_packet_received(0, True, 1.0)
-    assert acks.ack_needed
-    assert acks.ack_deadline() == pytest.approx(1.025)
-    acks.on_packet_received(1, True, 1.01)
-    assert acks.ack_deadline() == 1.0  # second ack-eliciting packet: at once
-    built = acks.build_ack(1.012)
-    assert built is not None
-    ranges, delay = built
-    assert ranges == [range(0, 2)]
-    assert delay == pytest.approx(0.002)  # since the largest (1) arrived
-    assert not acks.ack_needed
-    assert acks.ack_deadline() is None
-    assert acks.build_ack(1.02) is None  # nothing new
-
-
-def test_ack_deadline_immediate_on_gap_and_reordering() -> None:
-    acks = AckTracker()
-    acks.on_packet_received(0, True, 0.0)
-    acks.build_ack(0.0)
-    acks.on_packet_received(2, True, 1.0)  # gap: 1 is missing
-    assert acks.ack_deadline() == 1.0
-    acks.build_ack(1.0)
-    acks.on_packet_received(1, True, 2.0)  # fills the gap out of order
-    assert acks.ack_deadline() == 2.0
-    acks.build_ack(2.0)
-    acks.on_packet_received(3, True, 3.0)  # in order again: delayed
-    assert acks.ack_deadline() == pytest.approx(3.025)
-
-
-def test_non_ack_eliciting_packets_are_reported_but_not_urgent() -> None:
-    acks = AckTracker()
-    acks.on_packet_received(0, False, 0.0)
-    acks.on_packet_received(5, False, 0.1)
-    assert not acks.ack_needed
-    assert acks.ack_deadline() is None
-    built = acks.build_ack(0.2)
-    assert built is not None
-    assert built[0] == [range(5, 6), range(0, 1)]  # descending
-
-
-def test_build_ack_limits_ranges_to_the_newest() -> None:
-    acks = AckTracker()
-    for pn in (0, 2, 4, 6):
-        acks.on_packet_received(pn, True, 0.0)
-    built = acks.build_ack(0.0, max_ranges=2)
-    assert built is not None
-    assert built[0] == [range(6, 7), range(4, 5)]
-
-
-def test_missing_ranges_for_nack() -> None:
-    acks = AckTracker()
-    for pn in (0, 1, 4, 7, 8):
-        acks.on_packet_received(pn, True, 0.0)
-    assert acks.missing_ranges() == [range(5, 7), range(2, 4)]
-    assert acks.missing_ranges(limit=1) == [range(5, 7)]
-    assert acks.missing_ranges(limit=0) == []
-    acks.on_packet_received(5, True, 0.0)
-    acks.on_packet_received(6, True, 0.0)
-    assert acks.missing_ranges() == [range(2, 4)]
-
-
-def test_ack_tracker_rejects_bad_parameters() -> None:
-    with pytest.raises(ValueError):
-        AckTracker(ack_eliciting_threshold=0)
-    with pytest.raises(ValueError):
-        AckTracker(max_ack_delay=-1.0)
 
 
 # -- a lossy link, end to end ------------------------------------------------
