@@ -1,0 +1,189 @@
+"""Crypto: HKDF helpers, the PSK derivation, packet protection and key update.
+
+This module owns the cryptographic building blocks every other layer uses
+(protocol.md §5 "Packet protection" and §6 "Handshake key schedule"):
+
+* ``hkdf_extract`` / ``hkdf_expand_label``: HKDF-SHA256 (RFC 5869) with STT's
+  label convention ``info = b"stt " + label + b"\\x00" + context``, in the
+  spirit of TLS 1.3's HKDF-Expand-Label (RFC 8446 §7.1) but simpler.
+* ``derive_psk``: the pre-shared key both nodes derive from the shared seed.
+* ``PacketProtection``: one direction's AEAD (AES-256-GCM or
+  ChaCha20-Poly1305) with the per-packet nonce ``iv XOR packet_number``
+  (RFC 9001 §5.3 uses the same construction).
+* ``next_generation_secret``: the secret of the next key phase (key update).
+
+Every primitive comes from the ``cryptography`` package; nothing here is
+home-made. This module must not know about sessions, packets, frames, key
+phases or the handshake: it turns secrets and bytes into bytes. It keeps no
+state besides the keys handed to it, and it never reads a clock or draws
+randomness.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+__all__ = [
+    "AEAD_KEY_SIZE",
+    "AEAD_NONCE_SIZE",
+    "MAX_PACKET_NUMBER",
+    "SECRET_SIZE",
+    "TAG_SIZE",
+    "DecryptError",
+    "PacketProtection",
+    "derive_psk",
+    "hkdf_expand_label",
+    "hkdf_extract",
+    "next_generation_secret",
+]
+
+TAG_SIZE: Final = 16
+"""Bytes the AEAD tag adds to every sealed payload (both algorithms)."""
+AEAD_KEY_SIZE: Final = 32
+"""Key size of both AEADs (AES-256-GCM and ChaCha20-Poly1305), in bytes."""
+AEAD_NONCE_SIZE: Final = 12
+"""Nonce size of both AEADs, in bytes."""
+SECRET_SIZE: Final = 32
+"""Size of every secret in the key schedule (the SHA-256 output size)."""
+MAX_PACKET_NUMBER: Final = (1 << 64) - 1
+"""Packet numbers fill the low 8 bytes of the nonce, so they must fit 64 bits."""
+
+_LABEL_PREFIX: Final = b"stt "
+_HKDF_MAX_LENGTH: Final = 255 * SECRET_SIZE  # RFC 5869 §2.3: L <= 255 * HashLen
+_PSK_SALT: Final = b"stt v1 psk"
+
+_AeadType = type[AESGCM] | type[ChaCha20Poly1305]
+_AEADS: Final[dict[str, _AeadType]] = {
+    "aes-256-gcm": AESGCM,
+    "chacha20-poly1305": ChaCha20Poly1305,
+}
+
+
+class DecryptError(Exception):
+    """A sealed payload did not authenticate (wrong key, nonce, header or bytes).
+
+    The caller drops the packet and counts it; a corrupted datagram is
+    indistinguishable from a forged one, and both are simply lost.
+    """
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2): HMAC-SHA256 keyed with ``salt`` over ``ikm``.
+
+    An empty salt is allowed; HMAC pads keys with zeros, so it equals the
+    RFC's default salt of 32 zero bytes.
+    """
+    mac = hmac.HMAC(salt, hashes.SHA256())
+    mac.update(ikm)
+    return mac.finalize()
+
+
+def hkdf_expand_label(secret: bytes, label: str, context: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3) with ``info = b"stt " + label + b"\\x00" + context``.
+
+    The NUL byte ends the label, so no (label, context) pair can be read as
+    another one: labels never contain NUL.
+
+    Raises:
+        ValueError: ``length`` is outside 1..8160 or ``label`` contains NUL.
+    """
+    if not 1 <= length <= _HKDF_MAX_LENGTH:
+        raise ValueError(f"HKDF output length must be 1..{_HKDF_MAX_LENGTH}, not {length}")
+    encoded = label.encode()
+    if b"\x00" in encoded:
+        raise ValueError("HKDF labels must not contain NUL bytes")
+    info = _LABEL_PREFIX + encoded + b"\x00" + context
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+def derive_psk(shared_seed: bytes) -> bytes:
+    """The 32-byte pre-shared key both nodes derive from their shared seed.
+
+    The seed may be any length or quality a user chose; extracting it under a
+    fixed salt first gives a uniform key, and the label keeps the PSK apart
+    from anything else ever derived from the same seed.
+    """
+    return hkdf_expand_label(hkdf_extract(_PSK_SALT, shared_seed), "psk", b"", SECRET_SIZE)
+
+
+def next_generation_secret(secret: bytes) -> bytes:
+    """The traffic secret of the next key phase (key update, protocol.md §5.3).
+
+    One-way: holding a later generation reveals nothing about earlier ones.
+    """
+    return hkdf_expand_label(secret, "ku", b"", SECRET_SIZE)
+
+
+class PacketProtection:
+    """One direction's packet protection: an AEAD key and its IV, fixed at birth.
+
+    Built once per traffic secret (and again at each key update); ``seal`` and
+    ``open`` are the per-packet hot path, so the AEAD object is created once
+    and the IV is kept as an int to build each nonce with one XOR and one
+    ``to_bytes``. The header is the associated data, so nothing in it can be
+    changed without the packet failing to open.
+
+    The caller guarantees each packet number is sealed at most once under one
+    secret: that is what keeps every nonce unique (``iv XOR pn`` is a bijection
+    on 64-bit packet numbers).
+    """
+
+    __slots__ = ("_aead", "_iv", "algorithm")
+
+    def __init__(self, aead: str, secret: bytes) -> None:
+        """Derive key and IV from ``secret``.
+
+        Args:
+            aead: ``"aes-256-gcm"`` or ``"chacha20-poly1305"``.
+            secret: a 32-byte traffic secret from the handshake or a key update.
+
+        Raises:
+            ValueError: unknown algorithm or a secret of the wrong size.
+        """
+        factory = _AEADS.get(aead)
+        if factory is None:
+            raise ValueError(f"unknown AEAD {aead!r}; expected one of {sorted(_AEADS)}")
+        if len(secret) != SECRET_SIZE:
+            raise ValueError(f"traffic secrets are {SECRET_SIZE} bytes, not {len(secret)}")
+        self.algorithm = aead
+        key = hkdf_expand_label(secret, "key", b"", AEAD_KEY_SIZE)
+        iv = hkdf_expand_label(secret, "iv", b"", AEAD_NONCE_SIZE)
+        self._aead: AESGCM | ChaCha20Poly1305 = factory(key)
+        self._iv = int.from_bytes(iv, "big")
+
+    def __repr__(self) -> str:
+        return f"PacketProtection({self.algorithm!r}, <secret hidden>)"
+
+    def seal(self, packet_number: int, header: bytes, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext``; returns ciphertext || tag (``TAG_SIZE`` bytes longer).
+
+        Raises:
+            ValueError: ``packet_number`` is not in 0..2**64-1 (a caller bug).
+        """
+        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
+            raise ValueError(f"packet number {packet_number} does not fit in 64 bits")
+        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
+        return self._aead.encrypt(nonce, plaintext, header)
+
+    def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
+        """Decrypt and authenticate ciphertext || tag; returns the plaintext.
+
+        Raises:
+            DecryptError: the input is shorter than a tag, the packet number is
+                out of range, or authentication failed. The caller drops the
+                packet; nothing about the failure is worth telling apart.
+        """
+        if len(ciphertext) < TAG_SIZE:
+            raise DecryptError("sealed payload shorter than the AEAD tag")
+        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
+            raise DecryptError(f"packet number {packet_number} does not fit in 64 bits")
+        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
+        try:
+            return self._aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            raise DecryptError("packet failed authentication") from None
