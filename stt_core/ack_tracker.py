@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from .ranges import DEFAULT_MAX_RANGES, RangeSet
 
-__all__ = ["AckTracker"]
+__all__ = ["DEFAULT_MAX_ACK_RANGES", "AckTracker"]
+
+DEFAULT_MAX_ACK_RANGES = 32
+"""Ranges an ACK frame reports by default (the newest ones)."""
 
 
 class AckTracker:
@@ -30,7 +33,10 @@ class AckTracker:
     ACK) but never make an ACK due.
 
     Args:
-        max_ranges: cap on remembered ranges (and so on ACK frame ranges).
+        max_ranges: cap on remembered ranges (the anti-replay window).
+        max_ack_ranges: ranges an ACK reports by default, the newest ones.
+            Older ranges were reported by earlier ACKs; repeating all of them
+            costs wire bytes and sender time on every ACK of a lossy link.
         max_ack_delay: longest an ACK is held, seconds.
         ack_eliciting_threshold: ack-eliciting packets that force an ACK.
 
@@ -49,12 +55,14 @@ class AckTracker:
         "duplicates",
         "largest_received",
         "max_ack_delay",
+        "max_ack_ranges",
     )
 
     def __init__(
         self,
         *,
         max_ranges: int = DEFAULT_MAX_RANGES,
+        max_ack_ranges: int = DEFAULT_MAX_ACK_RANGES,
         max_ack_delay: float = 0.025,
         ack_eliciting_threshold: int = 2,
     ) -> None:
@@ -62,6 +70,9 @@ class AckTracker:
             raise ValueError(f"max_ack_delay must be >= 0 seconds, not {max_ack_delay}")
         if ack_eliciting_threshold < 1:
             raise ValueError("ack_eliciting_threshold must be >= 1")
+        if max_ack_ranges < 1:
+            raise ValueError("max_ack_ranges must be >= 1")
+        self.max_ack_ranges = max_ack_ranges
         self._received = RangeSet(max_ranges)
         self.max_ack_delay = max_ack_delay
         self.ack_eliciting_threshold = ack_eliciting_threshold
@@ -129,7 +140,8 @@ class AckTracker:
 
         Args:
             now: the current time.
-            max_ranges: report at most this many ranges (the newest ones).
+            max_ranges: report at most this many ranges (the newest ones);
+                defaults to ``max_ack_ranges``.
 
         Returns:
             ``(ranges, ack_delay)``: received ranges in DESCENDING order
@@ -139,11 +151,8 @@ class AckTracker:
         """
         if not self._new_since_ack or not self._received:
             return None
-        ranges: list[range] = []
-        for r in reversed(self._received):
-            if max_ranges is not None and len(ranges) >= max_ranges:
-                break
-            ranges.append(r)
+        limit = self.max_ack_ranges if max_ranges is None else max_ranges
+        ranges = self._received.descending(limit)
         self._new_since_ack = False
         self._unacked_eliciting = 0
         self._first_unacked_time = None

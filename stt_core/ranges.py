@@ -140,6 +140,30 @@ class RangeSet:
         """The largest value held in an explicit range, or None when there is none."""
         return self._stops[-1] - 1 if self._stops else None
 
+    def covers(self, start: int, stop: int) -> bool:
+        """True if every value of ``[start, stop)`` is contained (floor included).
+
+        One bisection: the cheap test that lets a repeated ACK range be skipped.
+        """
+        start = max(start, self._floor, 0)
+        if stop <= start:
+            return True
+        i = bisect_right(self._starts, start) - 1
+        return i >= 0 and self._stops[i] >= stop
+
+    def descending(self, limit: int | None = None) -> list[range]:
+        """The explicit ranges, highest first, at most ``limit`` of them."""
+        count = len(self._starts) if limit is None else min(limit, len(self._starts))
+        if count <= 0:
+            return []
+        first = len(self._starts) - count
+        return [
+            range(a, b)
+            for a, b in zip(
+                reversed(self._starts[first:]), reversed(self._stops[first:]), strict=True
+            )
+        ]
+
     def intersects(self, start: int, stop: int) -> bool:
         """True if any value of ``[start, stop)`` is contained (floor included)."""
         start = max(start, 0)
@@ -150,6 +174,27 @@ class RangeSet:
         # The first range ending after ``start`` is the only candidate.
         i = bisect_right(self._stops, start)
         return i < len(self._starts) and self._starts[i] < stop
+
+    def difference(self, start: int, stop: int) -> Iterator[range]:
+        """Yield the parts of ``[start, stop)`` that are not contained, ascending.
+
+        Values below the floor count as contained, negative values are
+        skipped. Why: an ACK repeats ranges the sender already knows; this
+        picks out only the new information in O(log n + parts).
+        """
+        start = max(start, self._floor, 0)
+        if stop <= start:
+            return
+        starts, stops = self._starts, self._stops
+        i = bisect_right(stops, start)
+        while start < stop:
+            if i >= len(starts) or starts[i] >= stop:
+                yield range(start, stop)
+                return
+            if starts[i] > start:
+                yield range(start, starts[i])
+            start = stops[i]
+            i += 1
 
     def gaps(self) -> Iterator[range]:
         """Yield the holes between the floor and the last explicit range, ascending.

@@ -41,7 +41,7 @@ from typing import Any
 from .ack_tracker import AckTracker
 from .congestion import CongestionController
 from .errors import ErrorCode, ProtocolError
-from .ranges import DEFAULT_MAX_RANGES, RangeSet
+from .ranges import RangeSet
 
 __all__ = [
     "K_GRANULARITY",
@@ -66,6 +66,8 @@ K_NACK_REORDER_FRACTION = 1.0 / 8.0
 acked one: a smaller gap could still be reordering, not loss."""
 MAX_PTO_BACKOFF_EXPONENT = 16
 """The PTO doubles at most this many times (far beyond any idle timeout)."""
+ACKED_MAX_RANGES = 256
+"""Ranges of acknowledged packet numbers the sender remembers."""
 LOST_MEMORY_PACKETS = 1024
 """Declared-lost packets remembered so that a late ACK is recognised as spurious."""
 
@@ -229,8 +231,10 @@ class LossRecovery:
         self._sent: dict[int, SentPacket] = {}
         # Recently declared lost, kept to recognise spurious losses.
         self._lost: dict[int, SentPacket] = {}
-        # Everything the peer acknowledged (capped; forgotten counts as acked).
-        self._acked = RangeSet(DEFAULT_MAX_RANGES)
+        # Everything the peer acknowledged. Capped: a packet below its floor
+        # can no longer be seen acked (it is eventually declared lost), so the
+        # cap is generous; the lowest ranges border old losses, not live packets.
+        self._acked = RangeSet(ACKED_MAX_RANGES)
         self._largest_sent = -1
         self._ack_eliciting_in_flight = 0
         self._last_ack_eliciting_time: float | None = None
@@ -325,14 +329,11 @@ class LossRecovery:
             ProtocolError: the ACK covers a packet number never sent
                 (PROTOCOL_VIOLATION); the session closes.
         """
-        ranges = _checked_ranges(ack_ranges, self._largest_sent)
-        if not ranges:
+        largest, fresh = self._new_ranges(ack_ranges)
+        if largest < 0:
             return [], []
-        largest = max(r.stop for r in ranges) - 1
-        acked = _take(self._sent, ranges)
-        spurious = _take(self._lost, ranges)
-        for r in ranges:
-            self._acked.add(r.start, r.stop)
+        acked = _take(self._sent, fresh)
+        spurious = _take(self._lost, fresh)
         if self.largest_acked is None or largest > self.largest_acked:
             self.largest_acked = largest
         if not acked and not spurious:
@@ -431,6 +432,42 @@ class LossRecovery:
 
     # -- internals -------------------------------------------------------
 
+    def _new_ranges(self, ack_ranges: Iterable[range]) -> tuple[int, list[range]]:
+        """Validate an ACK's ranges; return its largest number and what is new.
+
+        Peers repeat old ranges in every ACK, so ranges already known are
+        skipped with one bisection each and only new parts are looked up:
+        the cost per ACK stays near O(ranges + newly acked packets). The new
+        parts are recorded as acknowledged. ``largest`` is -1 for an ACK
+        without any (non-empty) range.
+
+        Raises:
+            ProtocolError: a range covers a number never sent.
+            ValueError: a range with a step other than 1 (a caller bug).
+        """
+        known = self._acked
+        largest_sent = self._largest_sent
+        largest = -1
+        fresh: list[range] = []
+        for r in ack_ranges:
+            start, stop = r.start, r.stop
+            if r.step != 1:
+                raise ValueError("ACK ranges must be contiguous (step 1)")
+            if start >= stop:
+                continue
+            if start < 0 or stop - 1 > largest_sent:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_VIOLATION,
+                    f"ACK of packets [{start}, {stop}) but the largest sent is {largest_sent}",
+                )
+            if stop - 1 > largest:
+                largest = stop - 1
+            if not known.covers(start, stop):
+                fresh.extend(known.difference(start, stop))
+        for part in fresh:
+            known.add(part.start, part.stop)
+        return largest, fresh
+
     def _on_largest_newly_acked(
         self, acked: list[SentPacket], ack_delay: float, now: float
     ) -> None:
@@ -524,23 +561,6 @@ class LossRecovery:
 
 def _packet_number(packet: SentPacket) -> int:
     return packet.packet_number
-
-
-def _checked_ranges(ack_ranges: Iterable[range], largest_sent: int) -> list[range]:
-    """Non-empty ranges of the ACK; raise if any covers a number never sent."""
-    ranges: list[range] = []
-    for r in ack_ranges:
-        if r.step != 1:
-            raise ValueError("ACK ranges must be contiguous (step 1)")
-        if r.start >= r.stop:
-            continue
-        if r.start < 0 or r.stop - 1 > largest_sent:
-            raise ProtocolError(
-                ErrorCode.PROTOCOL_VIOLATION,
-                f"ACK of packets [{r.start}, {r.stop}) but the largest sent is {largest_sent}",
-            )
-        ranges.append(r)
-    return ranges
 
 
 def _take(store: dict[int, SentPacket], ranges: list[range]) -> list[SentPacket]:

@@ -89,6 +89,18 @@ def test_build_ack_limits_ranges_to_the_newest() -> None:
     assert built[0] == [range(6, 7), range(4, 5)]
 
 
+def test_build_ack_default_range_limit() -> None:
+    acks = AckTracker(max_ranges=64, max_ack_ranges=3)
+    for pn in range(0, 20, 2):
+        acks.on_packet_received(pn, True, 0.0)
+    built = acks.build_ack(0.0)
+    assert built is not None
+    assert built[0] == [range(18, 19), range(16, 17), range(14, 15)]
+    assert len(acks.received) == 10  # the window still remembers all of them
+    with pytest.raises(ValueError):
+        AckTracker(max_ack_ranges=0)
+
+
 def test_missing_ranges_for_nack() -> None:
     acks = AckTracker()
     for pn in (0, 1, 4, 7, 8):

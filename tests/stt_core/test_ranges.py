@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,6 +151,31 @@ def test_intersects() -> None:
     assert not s.intersects(2, 5)
 
 
+def test_difference() -> None:
+    s = RangeSet()
+    s.add(5, 8)
+    s.add(10, 12)
+    assert list(s.difference(0, 20)) == [range(0, 5), range(8, 10), range(12, 20)]
+    assert list(s.difference(6, 11)) == [range(8, 10)]
+    assert list(s.difference(5, 8)) == []
+    assert list(s.difference(-3, 2)) == [range(0, 2)]
+    s.advance_floor(9)
+    assert list(s.difference(0, 11)) == [range(9, 10)]
+
+
+def test_covers_and_descending() -> None:
+    s = RangeSet()
+    s.add(5, 8)
+    s.add(10, 12)
+    assert s.covers(5, 8) and s.covers(6, 7) and s.covers(3, 3)
+    assert not s.covers(4, 6) and not s.covers(7, 11)
+    assert s.descending() == [range(10, 12), range(5, 8)]
+    assert s.descending(1) == [range(10, 12)]
+    assert s.descending(0) == []
+    s.advance_floor(9)
+    assert s.covers(0, 9) and not s.covers(0, 10)
+
+
 def test_equality_and_repr() -> None:
     a, b = RangeSet(), RangeSet()
     a.add(1, 3)
@@ -236,6 +263,23 @@ class RangeSetMachine(RuleBasedStateMachine):
         # Nothing above the floor that was added and not removed is lost.
         assert {x for r in self.s for x in r} == {x for x in self.model if x >= floor}
         assert list(self.s.gaps()) == _model_gaps(self.model, floor)
+
+    @rule(span=spans)
+    def difference(self, span: tuple[int, int]) -> None:
+        parts = list(self.s.difference(*span))
+        expected = [x for x in range(*span) if x not in self.s]
+        assert [x for r in parts for x in r] == expected
+        assert all(len(r) > 0 for r in parts)
+        assert all(a.stop < b.start for a, b in itertools.pairwise(parts))
+
+    @rule(span=spans)
+    def covers(self, span: tuple[int, int]) -> None:
+        assert self.s.covers(*span) == all(x in self.s for x in range(*span))
+
+    @rule(limit=st.integers(0, 6))
+    def descending(self, limit: int) -> None:
+        assert self.s.descending(limit) == list(reversed(self.s))[:limit]
+        assert self.s.descending() == list(reversed(self.s))
 
     @rule(span=spans)
     def intersects(self, span: tuple[int, int]) -> None:
