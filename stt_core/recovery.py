@@ -20,7 +20,8 @@ reused). Time is always the caller's ``now``.
 Rules the session relies on:
 
 1. Every ack-eliciting packet is given to :meth:`LossRecovery.on_packet_sent`
-   with strictly increasing packet numbers.
+   with strictly increasing packet numbers. ACK-only packets need not be;
+   the peer may acknowledge them, which is accepted.
 2. A packet may be reported lost and later appear in the acked list (a
    spurious loss, flagged by ``SentPacket.declared_lost``). Frame handlers must
    be idempotent; an early ACK of requeued content simply cancels the resend.
@@ -40,7 +41,6 @@ from typing import Any
 
 from .ack_tracker import AckTracker
 from .congestion import CongestionController
-from .errors import ErrorCode, ProtocolError
 from .ranges import RangeSet
 
 __all__ = [
@@ -326,17 +326,20 @@ class LossRecovery:
             frames of the first list and requeues those of the second.
 
         Raises:
-            ProtocolError: the ACK covers a packet number never sent
-                (PROTOCOL_VIOLATION); the session closes.
+            ValueError: a range with a negative start or a step other than 1.
         """
         largest, fresh = self._new_ranges(ack_ranges)
         if largest < 0:
             return [], []
         acked = _take(self._sent, fresh)
         spurious = _take(self._lost, fresh)
-        if self.largest_acked is None or largest > self.largest_acked:
+        # Packets the session does not track (ACK-only ones) can raise the
+        # largest acked without acking anything here; that still advances
+        # packet-threshold loss detection.
+        advanced = self.largest_acked is None or largest > self.largest_acked
+        if advanced:
             self.largest_acked = largest
-        if not acked and not spurious:
+        if not acked and not spurious and not advanced:
             return [], []
         for packet in acked:
             self._forget(packet)
@@ -441,25 +444,23 @@ class LossRecovery:
         parts are recorded as acknowledged. ``largest`` is -1 for an ACK
         without any (non-empty) range.
 
+        Numbers above every tracked packet are accepted: the session does not
+        report ACK-only packets, and the peer acknowledges those too. (A peer
+        acknowledging packets it never got only hurts its own transfer.)
+
         Raises:
-            ProtocolError: a range covers a number never sent.
-            ValueError: a range with a step other than 1 (a caller bug).
+            ValueError: a range with a negative start or a step other than 1
+                (the frame decoder never produces one).
         """
         known = self._acked
-        largest_sent = self._largest_sent
         largest = -1
         fresh: list[range] = []
         for r in ack_ranges:
             start, stop = r.start, r.stop
-            if r.step != 1:
-                raise ValueError("ACK ranges must be contiguous (step 1)")
+            if r.step != 1 or start < 0:
+                raise ValueError(f"ACK ranges must be non-negative with step 1, not {r!r}")
             if start >= stop:
                 continue
-            if start < 0 or stop - 1 > largest_sent:
-                raise ProtocolError(
-                    ErrorCode.PROTOCOL_VIOLATION,
-                    f"ACK of packets [{start}, {stop}) but the largest sent is {largest_sent}",
-                )
             if stop - 1 > largest:
                 largest = stop - 1
             if not known.covers(start, stop):

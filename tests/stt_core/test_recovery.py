@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stt_core.congestion import NewReno
-from stt_core.errors import ProtocolError
 from stt_core.recovery import AckTracker, LossRecovery, RttEstimator, SentPacket
 
 MDS = 1200
@@ -134,13 +133,21 @@ def test_duplicate_and_empty_acks_change_nothing() -> None:
     assert rec.rtt.latest_rtt == pytest.approx(0.1)
 
 
-def test_ack_of_unsent_packet_is_a_protocol_violation() -> None:
+def test_ack_of_untracked_packets_advances_loss_detection() -> None:
     rec = make()
-    send(rec, 0, 0.0)
-    with pytest.raises(ProtocolError):
-        rec.on_ack_received([range(0, 2)], 0.0, 0.1)
+    for pn in range(3):
+        send(rec, pn, 0.0)
+    rec.on_ack_received([range(2, 3)], 0.0, 0.05)
+    # 3 and 4 were ACK-only packets the session did not report; acking them
+    # still proves 0 and 1 were overtaken by three packets.
+    acked, lost = rec.on_ack_received([range(2, 5)], 0.0, 0.06)
+    assert acked == []
+    assert pns(lost) == [0, 1]
+    assert rec.largest_acked == 4
     with pytest.raises(ValueError):
         rec.on_ack_received([range(0, 2, 2)], 0.0, 0.1)
+    with pytest.raises(ValueError):
+        rec.on_ack_received([range(-1, 2)], 0.0, 0.1)
 
 
 def test_packet_numbers_must_increase() -> None:
