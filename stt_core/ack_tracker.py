@@ -14,8 +14,10 @@ from .ranges import DEFAULT_MAX_RANGES, RangeSet
 
 __all__ = ["DEFAULT_MAX_ACK_RANGES", "AckTracker"]
 
-DEFAULT_MAX_ACK_RANGES = 32
-"""Ranges an ACK frame reports by default (the newest ones)."""
+DEFAULT_MAX_ACK_RANGES = DEFAULT_MAX_RANGES
+"""Ranges an ACK frame reports by default (the newest ones): the whole window,
+as docs/protocol.md §4.3 states. Lower it to trade ACK size for the (rare)
+spurious retransmission of a packet whose range is no longer repeated."""
 
 
 class AckTracker:
