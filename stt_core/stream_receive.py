@@ -234,12 +234,28 @@ class StreamReceiver:
         buf[pos:pos + len(chunk)] = chunk
 
     def _release_partial(self) -> None:
-        """Rule (a): release the in-order bytes of the message still incomplete."""
-        if self._msg_end >= 0 and self._contig < self._msg_end:
-            gained = self._contig - self._msg_released
-            if gained > 0:
-                self._released += gained
-                self._msg_released = self._contig
+        """Rule (a): release in-order bytes of the next length prefix and of the
+        message still incomplete.
+
+        ``_msg_released`` marks how far that was done, so no byte is released
+        twice: a prefix counts here or in :meth:`_parse_header`, never both.
+        Releasing a prefix before it is whole is what keeps a window smaller
+        than a prefix (down to 1 byte) from deadlocking.
+        """
+        contig = self._contig
+        if self._msg_end >= 0:
+            if contig >= self._msg_end:
+                return  # complete: its unreleased bytes wait for consume() (rule b)
+            upto = contig
+        elif contig > self._parse_pos:
+            first = self._buf[self._parse_pos - self._buf_start]
+            upto = min(contig, self._parse_pos + (1 << (first >> 6)))
+        else:
+            return
+        gained = upto - max(self._msg_released, self._parse_pos)
+        if gained > 0:
+            self._released += gained
+            self._msg_released = upto
 
     # ------------------------------------------------------------- application
 
@@ -287,9 +303,11 @@ class StreamReceiver:
                 f"stream {self.stream_id}: message of {length} bytes exceeds "
                 f"the {self._max_message_size}-byte limit",
             )
-        self._msg_start = self._msg_released = self._parse_pos + size
-        self._msg_end = self._msg_start + length
-        self._released += size  # rule (a): prefixes never wait for the application
+        msg_start = self._parse_pos + size
+        # Rule (a): prefixes never wait for the application (part may be out already).
+        self._released += msg_start - max(self._msg_released, self._parse_pos)
+        self._msg_start = self._msg_released = msg_start
+        self._msg_end = msg_start + length
         if self._final_size is not None and self._msg_end > self._final_size:
             raise ProtocolError(
                 ErrorCode.PROTOCOL_VIOLATION,
