@@ -370,11 +370,18 @@ class Cubic(CongestionController):
         mds = self.max_datagram_size
         return CUBIC_C * (t - self._k) ** 3 * mds + self._w_max
 
+    def _sync_window(self) -> float:
+        """The fractional window, resynchronised if ``congestion_window`` was set directly."""
+        if int(self._window) != self.congestion_window:
+            self._window = float(self.congestion_window)
+        return self._window
+
     def _on_ack(self, size: int, now: float, rtt: RttEstimator) -> None:
         if self.in_slow_start:
             self._slow_start(size)
             self._window = float(self.congestion_window)
             return
+        self._sync_window()
         mds = self.max_datagram_size
         if self._epoch_start is None:
             # Congestion avoidance without a preceding loss (after an undo or
@@ -396,7 +403,7 @@ class Cubic(CongestionController):
         self.congestion_window = int(self._window)
 
     def _on_congestion_event(self, now: float) -> None:
-        cwnd = self._window
+        cwnd = self._sync_window()
         # RFC 9438 §4.7 fast convergence: release bandwidth to newer flows.
         self._w_max = cwnd * (1.0 + CUBIC_BETA) / 2.0 if cwnd < self._w_max else cwnd
         reduced = max(cwnd * CUBIC_BETA, float(self.minimum_window))

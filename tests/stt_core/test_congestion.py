@@ -9,7 +9,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stt_core.config import CONGESTION_ALGORITHMS
 from stt_core.congestion import (
     CONGESTION_CONTROLLERS,
     CUBIC_BETA,
@@ -54,7 +57,7 @@ def test_initial_window_rfc9002() -> None:
 
 
 def test_registry_and_factory() -> None:
-    assert set(CONGESTION_CONTROLLERS) == {"newreno", "cubic"}
+    assert set(CONGESTION_CONTROLLERS) == set(CONGESTION_ALGORITHMS)
     assert isinstance(create_congestion_controller("newreno", max_datagram_size=MDS), NewReno)
     assert isinstance(create_congestion_controller("cubic", max_datagram_size=MDS), Cubic)
     with pytest.raises(ConfigError, match="bbr"):
@@ -180,7 +183,6 @@ def test_reset_restores_initial_state(cls: type[CongestionController]) -> None:
 def test_cubic_reduction_and_k() -> None:
     cc = Cubic(max_datagram_size=MDS)
     cc.congestion_window = 100 * MDS
-    cc._window = float(cc.congestion_window)  # as if grown by slow start
     cc.on_packets_lost([packet(1, 0.5)], now=1.0)
     assert cc.congestion_window == int(100 * MDS * CUBIC_BETA)
     assert cc.w_max == 100 * MDS
@@ -234,7 +236,6 @@ def test_cubic_reno_friendly_on_short_rtt() -> None:
 def test_cubic_fast_convergence() -> None:
     cc = Cubic(max_datagram_size=MDS)
     cc.congestion_window = 100 * MDS
-    cc._window = float(cc.congestion_window)
     cc.on_packets_lost([packet(1, 0.5)], now=1.0)
     cc.on_packets_lost([packet(2, 1.5)], now=2.0)  # window 70 < W_max 100
     assert cc.w_max == pytest.approx(70 * MDS * (1 + CUBIC_BETA) / 2, rel=0.01)
@@ -243,13 +244,48 @@ def test_cubic_fast_convergence() -> None:
 def test_cubic_undo_restores_curve() -> None:
     cc = Cubic(max_datagram_size=MDS)
     cc.congestion_window = 100 * MDS
-    cc._window = float(cc.congestion_window)
     lost = packet(1, 0.5)
     cc.on_packets_lost([lost], now=1.0)
     cc.on_spurious_loss([lost], now=1.1)
     assert cc.congestion_window == 100 * MDS
     assert cc.ssthresh is None
     assert cc.w_max == 0.0
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["ack", "lost", "spurious", "persistent"]),
+        st.floats(0.0, 0.3),  # how far back the packet was sent
+        st.integers(1, MDS),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["newreno", "cubic"]), events)
+def test_window_stays_sane_under_any_event_sequence(
+    name: str, script: list[tuple[str, float, int]]
+) -> None:
+    cc = create_congestion_controller(name, max_datagram_size=MDS)
+    rtt = rtt_of()
+    now = 1.0
+    history: list[SentPacket] = []
+    for pn, (kind, age, size) in enumerate(script):
+        now += 0.01
+        p = packet(pn, now - age, size)
+        if kind == "ack":
+            cc.on_packets_acked([p], now, rtt)
+        elif kind == "lost":
+            cc.on_packets_lost([p], now)
+            history.append(p)
+        elif kind == "spurious" and history:
+            cc.on_spurious_loss([history.pop()], now)
+        elif kind == "persistent":
+            cc.on_persistent_congestion(now)
+        assert cc.congestion_window >= cc.minimum_window
+        assert cc.ssthresh is None or cc.ssthresh >= cc.minimum_window
+        assert cc.next_send_time(now) >= now
 
 
 # -- pacing --------------------------------------------------------------
