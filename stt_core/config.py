@@ -24,6 +24,10 @@ MIN_DATAGRAM_SIZE = 1200
 MAX_DATAGRAM_SIZE = 65507
 """Largest UDP payload over IPv4."""
 MAX_NODE_ID_SIZE = 64
+INITIAL_STREAM_CREDIT = 64 * 1024
+"""Bytes a sender may put on a new stream before the peer's first MAX_STREAM_DATA."""
+INITIAL_SESSION_CREDIT = 1024 * 1024
+"""Bytes a sender may send on a new session before the peer's first MAX_DATA."""
 
 
 def derive_node_id(node_seed: bytes) -> bytes:
@@ -67,8 +71,8 @@ class Config:
     """Largest datagram we send (bytes, 1200-65507). Raise it for loopback/LAN."""
     max_frame_size: int = 16384
     """Default largest DATA frame payload per stream (bytes, up to 65536)."""
-    max_message_size: int = 64 * 1024 * 1024
-    """Largest message a peer may send us (bytes); larger closes the stream."""
+    max_message_size: int = 16 * 1024 * 1024
+    """Largest message a peer may send us (bytes); a larger one resets that stream."""
 
     max_sessions: int = 100_000
     """Sessions (established plus handshaking) this endpoint holds at once."""
@@ -135,5 +139,11 @@ class Config:
                      "session_send_buffer_bytes", "key_update_interval_packets"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.stream_receive_window < INITIAL_STREAM_CREDIT:
+            raise ConfigError(f"stream_receive_window must be >= {INITIAL_STREAM_CREDIT} bytes "
+                              "(the credit every peer may use before hearing our limit)")
+        if self.session_receive_window < INITIAL_SESSION_CREDIT:
+            raise ConfigError(f"session_receive_window must be >= {INITIAL_SESSION_CREDIT} "
+                              "bytes (the credit every peer may use before hearing our limit)")
         if self.cookie_threshold < 0:
             raise ConfigError("cookie_threshold must be >= 0")

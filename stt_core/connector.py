@@ -23,7 +23,7 @@ from .handshake import (
     decode_retry,
 )
 from .states import SessionState
-from .stream_io import INITIAL_SESSION_CREDIT
+from .config import INITIAL_SESSION_CREDIT
 from .wire import FrameType, LimitFrame, PacketType, SimpleFrame, encode_handshake_header
 
 if TYPE_CHECKING:

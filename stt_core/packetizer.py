@@ -115,6 +115,11 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     data_ok = allow_data and session.state is SessionState.ESTABLISHED and (
         probing or recovery.can_send())
     ready = data_ok and bool(session.streams.ready_streams())
+    if ready and not probing:
+        send_at = recovery.next_send_time(now)
+        if send_at > now:
+            session.pacing_at = send_at  # the pacer holds data back; the timer wakes us
+            ready = False
     acks = session.acks
     if acks.ack_needed:
         deadline = acks.ack_deadline()
@@ -122,14 +127,16 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
             built = acks.build_ack(now)
             if built is not None:
                 ranges, delay = built
-                ack = AckFrame(sorted(ranges, key=lambda r: r.start, reverse=True), delay).encode()
+                ack = AckFrame(ranges, delay).encode()
                 parts.append(ack)
                 capacity -= len(ack)
-    has_ack = bool(parts)
+                if len(ranges) > 1:
+                    capacity -= _pack_nack(session, ranges[0].stop, parts)
+    has_ack = len(parts)
     remaining = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, parts, records, remaining)
-    ack_eliciting = len(parts) > (1 if has_ack else 0)
+    ack_eliciting = len(parts) > has_ack
     if probing and not ack_eliciting:
         parts.append(_KEEP_ALIVE.encode())
         ack_eliciting = True
@@ -138,6 +145,21 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     if probing and ack_eliciting:
         session.probe_packets -= 1
     return _seal(session, parts, records, now, ack_eliciting=ack_eliciting)
+
+
+def _pack_nack(session: Session, largest_stop: int, parts: list[bytes]) -> int:
+    """Name the holes that appeared since the last NACK, so the sender repairs at once.
+
+    Old holes are not repeated: their packets were already declared lost or
+    were reordered and arrived. Returns the bytes added.
+    """
+    fresh = [r for r in session.acks.missing_ranges(limit=8) if r.stop > session.nack_floor]
+    session.nack_floor = largest_stop
+    if not fresh:
+        return 0
+    nack = NackFrame(fresh).encode()
+    parts.append(nack)
+    return len(nack)
 
 
 def _pack_control(session: Session, parts: list[bytes], records: list[tuple[object, ...]],

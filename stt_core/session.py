@@ -114,6 +114,8 @@ class Session:
         self.control: list[Frame] = []
         self.keep_alive_ack_due = False
         self.probe_packets = 0
+        self.pacing_at: float | None = None
+        self.nack_floor = 0
         self.streams = StreamTable(
             initiator=initiator,
             max_peer_streams=config.max_streams_per_session,
@@ -417,6 +419,8 @@ class Session:
                 deadlines.append(ack)
             if self.close_deadline is not None:
                 deadlines.append(self.close_deadline)
+            if self.pacing_at is not None:
+                deadlines.append(self.pacing_at)
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
@@ -433,6 +437,8 @@ class Session:
         if self.close_deadline is not None and now >= self.close_deadline:
             self.finish_close(now)
             return
+        if self.pacing_at is not None and now >= self.pacing_at:
+            self.pacing_at = None  # the flush that follows sends what the pacer held
         lost, probes = self.recovery.on_loss_detection_timeout(now)
         if lost:
             packetizer.requeue_lost(self, lost)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .config import INITIAL_STREAM_CREDIT
 from .errors import (
     BufferFullError,
     ErrorCode,
@@ -38,10 +39,6 @@ from .wire import (
 if TYPE_CHECKING:
     from .session import Session
 
-INITIAL_STREAM_CREDIT = 64 * 1024
-"""Bytes a sender may put on a new stream before the peer's first MAX_STREAM_DATA."""
-INITIAL_SESSION_CREDIT = 1024 * 1024
-"""Bytes a sender may send on a new session before the peer's first MAX_DATA."""
 MAX_PRIORITY = 255
 MAX_PURPOSE_BYTES = 255
 
@@ -149,6 +146,10 @@ def _drop_stream(session: Session, stream: Stream) -> None:
     session.send_buffered -= stream.sender.buffered_bytes
     stream.sender.reset()
     stream.reset = True
+    unreported = stream.receiver.discard()
+    if unreported:
+        session.data_consumed += unreported
+        _maybe_grant_session_credit(session)
     session.streams.remove(stream)
 
 
@@ -157,14 +158,22 @@ def consume(session: Session, stream_id: int, nbytes: int) -> None:
     if nbytes < 0:
         raise ValueError("nbytes must be >= 0")
     stream = session.streams.get(stream_id)
-    session.data_consumed += nbytes
-    _maybe_grant_session_credit(session)
-    if stream is None:
+    if stream is None or stream.reset:
         return
     stream.receiver.consume(nbytes)
-    limit = stream.receiver.credit_update()
+    _return_credit(session, stream)
+
+
+def _return_credit(session: Session, stream: Stream) -> None:
+    """Give released bytes back to the peer at stream and session level (§5.4)."""
+    receiver = stream.receiver
+    limit = receiver.credit_update()
     if limit is not None:
-        session.control.append(LimitFrame(FrameType.MAX_STREAM_DATA, stream_id, limit))
+        session.control.append(LimitFrame(FrameType.MAX_STREAM_DATA, stream.stream_id, limit))
+    released = receiver.take_released()
+    if released:
+        session.data_consumed += released
+        _maybe_grant_session_credit(session)
 
 
 def _maybe_grant_session_credit(session: Session) -> None:
@@ -211,6 +220,22 @@ def on_data_frame(session: Session, frame: Frame, now: float) -> None:
 
 def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes,
                   fin: bool) -> None:
+    try:
+        _accept_bytes_unchecked(session, stream, offset, data, fin)
+    except ProtocolError as exc:
+        if exc.code != ErrorCode.MESSAGE_TOO_LARGE:
+            raise
+        # Too large a message is the stream's fault, not the session's: reset it alone.
+        announced = stream.announced
+        _drop_stream(session, stream)
+        session.control.append(StreamCloseFrame(stream.stream_id, int(exc.code)))
+        if announced:
+            session.emit(StreamClosed(ref=session.ref, stream_id=stream.stream_id,
+                                      code=int(exc.code), by_peer=False))
+
+
+def _accept_bytes_unchecked(session: Session, stream: Stream, offset: int, data: bytes,
+                            fin: bool) -> None:
     new_bytes = stream.receiver.on_data(offset, data, fin)
     if new_bytes:
         session.data_received += new_bytes
@@ -237,7 +262,8 @@ def _deliver(session: Session, stream: Stream) -> None:
         session.stats.messages_received += 1
         session.emit(MessageReceived(ref=session.ref, stream_id=stream.stream_id, data=message))
         if auto:
-            consume(session, stream.stream_id, len(message))
+            stream.receiver.consume(len(message))
+    _return_credit(session, stream)
     if stream.receiver.is_finished and not stream.remote_closed:
         stream.remote_closed = True
         session.emit(StreamClosed(ref=session.ref, stream_id=stream.stream_id, code=0,

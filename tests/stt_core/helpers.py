@@ -53,6 +53,7 @@ class Pair:
         self.server_events: list[Event] = []
         self.drop: Drop | None = None
         self.sent: list[tuple[str, bytes]] = []
+        self.last_delivery: dict[str, float] = {}
         self._seq = 0
 
     def _flush(self, endpoint: Endpoint) -> None:
@@ -99,6 +100,7 @@ class Pair:
             while self.in_flight and self.in_flight[0][0] <= self.now:
                 _, _, datagram, source, target = heapq.heappop(self.in_flight)
                 target.receive_datagram(datagram, source, self.now)
+                self.last_delivery["client" if target is self.client else "server"] = self.now
             for endpoint in (self.client, self.server):
                 timer = endpoint.next_timer()
                 if timer is not None and timer <= self.now:
