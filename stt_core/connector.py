@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .config import INITIAL_SESSION_CREDIT
 from .errors import DropReason, ErrorCode
 from .handshake import (
     HandshakeAuthError,
@@ -23,7 +24,6 @@ from .handshake import (
     decode_retry,
 )
 from .states import SessionState
-from .config import INITIAL_SESSION_CREDIT
 from .wire import FrameType, LimitFrame, PacketType, SimpleFrame, encode_handshake_header
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, he
         return DropReason.REPLAYED_HANDSHAKE  # a duplicate; our timer resends AUTH_PROOF
     proof = handshake.on_challenge(
         header, body, lambda sid: encode_handshake_header(PacketType.AUTH_PROOF, sid))
-    session_id = handshake.session_id
+    session_id = _derived_session_id(handshake)
     if session_id is None or session_id in endpoint.by_session_id:
         session.fail("error", int(ErrorCode.INTERNAL_ERROR), "session id collision")
         endpoint.touch(session)
@@ -133,6 +133,11 @@ def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, he
     session.last_received = now
     endpoint.touch(session)
     return None
+
+
+def _derived_session_id(handshake: Initiator) -> bytes | None:
+    """The session id ``on_challenge`` just derived (a call boundary for the type checker)."""
+    return handshake.session_id
 
 
 def _on_final(endpoint: Endpoint, session: Session, handshake: Initiator, header: bytes,

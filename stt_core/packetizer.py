@@ -88,7 +88,8 @@ def has_pending_data(session: Session) -> bool:
 def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:
     """PATH_CHALLENGE to each unvalidated address, within its amplification budget."""
     for addr, probe in session.probes.items():
-        if probe.sent_at >= 0 and now - probe.sent_at < max(3 * session.recovery.rtt.smoothed_rtt, 0.05):
+        retry_interval = max(3 * session.recovery.rtt.smoothed_rtt, 0.05)
+        if probe.sent_at >= 0 and now - probe.sent_at < retry_interval:
             continue
         frame = PathFrame(FrameType.PATH_CHALLENGE, probe.challenge)
         packet = _seal(session, [frame.encode()], [], now, ack_eliciting=False)
@@ -309,13 +310,13 @@ def requeue_lost(session: Session, packets: list[SentPacket]) -> None:
         for record in packet.frames:
             if record[0] == _DATA:
                 _, stream_id, offset, length, fin = record
-                stream = session.streams.get(stream_id)  # type: ignore[arg-type]
+                stream = session.streams.get(stream_id)
                 if stream is not None and not stream.reset:
-                    stream.sender.on_lost(offset, length, fin)  # type: ignore[arg-type]
+                    stream.sender.on_lost(offset, length, fin)
                     session.streams.mark_ready(stream)
                 continue
             frame = record[1]
-            session.control.append(_refresh(session, frame))  # type: ignore[arg-type]
+            session.control.append(_refresh(session, frame))
 
 
 def _refresh(session: Session, frame: Frame) -> Frame:

@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import packetizer, stream_io
 from .config import Config
+from .congestion import create_congestion_controller
 from .crypto import DecryptError, PacketProtection, next_generation_secret
 from .errors import (
     DropReason,
@@ -44,8 +46,6 @@ from .events import (
     SessionEstablished,
     SessionRef,
 )
-from . import packetizer, stream_io
-from .congestion import create_congestion_controller
 from .recovery import AckTracker, LossRecovery
 from .states import (
     AMPLIFICATION_FACTOR,
@@ -265,7 +265,8 @@ class Session:
 
     # ------------------------------------------------------------------ receive path
 
-    def receive_packet(self, header: Header, data: bytes, addr: Address, now: float) -> DropReason | None:
+    def receive_packet(self, header: Header, data: bytes, addr: Address,
+                       now: float) -> DropReason | None:
         """Process one protected session packet.
 
         Returns:
@@ -287,9 +288,9 @@ class Session:
         self.stats.packets_received += 1
         self.stats.bytes_received += len(data)
         self.last_received = now
-        if addr != self.address:
-            if not self._on_packet_from_new_address(addr, len(data), frames, now):
-                return None
+        if addr != self.address and not self._on_packet_from_new_address(
+                addr, len(data), frames, now):
+            return None
         if self.state is SessionState.CLOSED:
             return None  # draining: the ACK tracker noted it; nothing else to do
         try:
