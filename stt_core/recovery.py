@@ -4,9 +4,10 @@ This module owns, after RFC 9002:
 
 - :class:`RttEstimator`: latest/min/smoothed RTT and its variance (§5);
 - :class:`LossRecovery`, the sender side: which packets are outstanding,
-  which are acknowledged, which are lost by packet or time threshold (§6.1),
-  the probe timeout (§6.2), NACK-driven fast repair, spurious-loss detection,
-  and persistent congestion (§7.6); it drives a
+  which are acknowledged, which are lost by packet or time threshold (§6.1,
+  both raised after spurious losses so that persistent reordering stops
+  causing retransmissions), the probe timeout (§6.2), NACK-driven fast
+  repair, spurious-loss detection, and persistent congestion (§7.6); it drives a
   :class:`~stt_core.congestion.CongestionController` and owns ``bytes_in_flight``;
 - :class:`AckTracker` (defined in ``ack_tracker.py``, re-exported here), the
   receiver side: duplicate detection (the anti-replay window), when an ACK is
@@ -59,6 +60,12 @@ K_TIME_THRESHOLD = 9.0 / 8.0
 """RFC 9002 §6.1.2: ... or once it is older than 9/8 of an RTT at an ACK."""
 K_GRANULARITY = 0.001
 """RFC 9002 §6.1.2: timer granularity, the smallest loss delay and RTT variance term."""
+MAX_PACKET_THRESHOLD = 16
+"""Ceiling of the adaptive packet threshold (reordering tolerance in packets)."""
+MAX_TIME_THRESHOLD = 2.0
+"""Ceiling of the adaptive time threshold (reordering tolerance in RTTs)."""
+TIME_THRESHOLD_STEP = 1.0 / 8.0
+"""How much the time threshold grows each time reordering fooled it."""
 K_PERSISTENT_CONGESTION_THRESHOLD = 3
 """RFC 9002 §7.6.1: persistent congestion spans this many PTOs."""
 K_NACK_REORDER_FRACTION = 1.0 / 8.0
@@ -196,12 +203,14 @@ class LossRecovery:
         "bytes_in_flight",
         "congestion",
         "largest_acked",
+        "packet_threshold",
         "packets_lost",
         "pto_count",
         "pto_count_total",
         "reliable_path",
         "rtt",
         "spurious_losses",
+        "time_threshold",
     )
 
     def __init__(
@@ -227,6 +236,10 @@ class LossRecovery:
         """Packets declared lost and acknowledged afterwards."""
         self.pto_count_total = 0
         """PTOs fired over the lifetime."""
+        self.packet_threshold = K_PACKET_THRESHOLD
+        """Current packet reordering threshold; grows after spurious losses."""
+        self.time_threshold = K_TIME_THRESHOLD
+        """Current time threshold in RTTs; grows after spurious losses."""
         # Outstanding packets by number; insertion order is ascending order.
         self._sent: dict[int, SentPacket] = {}
         # Recently declared lost, kept to recognise spurious losses.
@@ -355,6 +368,7 @@ class LossRecovery:
             self.congestion.on_packets_acked(acked, now, self.rtt)
         if spurious:
             self.spurious_losses += len(spurious)
+            self._adapt_to_reordering(spurious)
             acked = sorted(acked + spurious, key=_packet_number)
         return acked, lost
 
@@ -510,14 +524,15 @@ class LossRecovery:
         if largest_acked is None:
             return []
         rtt = self.rtt
-        loss_delay = max(K_TIME_THRESHOLD * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
+        loss_delay = max(self.time_threshold * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
+        packet_threshold = self.packet_threshold
         lost: list[SentPacket] = []
         loss_time: float | None = None
         for pn, packet in self._sent.items():
             if pn > largest_acked:
                 break
             deadline = packet.sent_time + loss_delay
-            if deadline <= now or largest_acked >= pn + K_PACKET_THRESHOLD:
+            if deadline <= now or largest_acked >= pn + packet_threshold:
                 lost.append(packet)
             elif loss_time is None or deadline < loss_time:
                 loss_time = deadline
@@ -525,6 +540,21 @@ class LossRecovery:
         for packet in lost:
             self._declare_lost(packet)
         return lost
+
+    def _adapt_to_reordering(self, spurious: list[SentPacket]) -> None:
+        """Losses that were only reordering: tolerate more of it from now on.
+
+        RFC 9002 §6.1 lets a sender raise both thresholds after spurious
+        losses. The packet threshold grows to the reordering depth just seen
+        (how far the largest acked has moved past the late packet), the time
+        threshold by 1/8 RTT per ACK revealing spurious losses; both are
+        capped so that real losses are still found within about two RTTs.
+        They never shrink back: a new path starts a new LossRecovery.
+        """
+        largest_acked = self.largest_acked if self.largest_acked is not None else 0
+        depth = largest_acked - spurious[0].packet_number + 1
+        self.packet_threshold = min(max(self.packet_threshold, depth), MAX_PACKET_THRESHOLD)
+        self.time_threshold = min(self.time_threshold + TIME_THRESHOLD_STEP, MAX_TIME_THRESHOLD)
 
     def _report_lost(self, lost: list[SentPacket], now: float) -> None:
         """Tell the congestion controller, including persistent congestion."""

@@ -8,6 +8,7 @@ rttvar 0.05 s, so the first PTO is 0.1 + 4 * 0.05 + 0.025 = 0.325 s.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -291,6 +292,20 @@ def test_spurious_loss_is_detected_and_undone() -> None:
     assert rec.spurious_losses == 4
     assert rec.congestion.congestion_window >= window  # the reduction was undone
     assert rec.bytes_in_flight == 3 * MDS  # 7, 8, 9; lost ones are not re-counted
+    # Reordering 7 deep was seen: tolerate it from now on (RFC 9002 §6.1).
+    assert rec.packet_threshold == 7
+    assert rec.time_threshold == pytest.approx(9 / 8 + 1 / 8)
+
+
+def test_reordering_tolerance_is_capped() -> None:
+    rec = make()
+    for pn in range(100):
+        send(rec, pn, 0.0)
+    for round_ in range(20):
+        rec.on_ack_received([range(99, 100)], 0.0, 0.1 + round_)
+        rec.on_ack_received([range(round_, round_ + 1)], 0.0, 0.1 + round_)
+    assert rec.packet_threshold == 16
+    assert rec.time_threshold == 2.0
 
 
 # -- persistent congestion -------------------------------------------------
@@ -371,13 +386,17 @@ def test_can_send_follows_the_window() -> None:
 
 
 def run_link(
-    lost: set[int], count: int, delay: float = 0.05
+    lost: set[int], count: int, delay: float = 0.05, jitter: Sequence[float] = ()
 ) -> tuple[LossRecovery, dict[int, str]]:
-    """Sender -> receiver over a link with fixed one-way ``delay`` that drops
-    the packet numbers in ``lost`` (first transmissions only). The receiver
-    ACKs every packet at once; on PTO the sender sends a probe (never lost).
-    Returns the sender and each packet's fate: "acked" or "lost".
+    """Sender -> receiver over a link with one-way ``delay`` that drops the
+    packet numbers in ``lost`` (first transmissions only). Packet ``pn`` gets
+    ``jitter[pn % len(jitter)]`` extra delay, which reorders packets. The
+    receiver ACKs every packet at once; on PTO the sender sends a probe (never
+    lost). Returns the sender and each packet's final fate: "acked" or "lost".
     """
+    def extra(pn: int) -> float:
+        return jitter[pn % len(jitter)] if jitter else 0.0
+
     rec = make()
     acks = AckTracker(ack_eliciting_threshold=1)
     fate: dict[int, str] = {}
@@ -410,7 +429,7 @@ def run_link(
             next_pn += 1
             send(rec, pn, now)
             if pn not in lost or payload == "probe":
-                push(now + delay, "arrive", pn)
+                push(now + delay + extra(pn), "arrive", pn)
         elif kind == "arrive":
             assert isinstance(payload, int)
             assert acks.on_packet_received(payload, True, now)
@@ -422,7 +441,7 @@ def run_link(
             ack_ranges: list[range] = payload[0]
             acked, lost_now = rec.on_ack_received(ack_ranges, payload[1], now)
             for p in acked:
-                assert not p.declared_lost  # no reordering: no spurious loss
+                assert jitter or not p.declared_lost  # no reordering: no spurious loss
                 fate[p.packet_number] = "acked"
             fate.update((p.packet_number, "lost") for p in lost_now)
     return rec, fate
@@ -453,3 +472,19 @@ def test_every_packet_is_acked_or_lost_exactly_as_the_link_decided(lost: set[int
     assert rec.outstanding == 0
     assert rec.spurious_losses == 0
     assert rec.packets_lost == len(lost)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sets(st.integers(0, 59), max_size=20),
+    st.lists(st.floats(0.0, 0.08), min_size=1, max_size=7),
+)
+def test_reordering_link_ends_consistent(lost: set[int], jitter: list[float]) -> None:
+    """With reordering some losses are spurious, but every delivered packet
+    ends up acked, every dropped one lost, and the accounting returns to zero."""
+    rec, fate = run_link(lost, 60, jitter=jitter)
+    for pn in range(60):
+        assert fate.get(pn) == ("lost" if pn in lost else "acked"), pn
+    assert rec.bytes_in_flight == 0
+    assert rec.outstanding == 0
+    assert rec.packets_lost == len(lost) + rec.spurious_losses
