@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .recovery import RttEstimator, SentPacket
+    from .recovery import SentPacket
+    from .rtt import RttEstimator
 
 __all__ = [
     "CONGESTION_CONTROLLERS",
