@@ -220,15 +220,20 @@ class SessionFlowControl:
             )
 
     def consume(self, nbytes: int) -> None:
-        """Return credit for ``nbytes`` that a stream released (or discarded)."""
-        if nbytes < 0:
-            raise ValueError("nbytes must be >= 0")
-        if self._released + nbytes > self._received:
+        """Apply a stream's change of released bytes (``take_released()``/``discard()``).
+
+        Positive values return credit. Negative values take back credit that
+        a stream's incomplete message had released once that message
+        completes and waits for the application (the advertised limit never
+        shrinks; later updates are just smaller).
+        """
+        released = self._released + nbytes
+        if not 0 <= released <= self._received:
             raise ValueError(
-                f"cannot release {nbytes} bytes: only "
-                f"{self._received - self._released} received and unreleased"
+                f"cannot release {nbytes} bytes: {self._released} of "
+                f"{self._received} received bytes are released"
             )
-        self._released += nbytes
+        self._released = released
 
     def credit_update(self) -> int | None:
         """New MAX_DATA to send, or None while the window moved less than half.

@@ -12,22 +12,28 @@ It must not know about packets, frames, timers or crypto: the session calls
 :meth:`~StreamReceiver.credit_update` returns.
 
 Flow-control rule (protocol.md §5). The peer may send up to
-:attr:`~StreamReceiver.advertised_limit`, which is ``window`` plus every byte
-*released* so far. A byte is released:
+:attr:`~StreamReceiver.advertised_limit`, the highest value ever reached by
+``window + released``, where *released* counts the in-order bytes that no
+longer hold memory on the application's behalf:
 
-(a) as soon as it is in order when it is a length prefix, or part of a
-    message that is still incomplete. Holding those back would deadlock a
-    message larger than the window: the sender could never send its end;
-(b) for bytes of a completed message that were not released under (a): only
-    when the application consumes them (:meth:`~StreamReceiver.consume`), so
-    a slow reader pushes back on the sender instead of growing a queue.
+(a) a byte is released as soon as it is in order when it is a length
+    prefix, or part of a message that is still incomplete. Holding those back
+    would deadlock a message larger than the window: the sender could never
+    send its end;
+(b) when a message completes, its whole payload is held until the
+    application consumes it (:meth:`~StreamReceiver.consume`): the credit its
+    bytes released under (a) is taken back (``released`` goes down; the
+    advertised limit never does), so a slow reader pushes back on the sender
+    instead of growing a queue.
 
-Memory per stream is therefore bounded by ``window + max_message_size`` (plus
-a few prefix bytes): at worst one message of ``max_message_size`` was
-released under (a) while the window's worth of later bytes arrives. Credit is
-re-advertised once it has moved by at least half the window, and never once
-the final size is known. The session applies the same released bytes to the
-session window (:meth:`~StreamReceiver.take_released`).
+Why this bounds memory by ``window + max_message_size``: when a limit L was
+advertised, ``L - window`` was at most the bytes consumed then plus the part
+of one incomplete message (<= max_message_size). Everything held now (the
+unconsumed messages, the message being assembled, the out-of-order bytes) lies
+between what is consumed now and L. Credit is re-advertised once it has moved
+by at least half the window, and never once the final size is known. The
+session applies the same (signed) changes to the session window
+(:meth:`~StreamReceiver.take_released`).
 
 Worst cases: each ``on_data`` costs one slice assignment plus O(log g) range
 bookkeeping over g out-of-order pieces, and g is capped (``max_gaps``) so a
@@ -36,8 +42,6 @@ Each message is copied out of the buffer once, when it completes.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 from .errors import ErrorCode, InvalidStateError, ProtocolError
 from .flow import ByteRanges
@@ -65,6 +69,7 @@ class StreamReceiver:
         "_discarded",
         "_final_size",
         "_gaps",
+        "_held",
         "_highest",
         "_max_gaps",
         "_max_message_size",
@@ -74,7 +79,6 @@ class StreamReceiver:
         "_parse_pos",
         "_released",
         "_reported",
-        "_unconsumed",
         "_window",
         "stream_id",
     )
@@ -110,9 +114,7 @@ class StreamReceiver:
         self._msg_released = 0  # offset up to which its bytes were released (rule a)
         self._released = 0  # total bytes released (credit returned)
         self._reported = 0  # part of _released already given to take_released()
-        # Completed messages not fully consumed: [payload bytes left,
-        # bytes of those already released under rule (a)].
-        self._unconsumed: deque[list[int]] = deque()
+        self._held = 0  # payload bytes of completed messages not yet consumed
 
     # ------------------------------------------------------------------ state
 
@@ -276,10 +278,10 @@ class StreamReceiver:
             start = self._msg_start - self._buf_start
             end = self._msg_end - self._buf_start
             out.append(memoryview(self._buf)[start:end].tobytes())
-            length = self._msg_end - self._msg_start
-            if length:
-                already = self._msg_released - self._msg_start
-                self._unconsumed.append([length, already])
+            # Rule (b): the whole completed payload is held until consumed, so
+            # the credit its bytes released while incomplete is taken back.
+            self._released -= self._msg_released - self._msg_start
+            self._held += self._msg_end - self._msg_start
             self._parse_pos = self._msg_end
             self._msg_start = self._msg_end = -1
         self._release_partial()
@@ -339,32 +341,22 @@ class StreamReceiver:
             self._buf_start = keep
 
     def consume(self, nbytes: int) -> None:
-        """The application took ``nbytes`` of message payload, oldest first.
+        """The application took ``nbytes`` of message payload: return their credit.
 
-        Returns their credit (rule b). Usually called once per message with
-        its length; partial amounts are fine.
+        Usually called once per message with its length; any split is fine.
 
         Raises:
             InvalidStateError: more bytes than popped and not yet consumed.
         """
         if nbytes < 0:
             raise InvalidStateError("cannot consume a negative byte count")
-        pending = self._unconsumed
-        while nbytes > 0:
-            if not pending:
-                raise InvalidStateError(
-                    f"stream {self.stream_id}: consumed more bytes than were received"
-                )
-            entry = pending[0]
-            take = min(nbytes, entry[0])
-            # The message's first `entry[1]` remaining bytes were released already.
-            already = min(take, entry[1])
-            self._released += take - already
-            entry[1] -= already
-            entry[0] -= take
-            nbytes -= take
-            if entry[0] == 0:
-                pending.popleft()
+        if nbytes > self._held:
+            raise InvalidStateError(
+                f"stream {self.stream_id}: consumed {nbytes} bytes but only "
+                f"{self._held} were received and not yet consumed"
+            )
+        self._held -= nbytes
+        self._released += nbytes
 
     def credit_update(self) -> int | None:
         """New MAX_STREAM_DATA limit to advertise, or None.
@@ -382,7 +374,12 @@ class StreamReceiver:
         return None
 
     def take_released(self) -> int:
-        """Bytes released since the last call: give them to the session window."""
+        """Net change of released bytes since the last call, for the session window.
+
+        Negative when a message completed and took back the credit its bytes
+        had released while it was incomplete: the session window must follow
+        the same rule or its memory bound would not hold.
+        """
         delta = self._released - self._reported
         self._reported = self._released
         return delta
@@ -404,6 +401,6 @@ class StreamReceiver:
         self._buf = bytearray()
         self._buf_start = self._contig = self._parse_pos = self._highest
         self._gaps.clear()
-        self._unconsumed.clear()
+        self._held = 0
         self._msg_start = self._msg_end = -1
         return unreported

@@ -14,8 +14,9 @@ The work is split by direction, as aioquic keeps sender and receiver apart:
   message parsing, per-stream credit (MAX_STREAM_DATA). Its module docstring
   states the flow-control rule: bytes of an incomplete message release
   credit as soon as they are in order (a message larger than the window would
-  otherwise deadlock); bytes of completed messages only once the application
-  consumes them. Memory per stream stays below ``window + max_message_size``.
+  otherwise deadlock); a completed message holds its whole payload's credit
+  until the application consumes it. Memory per stream stays below
+  ``window + max_message_size``.
 * :class:`SessionFlowControl` (:mod:`stt_core.flow`): the session-level
   credit (MAX_DATA) in both directions, fed with the same released bytes.
 
@@ -33,7 +34,7 @@ buffers that ``session.py`` wires to frames. Typical session wiring::
     session_flow.on_new_bytes(receiver.on_data(offset, data, fin))
     for message in receiver.pop_messages(): ...MessageReceived
     receiver.consume(len(message))                        # when the app takes it
-    session_flow.consume(receiver.take_released())
+    session_flow.consume(receiver.take_released())          # signed
     receiver.credit_update(), session_flow.credit_update()  # -> MAX_STREAM_DATA, MAX_DATA
 """
 

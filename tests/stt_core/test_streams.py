@@ -56,9 +56,11 @@ class Channel:
     consume: bool = True
     window: int = 0
     in_flight: list[Frame] = field(default_factory=list)
+    pending: list[bytes] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
-    max_buffered: int = 0
+    unconsumed: int = 0
+    max_memory: int = 0
 
     def send_some(self) -> None:
         for _ in range(self.rng.randint(1, 8)):
@@ -77,11 +79,13 @@ class Channel:
         if self.rng.random() < self.dup:
             self.in_flight.append((offset, payload, fin))
         self.session.on_new_bytes(self.receiver.on_data(offset, payload, fin))
-        self.max_buffered = max(self.max_buffered, self.receiver.buffered_bytes)
+        self.max_memory = max(self.max_memory, self.unconsumed + self.receiver.buffered_bytes)
         for message in self.receiver.pop_messages():
             self.received.append(message)
             if self.consume:
                 self.receiver.consume(len(message))
+            else:
+                self.unconsumed += len(message)
         self.session.consume(self.receiver.take_released())
         self.session.credit_update()
         limit = self.receiver.credit_update()
@@ -92,8 +96,24 @@ class Channel:
         else:
             self.delivered += self.sender.on_acked(offset, len(payload), fin)
 
-    def run(self, messages: list[bytes], max_steps: int = 200_000) -> None:
-        pending = list(messages)
+    def consume_all(self) -> None:
+        """The slow application finally reads everything it was given."""
+        self.receiver.consume(self.unconsumed)
+        self.unconsumed = 0
+        self.session.consume(self.receiver.take_released())
+        limit = self.receiver.credit_update()
+        if limit is not None:
+            self.sender.on_max_stream_data(limit)
+
+    def run(self, messages: list[bytes], max_steps: int = 200_000,
+            allow_stall: bool = False) -> bool:
+        """Transfer ``messages`` (appended to what is still pending).
+
+        Returns True when everything is acknowledged, False when the transfer
+        stalled and ``allow_stall`` is set (a reader that does not consume).
+        """
+        self.pending.extend(messages)
+        pending = self.pending
         for _ in range(max_steps):
             while pending and self.sender.writable:
                 self.sender.write_message(pending.pop(0))
@@ -102,7 +122,9 @@ class Channel:
             self.send_some()
             if not self.in_flight:
                 if self.sender.fin_acked and self.sender.all_acked:
-                    return
+                    return True
+                if allow_stall:
+                    return False
                 raise AssertionError("deadlock: nothing in flight and nothing to send")
             self.deliver_one()
         raise AssertionError("transfer did not finish")
@@ -129,7 +151,7 @@ def check_complete(channel: Channel, messages: list[bytes]) -> None:
     assert channel.sender.buffered_bytes == 0
     # Memory bound of the flow-control rule: window + largest message (+ its prefix).
     largest = max((len(m) for m in messages), default=0)
-    assert channel.max_buffered <= channel.window + largest + 8
+    assert channel.max_memory <= channel.window + largest + 8
 
 
 sizes_st = st.one_of(
@@ -166,6 +188,23 @@ def test_round_trip_4_mib_messages_with_loss_and_reordering() -> None:
     channel = make_channel(7, window=1 << 20, payloads=(1200, 16384, 60000),
                            loss=0.05, dup=0.05, ack_loss=0.05, reorder=True)
     channel.run(messages)
+    check_complete(channel, messages)
+
+
+@pytest.mark.parametrize("window", [1000, 64 * 1024])
+def test_reader_that_does_not_consume_stalls_the_sender_within_the_bound(window: int) -> None:
+    rng = random.Random(window)
+    messages = [rng.randbytes(rng.choice([10, 5000, 50_000])) for _ in range(40)]
+    channel = make_channel(5, window=window, consume=False, payloads=(1200, 9000),
+                           loss=0.1, reorder=True)
+    assert not channel.run(messages, allow_stall=True), "the sender must stall"
+    assert len(channel.received) < len(messages)
+    largest = max(len(m) for m in messages)
+    assert channel.max_memory <= window + largest + 8
+    # Once the application reads, the transfer completes.
+    channel.consume = True
+    channel.consume_all()
+    assert channel.run([])
     check_complete(channel, messages)
 
 
@@ -578,10 +617,14 @@ def test_incomplete_message_releases_credit_as_it_arrives() -> None:
     assert receiver.credit_update() == 500
     receiver.on_data(400, data[400:], False)
     assert receiver.pop_messages() == [b"m" * 498]
-    # The last 100 bytes completed the message: they wait for consume().
-    assert receiver.take_released() == 400
-    receiver.consume(398)  # these payload bytes were released while incomplete
-    assert receiver.take_released() == 0
+    # Complete: the whole payload now waits for consume(); only the prefix
+    # stays released. The advertised limit does not shrink.
+    assert receiver.take_released() == 2
+    assert receiver.credit_update() is None
+    assert receiver.advertised_limit == 500
+    receiver.consume(398)
+    assert receiver.take_released() == 398
+    assert receiver.credit_update() is None, "400 + 100 is no more than advertised"
     receiver.consume(100)
     assert receiver.take_released() == 100
     assert receiver.credit_update() == 600
