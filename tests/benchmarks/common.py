@@ -1,0 +1,446 @@
+"""Benchmark plumbing shared by every implementation: workloads, processes, links, statistics.
+
+This module owns what is the same whichever transport is measured: the description of a
+workload, the two-process choreography (server process, client process, each pinned to its own
+core), the pipe protocol between the parent and its children, CPU and memory probes, and the
+statistics over repeats. It must not know any transport: the STT, aioquic and bare-UDP cases live
+in their own modules and are reached only through :func:`child_entry`, by module name.
+
+Choreography of one run (see ``docs/performance.md``):
+
+1. the parent starts the server process; the server binds, then sends ``("ready", address)``;
+2. the parent starts the client process with that address; the client runs the workload, then
+   sends ``("result", metrics)`` and waits for ``"stop"`` (so its sessions stay open while the
+   server is measured, which the memory case needs);
+3. the parent sends ``"stop"`` to the server, which measures and replies ``("result", metrics)``;
+4. the parent sends ``"stop"`` to the client, and both processes exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+MiB = 1024 * 1024
+"""One mebibyte: every size and rate in the report is in MiB."""
+
+Address = tuple[str, int]
+"""A UDP (host, port) pair."""
+
+Metrics = dict[str, float]
+"""One process's measurements of one run, keyed by metric name (see ``METRICS``)."""
+
+
+class BenchError(RuntimeError):
+    """A run failed: a child crashed, timed out, or transferred the wrong number of bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the server process tells the client process before the run starts."""
+
+    address: Address
+    """Where the server listens."""
+    extra: bytes = b""
+    """Implementation-specific blob, e.g. the self-signed certificate aioquic's client trusts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What one run does; sent to both child processes, so it must stay picklable."""
+
+    case: str
+    """Case family: ``handshake``, ``bulk``, ``streams``, ``rtt`` or ``memory``."""
+    total_bytes: int = 0
+    """Bytes the client sends in total (bulk and streams cases)."""
+    streams: int = 1
+    """Streams the bytes are spread over, in parallel."""
+    datagram_size: int = 1200
+    """Largest datagram each side may send (bytes)."""
+    sessions: int = 0
+    """Sessions opened: sequentially (handshake) or held idle at once (memory)."""
+    iterations: int = 0
+    """Request/response round trips measured (rtt case)."""
+    warmup: int = 0
+    """Round trips done first and not measured (rtt case)."""
+    message_size: int = 64
+    """Bytes in each request and each response (rtt case)."""
+    chunk_size: int = MiB
+    """Bytes handed to the transport per write call (bulk and streams cases)."""
+    tracemalloc: bool = False
+    """Run the server under tracemalloc (memory case; slows it and inflates RSS)."""
+    idle_timeout: float = 60.0
+    """Idle timeout of every session (seconds); raised for the memory case."""
+    connect_concurrency: int = 1
+    """Connects in flight at once (memory case)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Impl:
+    """One column of the report: a case module run on one event loop."""
+
+    name: str
+    """Column label, e.g. ``stt-asyncio`` or ``aioquic``."""
+    module: str
+    """Import path of the module that has ``run_role`` (see :class:`CaseModule`)."""
+    backend: str
+    """Event loop: ``asyncio``, ``trio`` or ``uvloop``."""
+    family: str
+    """``stt``, ``aioquic`` or ``baseline``: what ``--only`` selects on."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """How a metric is labelled and which way is better."""
+
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, MetricInfo] = {
+    "handshake_ms": MetricInfo("handshake latency p50", "ms", False),
+    "handshake_p99_ms": MetricInfo("handshake latency p99", "ms", False),
+    "client_cpu_ms_per_handshake": MetricInfo("client CPU per handshake", "ms", False),
+    "server_cpu_ms_per_handshake": MetricInfo("server CPU per handshake", "ms", False),
+    "goodput_mib_s": MetricInfo("goodput", "MiB/s", True),
+    "client_cpu_ms_per_mib": MetricInfo("sender CPU per MiB", "ms", False),
+    "server_cpu_ms_per_mib": MetricInfo("receiver CPU per MiB", "ms", False),
+    "rtt_p50_us": MetricInfo("round trip p50", "us", False),
+    "rtt_p99_us": MetricInfo("round trip p99", "us", False),
+    "rss_kib_per_session": MetricInfo("server RSS per idle session", "KiB", False),
+    "traced_kib_per_session": MetricInfo("server tracemalloc per idle session", "KiB", False),
+    "connect_all_s": MetricInfo("time to open all sessions", "s", False),
+    "datagram_bytes": MetricInfo("largest datagram used", "bytes", True),
+    "udp_rcvbuf_drops": MetricInfo("UDP receive-buffer drops (whole host)", "datagrams", False),
+}
+"""Every metric a case may report. Cases report only names from this table."""
+
+
+class CaseModule(Protocol):
+    """What ``stt_cases``, ``aioquic_cases`` and ``udp_baseline`` provide."""
+
+    SUPPORTED_CASES: frozenset[str]
+
+    def run_role(
+        self, role: str, backend: str, workload: Workload, link: Link, server: ServerInfo | None
+    ) -> None:
+        """Run ``role`` (``server`` or ``client``) of ``workload`` to completion.
+
+        The server calls ``link.send_ready`` once bound, then serves until ``stop``
+        and answers it with ``link.send_result``. The client (given ``server``) runs the
+        workload, sends its result, waits for ``stop`` and returns.
+        """
+
+
+# --------------------------------------------------------------------------- the child side
+
+
+class Link:
+    """The child's end of its pipe to the parent.
+
+    Why a pipe and not the network: the control channel must not share the path being
+    measured, and a pipe's file descriptor can be awaited by any event loop.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def fileno(self) -> int:
+        """Descriptor that becomes readable when the parent sends a command."""
+        return self._conn.fileno()
+
+    def send_ready(self, info: ServerInfo) -> None:
+        """Tell the parent the server is bound, where, and what the client must know."""
+        self._conn.send(("ready", info))
+
+    def send_result(self, metrics: Metrics) -> None:
+        """Hand this process's measurements of the run to the parent."""
+        self._conn.send(("result", dict(metrics)))
+
+    def recv_command(self) -> str:
+        """Read one command (blocks; call once ``fileno`` is readable)."""
+        msg = self._conn.recv()
+        if not isinstance(msg, str):
+            raise BenchError(f"unexpected command from parent: {msg!r}")
+        return msg
+
+
+async def asyncio_wait_command(link: Link) -> str:
+    """Wait, without blocking the asyncio loop, for the parent's next command."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(link.fileno(), on_readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(link.fileno())
+    return link.recv_command()
+
+
+def child_entry(
+    role: str,
+    impl: Impl,
+    workload: Workload,
+    conn: Connection,
+    cpu: int | None,
+    server: ServerInfo | None,
+) -> None:
+    """Process target: pin to one core, then hand over to the implementation's module."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    module: Any = importlib.import_module(impl.module)
+    link = Link(conn)
+    try:
+        module.run_role(role, impl.backend, workload, link, server)
+    except BaseException as exc:
+        # The parent waits on the pipe; tell it why instead of letting it time out.
+        conn.send(("error", f"{role}: {type(exc).__name__}: {exc}"))
+        raise
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used so far."""
+    return time.process_time()
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            resident_pages = int(f.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def udp_rcvbuf_errors() -> int | None:
+    """Host-wide count of UDP datagrams dropped for a full receive buffer (Linux), else None.
+
+    Why: on loopback this is the only loss there is, and it explains a goodput collapse under
+    a loss-driven congestion controller better than any guess.
+    """
+    try:
+        with open("/proc/net/snmp", encoding="ascii") as f:
+            lines = [line.split() for line in f if line.startswith("Udp:")]
+        header, values = lines[0], lines[1]
+        return int(values[header.index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty sample."""
+    if not values:
+        raise ValueError("percentile of an empty sample")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be within 0..1, not {fraction}")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered) - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def check_count(what: str, expected: int, actual: int) -> None:
+    """Fail the run when a transfer delivered a different number of bytes or sessions."""
+    if expected != actual:
+        raise BenchError(f"{what}: expected {expected}, got {actual}")
+
+
+def pattern_bytes(size: int) -> bytes:
+    """A deterministic, non-compressible-looking payload of ``size`` bytes."""
+    block = bytes((i * 131 + 7) & 0xFF for i in range(4096))
+    repeats, rest = divmod(size, len(block))
+    return block * repeats + block[:rest]
+
+
+# --------------------------------------------------------------------------- the parent side
+
+
+@dataclass(slots=True)
+class Summary:
+    """Median, min and max of one metric over the repeats of one case and implementation."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Everything one (case, implementation) pair produced over its repeats."""
+
+    runs: list[Metrics] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Summary]:
+        """Per-metric median (min..max) over the successful runs."""
+        names = sorted({name for run in self.runs for name in run})
+        out: dict[str, Summary] = {}
+        for name in names:
+            values = [run[name] for run in self.runs if name in run]
+            out[name] = Summary(statistics.median(values), min(values), max(values), len(values))
+        return out
+
+
+def pick_cores() -> tuple[int | None, int | None]:
+    """Cores for (server, client): two different ones when this process may use two."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return cores[-1], cores[0]
+
+
+def _wait_message(
+    conn: Connection, proc: multiprocessing.process.BaseProcess, timeout: float, what: str
+) -> tuple[str, Any]:
+    """Wait for one message from a child; fail clearly if it dies or stays silent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if conn.poll(0.2):
+            try:
+                msg = conn.recv()
+            except EOFError as exc:
+                raise BenchError(f"{what}: child closed its pipe") from exc
+            kind, payload = msg
+            if kind == "error":
+                raise BenchError(str(payload))
+            return str(kind), payload
+        if not proc.is_alive():
+            raise BenchError(f"{what}: child exited with code {proc.exitcode}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: no answer within {timeout:.0f} s")
+
+
+def _finish(proc: multiprocessing.process.BaseProcess, grace: float) -> None:
+    """Let a child exit on its own, then kill it; a benchmark never leaves processes behind."""
+    proc.join(grace)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(2.0)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(2.0)
+
+
+def run_pair(impl: Impl, workload: Workload, timeout: float, settle: float = 0.0) -> Metrics:
+    """Run one repeat of one case: server and client in their own pinned processes.
+
+    Args:
+        impl: which implementation and event loop to run.
+        workload: what the client does.
+        timeout: seconds allowed for each step (bind, the whole client run, measuring).
+        settle: seconds to wait between the client's result and measuring the server, so that
+            sessions are idle when their memory is counted.
+
+    Returns:
+        The client's and the server's metrics, merged.
+
+    Raises:
+        BenchError: a child failed, timed out, or reported a wrong byte count.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    server_cpu, client_cpu = pick_cores()
+    s_parent, s_child = ctx.Pipe()
+    c_parent, c_child = ctx.Pipe()
+    server = ctx.Process(
+        target=child_entry, args=("server", impl, workload, s_child, server_cpu, None), daemon=True
+    )
+    client: multiprocessing.process.BaseProcess | None = None
+    try:
+        server.start()
+        _, info = _wait_message(s_parent, server, 60.0, f"{impl.name} server start")
+        client = ctx.Process(
+            target=child_entry,
+            args=("client", impl, workload, c_child, client_cpu, info),
+            daemon=True,
+        )
+        client.start()
+        drops0 = udp_rcvbuf_errors()
+        _, client_metrics = _wait_message(c_parent, client, timeout, f"{impl.name} client")
+        drops1 = udp_rcvbuf_errors()
+        if settle > 0:
+            time.sleep(settle)
+        s_parent.send("stop")
+        _, server_metrics = _wait_message(s_parent, server, timeout, f"{impl.name} server stop")
+        c_parent.send("stop")
+        merged: Metrics = {**client_metrics, **server_metrics}
+        if drops0 is not None and drops1 is not None:
+            merged["udp_rcvbuf_drops"] = float(drops1 - drops0)
+        return merged
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                _finish(proc, 10.0)
+        for conn in (s_parent, s_child, c_parent, c_child):
+            conn.close()
+
+
+def format_number(value: float) -> str:
+    """About three significant figures, never in exponent notation (easier to scan)."""
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def format_summary(s: Summary | None) -> str:
+    """``median (min..max)``, or ``-`` when the column has no number for this row."""
+    if s is None:
+        return "-"
+    return f"{format_number(s.median)} ({format_number(s.low)}..{format_number(s.high)})"
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain left-aligned text table: no dependency, readable in a terminal and in a log."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+def summarize_ratio(numerator: Summary | None, denominator: Summary | None) -> str:
+    """Median ratio of two columns, ``-`` when either is missing or zero."""
+    if numerator is None or denominator is None or denominator.median == 0:
+        return "-"
+    return f"{numerator.median / denominator.median:.2f}x"
+
+
+def metric_label(name: str) -> str:
+    """Row label of a metric: description, unit and which way is better."""
+    info: Mapping[str, MetricInfo] = METRICS
+    if name not in info:
+        return name
+    m = info[name]
+    arrow = "higher" if m.higher_is_better else "lower"
+    return f"{m.label} [{m.unit}, {arrow} is better]"

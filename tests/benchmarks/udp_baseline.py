@@ -1,0 +1,111 @@
+"""Bare-UDP echo on asyncio: the floor the small-message round trip is compared against.
+
+This module owns the baseline of the rtt case only: a plain ``DatagramProtocol`` that echoes
+each datagram, and a client that sends ``message_size`` bytes and awaits the echo, on the same
+event loop the transports use. No encryption, no reliability, no framing: the performance issue's
+target is an STT round trip within 1.5x of this. It must not know about STT or aioquic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+from .common import (
+    BenchError,
+    Link,
+    Metrics,
+    ServerInfo,
+    Workload,
+    asyncio_wait_command,
+    pattern_bytes,
+    percentile,
+)
+
+SUPPORTED_CASES = frozenset({"rtt"})
+HOST = "127.0.0.1"
+
+
+def run_role(
+    role: str, backend: str, workload: Workload, link: Link, server: ServerInfo | None
+) -> None:
+    """Entry point called by ``common.child_entry`` in a fresh process."""
+    if workload.case not in SUPPORTED_CASES:
+        raise BenchError(f"bare UDP has no {workload.case!r} case")
+    if backend != "asyncio":
+        raise BenchError(f"the bare UDP baseline runs on asyncio, not {backend!r}")
+    if role == "server":
+        asyncio.run(_server(link))
+    elif role == "client" and server is not None:
+        asyncio.run(_client(workload, link, server))
+    else:
+        raise BenchError(f"bad role {role!r} or missing server address")
+
+
+class _Echo(asyncio.DatagramProtocol):
+    """Sends every datagram back where it came from."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Loop-specific transport classes need not subclass DatagramTransport: trust the loop.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+
+class _Waiter(asyncio.DatagramProtocol):
+    """Hands each received datagram to whoever awaits ``reply``."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_result(data)
+
+
+async def _server(link: Link) -> None:
+    """Echo until the parent says stop."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(HOST, 0))
+    port: int = transport.get_extra_info("sockname")[1]
+    link.send_ready(ServerInfo((HOST, port)))
+    await asyncio_wait_command(link)
+    link.send_result({})
+    transport.close()
+
+
+async def _client(workload: Workload, link: Link, server: ServerInfo) -> None:
+    """Round trips of ``message_size`` bytes.
+
+    A lost datagram (unlikely on loopback) stalls the client until the parent's timeout fails
+    the run: a retry timer here would cost the floor we are measuring.
+    """
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _Waiter, remote_addr=server.address
+    )
+    request = pattern_bytes(workload.message_size)
+    samples: list[float] = []
+    for i in range(workload.warmup + workload.iterations):
+        protocol.reply = loop.create_future()
+        start = time.perf_counter()
+        transport.sendto(request)
+        reply = await protocol.reply  # no wait_for: its extra task would slow the floor
+        elapsed = time.perf_counter() - start
+        if reply != request:
+            raise BenchError("udp rtt: the echo differs from the request")
+        if i >= workload.warmup:
+            samples.append(elapsed)
+    metrics: Metrics = {
+        "rtt_p50_us": percentile(samples, 0.5) * 1e6,
+        "rtt_p99_us": percentile(samples, 0.99) * 1e6,
+    }
+    link.send_result(metrics)
+    await asyncio_wait_command(link)
+    transport.close()
