@@ -67,7 +67,7 @@ class AuthenticationError(RemoteError):
     different node id than the one the application asked for."""
 
 
-class ConnectionRefusedError(RemoteError, builtins.ConnectionRefusedError):  # noqa: A001
+class ConnectionRefusedError(RemoteError, builtins.ConnectionRefusedError):
     """The peer refused the connection (nothing listening, or not accepting)."""
 
 

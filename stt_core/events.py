@@ -13,8 +13,9 @@ Drain events with ``Endpoint.next_event()`` after every call that feeds input
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable, NewType
+from typing import NewType
 
 __all__ = [
     "Address",
