@@ -831,3 +831,17 @@ def test_real_endpoints_replay_exactly() -> None:
 def test_real_handshake_survives_corruption() -> None:
     done, sent, got, _ = real_transfer(1, LinkConfig(delay=0.02, corrupt=0.3))
     assert done and got == sent
+
+
+def test_docs_example_runs() -> None:
+    """The complete example in docs/simulator.md stays runnable."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).parents[2] / "docs" / "simulator.md"
+    example = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(example, str(doc), "exec"), namespace)
+    net = namespace["net"]
+    assert isinstance(net, Network)
+    assert net.stats().delivered > 0
