@@ -74,8 +74,8 @@ class Workload:
     """Round trips done first and not measured (rtt case)."""
     message_size: int = 64
     """Bytes in each request and each response (rtt case)."""
-    chunk_size: int = MiB
-    """Bytes handed to the transport per write call (bulk and streams cases)."""
+    chunk_size: int = 256 * 1024
+    """Bytes handed to the transport per write call (bulk and streams; one STT message)."""
     tracemalloc: bool = False
     """Run the server under tracemalloc (memory case; slows it and inflates RSS)."""
     idle_timeout: float = 60.0

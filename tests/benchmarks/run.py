@@ -78,7 +78,7 @@ def build_variants(quick: bool) -> list[Variant]:
         Variant(
             "streams16",
             "streams",
-            (Workload("streams", total_bytes=bulk_bytes, streams=16, chunk_size=256 * 1024),),
+            (Workload("streams", total_bytes=bulk_bytes, streams=16),),
             900.0,
         ),
         Variant(
