@@ -32,8 +32,9 @@ from .handshake import (
     encode_reject,
     encode_retry,
 )
+from .resumption import ResumeResponder
 from .states import SessionState
-from .wire import PacketType, encode_handshake_header
+from .wire import PacketType, ResumeTokenFrame, encode_handshake_header
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -43,6 +44,17 @@ if TYPE_CHECKING:
 COOKIE_BUCKET_INTERVAL = 10.0
 """Cookies are valid for the bucket they were made in and the previous one."""
 COOKIE_MAC_SIZE = 16
+
+
+def issue_token(endpoint: Endpoint, session: Session, now: float) -> None:
+    """Send the client a single-use resume token for this session."""
+    if session.initiator or not session.resumption_secret:
+        return
+    token = endpoint.tokens.issue(session_id=session.session_id,
+                                  peer_node_id=session.peer_node_id,
+                                  resumption_secret=session.resumption_secret, now=now)
+    session.control.append(ResumeTokenFrame(int(endpoint.tokens.lifetime), token))
+
 
 
 class Acceptor:
@@ -157,12 +169,17 @@ class Acceptor:
                        now: float) -> None:
         endpoint = self._endpoint
         config = endpoint.config
-        for _ in range(4):  # a session-id collision is astronomically rare; retry with a new nonce
-            responder = Responder(psk=endpoint.psk, node_id=config.node_id,
-                                  random_bytes=endpoint.random_bytes, hello=hello)  # type: ignore[arg-type]
-            if responder.session_id not in endpoint.by_session_id:
-                break
-        else:
+        try:
+            for _ in range(4):  # a session-id collision is astronomically rare: new nonce
+                responder = Responder(psk=endpoint.psk, node_id=config.node_id,
+                                      random_bytes=endpoint.random_bytes,
+                                      hello=hello)  # type: ignore[arg-type]
+                if responder.session_id not in endpoint.by_session_id:
+                    break
+            else:
+                return
+        except HandshakeError:
+            endpoint.count_drop(DropReason.BAD_HANDSHAKE)  # e.g. a low-order ephemeral key
             return
         session = endpoint.new_session(initiator=False, address=addr, now=now)
         session.set_state(SessionState.HANDSHAKING)
@@ -217,6 +234,63 @@ class Acceptor:
         grant_session_window(session)
         endpoint.stats.sessions_accepted += 1
         session.establish(now)
+        issue_token(endpoint, session, now)
+        endpoint.touch(session)
+        return None
+
+    # ------------------------------------------------------------------ RESUME
+
+    def on_resume(self, cid: bytes, data: bytes, addr: Address, now: float) -> DropReason | None:
+        """RESUME: redeem the token, establish at once, answer RESUME_OK (§6.8)."""
+        endpoint = self._endpoint
+        if len(data) < HELLO_SIZE:
+            return DropReason.BAD_HANDSHAKE
+        existing = endpoint.by_handshake_id.get(cid)
+        if existing is not None and not existing.initiator and existing.final_packet:
+            if existing.auth_proof_packet == data:  # our RESUME_OK was lost
+                existing.hs_packet = existing.final_packet
+                existing.hs_send_due = True
+                endpoint.touch(existing)
+                return None
+            return DropReason.REPLAYED_HANDSHAKE
+        header, body = data[:10], data[10:]
+        try:
+            nonce, _, token, _ = ResumeResponder.read_resume(header, body)
+            if nonce[:8] != cid:
+                return DropReason.BAD_HANDSHAKE
+            contents = endpoint.tokens.redeem(token, now)
+            responder = ResumeResponder(contents=contents, header=header, body=body,
+                                        random_bytes=endpoint.random_bytes)
+        except HandshakeAuthError:
+            endpoint.stats.handshakes_rejected += 1
+            self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)
+            return DropReason.BAD_HANDSHAKE
+        except HandshakeError:
+            return DropReason.BAD_HANDSHAKE
+        if not endpoint.config.server_mode:
+            self._reply(PacketType.REJECT, cid, encode_reject(nonce, REJECT_REFUSED), addr)
+            return DropReason.NOT_ACCEPTING
+        old = endpoint.by_session_id.get(contents.session_id)
+        if old is not None:  # the peer came back before we noticed it left
+            old.fail("error", 0, "superseded by a resumed session")
+            endpoint.forget(old)
+        session = endpoint.new_session(initiator=False, address=addr, now=now)
+        session.set_state(SessionState.HANDSHAKING)
+        session.counted_pending = True
+        session.resumed = True
+        session.handshake_id = cid
+        session.install_keys(responder.keys, now)
+        ok_header = encode_handshake_header(PacketType.RESUME_OK, cid)
+        session.final_packet = ok_header + responder.resume_ok(ok_header)
+        session.auth_proof_packet = data
+        session.hs_packet = session.final_packet
+        session.hs_send_due = True
+        endpoint.by_handshake_id[cid] = session
+        endpoint.by_session_id[session.session_id] = session
+        grant_session_window(session)
+        endpoint.stats.sessions_accepted += 1
+        session.establish(now)
+        issue_token(endpoint, session, now)
         endpoint.touch(session)
         return None
 

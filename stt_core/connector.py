@@ -23,6 +23,7 @@ from .handshake import (
     decode_reject,
     decode_retry,
 )
+from .resumption import ResumeInitiator, Ticket
 from .states import SessionState
 from .wire import FrameType, LimitFrame, PacketType, SimpleFrame, encode_handshake_header
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 REJECT_AUTH = 1
 REJECT_REFUSED = 2
 REJECT_BUSY = 3
+AUTH_REJECTS_TO_FAIL = 2
+"""REJECT(auth) answers needed before a connect fails with an authentication error."""
 HELLO_SIZE = 1200
 """HELLO datagrams are padded to this size (protocol.md §6.1)."""
 
@@ -68,6 +71,46 @@ def start(endpoint: Endpoint, addr: Address, now: float, *, peer_node_id: bytes 
     return session
 
 
+def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: float, *,
+                 timeout: float | None) -> Session:
+    """Create an initiator session that resumes from a ticket (protocol.md §6.8)."""
+    ticket = Ticket.from_bytes(ticket_bytes)
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be > 0 seconds")
+    session = endpoint.new_session(initiator=True, address=addr, now=now)
+    handshake = ResumeInitiator(ticket, endpoint.random_bytes)
+    session.set_state(SessionState.HANDSHAKING)
+    session.handshake = handshake
+    session.handshake_id = handshake.handshake_id
+    session.resumed = True
+    header = encode_handshake_header(PacketType.RESUME, handshake.handshake_id)
+    session.hs_packet = header + handshake.resume(header)
+    session.hs_send_due = True
+    config = endpoint.config
+    session.hs_interval = config.handshake_retransmit_interval
+    session.hs_retransmit_at = now + session.hs_interval
+    session.hs_deadline = now + (timeout if timeout is not None else config.connect_timeout)
+    endpoint.by_handshake_id[handshake.handshake_id] = session
+    return session
+
+
+def _on_resume_ok(endpoint: Endpoint, session: Session, handshake: ResumeInitiator,
+                  header: bytes, body: bytes, now: float) -> DropReason | None:
+    keys = handshake.on_resume_ok(header, body)
+    old = endpoint.by_session_id.get(keys.session_id)
+    if old is not None and old is not session:
+        old.fail("error", 0, "superseded by a resumed session")
+        endpoint.forget(old)
+    session.install_keys(keys, now)
+    session.handshake = None
+    endpoint.by_handshake_id.pop(session.handshake_id, None)
+    endpoint.by_session_id[keys.session_id] = session
+    grant_session_window(session)
+    session.establish(now)
+    endpoint.touch(session)
+    return None
+
+
 def _queue_hello(session: Session, cookie: bytes) -> None:
     handshake = session.handshake
     if not isinstance(handshake, Initiator):
@@ -82,14 +125,20 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
     """CHALLENGE, FINAL, RETRY or REJECT arrived for one of our connects."""
     if packet_type == PacketType.FINAL:
         session = endpoint.by_session_id.get(cid)
+    elif packet_type in (PacketType.RESUME, PacketType.AUTH_PROOF):
+        return DropReason.UNEXPECTED_PACKET
     else:
         session = endpoint.by_handshake_id.get(cid)
     if session is None or not session.initiator:
         return DropReason.UNKNOWN_SESSION
     handshake = session.handshake
-    if not isinstance(handshake, Initiator) or session.state is not SessionState.HANDSHAKING:
+    if session.state is not SessionState.HANDSHAKING:
         return DropReason.REPLAYED_HANDSHAKE
     header, body = data[:10], data[10:]
+    if isinstance(handshake, ResumeInitiator):
+        return _on_resume_reply(endpoint, session, handshake, packet_type, header, body, now)
+    if not isinstance(handshake, Initiator):
+        return DropReason.UNEXPECTED_PACKET
     try:
         if packet_type == PacketType.CHALLENGE:
             return _on_challenge(endpoint, session, handshake, header, body, now)
@@ -103,9 +152,34 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
         session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED), str(exc))
         endpoint.touch(session)
         return None
+    except HandshakeAuthError:
+        # A responder with another seed would have REJECTed our HELLO; a CHALLENGE
+        # or FINAL that fails authentication was corrupted or forged: drop it, and
+        # our retransmission timer gets a fresh copy (protocol.md §6.7).
+        return DropReason.DECRYPTION_FAILED
+    except HandshakeError:
+        return DropReason.BAD_HANDSHAKE
+    return DropReason.UNEXPECTED_PACKET
+
+
+def _on_resume_reply(endpoint: Endpoint, session: Session, handshake: ResumeInitiator,
+                     packet_type: int, header: bytes, body: bytes,
+                     now: float) -> DropReason | None:
+    """RESUME_OK or REJECT for a resume attempt."""
+    try:
+        if packet_type == PacketType.RESUME_OK:
+            return _on_resume_ok(endpoint, session, handshake, header, body, now)
+        if packet_type == PacketType.REJECT:
+            nonce, reason = decode_reject(body)
+            if nonce != handshake.nonce:
+                return DropReason.BAD_HANDSHAKE
+            session.fail("auth_failure" if reason == REJECT_AUTH else "refused",
+                         int(ErrorCode.AUTHENTICATION_FAILED),
+                         "the peer refused the resume token (expired, used or unknown)")
+            endpoint.touch(session)
+            return None
     except HandshakeAuthError as exc:
-        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED),
-                     f"peer failed to prove the shared seed: {exc}")
+        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED), str(exc))
         endpoint.touch(session)
         return None
     except HandshakeError:
@@ -167,8 +241,15 @@ def _on_reject(endpoint: Endpoint, session: Session, handshake: Initiator,
     if nonce != handshake.nonce:
         return DropReason.BAD_HANDSHAKE
     if reason == REJECT_AUTH:
+        session.auth_rejects += 1
+        if session.auth_rejects < AUTH_REJECTS_TO_FAIL:
+            # One REJECT may come from a HELLO corrupted on the way: ask once more
+            # at once. Two mean the seeds differ (protocol.md §6.5).
+            session.hs_send_due = True
+            endpoint.touch(session)
+            return None
         session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED),
-                     "the peer rejected our HELLO: the shared seeds differ")
+                     "the peer rejected our HELLO twice: the shared seeds differ")
     elif reason == REJECT_REFUSED:
         session.fail("refused", int(ErrorCode.REFUSED), "the peer is not accepting sessions")
     else:

@@ -31,6 +31,7 @@ from .config import Config
 from .crypto import derive_psk
 from .errors import DropReason, InvalidStateError, SessionClosedError
 from .events import Address, Event, SessionRef
+from .resumption import TokenIssuer
 from .session import Session
 from .states import PathProperties, SessionState, SessionStats
 from .wire import HANDSHAKE_TYPES, PacketType, WireError, parse_header
@@ -75,6 +76,9 @@ class Endpoint:
         self.paths: dict[Address, PathProperties] = {}
         self.stateless_out: list[tuple[bytes, Address]] = []
         self.acceptor = acceptor.Acceptor(self, now)
+        self.tokens = TokenIssuer(key=random_bytes(32), lifetime=config.resume_token_lifetime,
+                                  capacity=max(4096, 2 * config.max_sessions),
+                                  random_bytes=random_bytes)
         self._events: deque[Event] = deque()
         self._next_ref = 1
         self._dirty: dict[SessionRef, Session] = {}
@@ -167,6 +171,8 @@ class Endpoint:
             return self.acceptor.on_hello(cid, data, addr, now)
         if packet_type == PacketType.AUTH_PROOF:
             return self.acceptor.on_auth_proof(cid, data, addr, now)
+        if packet_type == PacketType.RESUME:
+            return self.acceptor.on_resume(cid, data, addr, now)
         return connector.on_handshake_reply(self, packet_type, cid, data, addr, now)
 
     def _receive_session_packet(self, header: object, data: bytes, addr: Address,
@@ -290,6 +296,23 @@ class Endpoint:
         """
         session = connector.start(self, addr, now, peer_node_id=peer_node_id,
                                   timeout=timeout)
+        self.touch(session)
+        return session.ref
+
+    def resume(self, addr: Address, ticket: bytes, now: float, *,
+               timeout: float | None = None) -> SessionRef:
+        """Re-establish a session from a resume ticket in one round trip.
+
+        ``ticket`` is the ``token`` of a ``ResumeTokenReceived`` event (it holds
+        secret material: store it like a password). The outcome is reported like
+        ``connect``'s: ``SessionEstablished(resumed=True)`` with the original
+        session id, or ``SessionClosed(established=False, reason="auth_failure")``
+        when the server refuses the token (expired, replayed, or not its own).
+
+        Raises:
+            ValueError: ``ticket`` is not a ticket.
+        """
+        session = connector.start_resume(self, addr, ticket, now, timeout=timeout)
         self.touch(session)
         return session.ref
 

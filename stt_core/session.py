@@ -47,6 +47,7 @@ from .events import (
     SessionRef,
 )
 from .recovery import AckTracker, LossRecovery
+from .resumption import Ticket
 from .states import (
     AMPLIFICATION_FACTOR,
     TRANSITIONS,
@@ -158,6 +159,7 @@ class Session:
         self.final_packet = b""
         self.auth_proof_packet = b""
         self.counted_pending = initiator
+        self.auth_rejects = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -389,9 +391,15 @@ class Session:
         self.emit(PathChanged(ref=self.ref, old_address=old, new_address=addr))
 
     def _on_resume_token(self, frame: Frame, now: float) -> None:
-        if isinstance(frame, ResumeTokenFrame) and self.initiator:
-            self.emit(ResumeTokenReceived(ref=self.ref, token=frame.token,
-                                          expires_at=now + frame.lifetime))
+        """The server gave us a token: wrap it with our secret into a ticket."""
+        if not isinstance(frame, ResumeTokenFrame) or not self.initiator:
+            return
+        expires_at = now + frame.lifetime
+        ticket = Ticket(token=frame.token, resumption_secret=self.resumption_secret,
+                        session_id=self.session_id, peer_node_id=self.peer_node_id,
+                        expires_at=expires_at)
+        self.emit(ResumeTokenReceived(ref=self.ref, token=ticket.to_bytes(),
+                                      expires_at=expires_at))
 
     def _on_app_frame(self, frame: Frame, now: float) -> None:
         if isinstance(frame, AppFrame):

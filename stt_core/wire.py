@@ -63,12 +63,15 @@ class PacketType:
     FINAL: Final = 0x04
     RETRY: Final = 0x05
     REJECT: Final = 0x06
+    RESUME: Final = 0x0A
+    """One-round-trip resumption from a resume token (protocol.md §6.8)."""
+    RESUME_OK: Final = 0x0B
     SESSION: Final = 0x08
     """Protected session packet, key phase 0; 0x09 is key phase 1."""
     SESSION_KEY_PHASE_1: Final = 0x09
 
 
-HANDSHAKE_TYPES: Final = frozenset(range(0x01, 0x07))
+HANDSHAKE_TYPES: Final = frozenset((*range(0x01, 0x07), 0x0A, 0x0B))
 
 
 class FrameType:

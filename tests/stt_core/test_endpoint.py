@@ -61,7 +61,7 @@ def test_handshake_messages_have_expected_sizes() -> None:
     assert kinds[PacketType.FINAL] < 100
 
 
-def test_wrong_seed_fails_on_initiator_within_one_round_trip() -> None:
+def test_wrong_seed_fails_on_initiator_within_two_round_trips() -> None:
     pair = Pair(client=Config(shared_seed=b"a-different-seed", node_id=b"client"))
     start = pair.now
     ref = connect(pair)
@@ -69,9 +69,10 @@ def test_wrong_seed_fails_on_initiator_within_one_round_trip() -> None:
     assert event.ref == ref
     assert event.reason == "auth_failure"
     assert not event.established
-    assert pair.now - start <= 2 * pair.delay + 1e-9
+    # one REJECT could be a corrupted HELLO, so the initiator asks twice
+    assert pair.now - start <= 4 * pair.delay + 1e-9
     assert not established(pair.server_events)
-    assert pair.server.stats.drops[DropReason.BAD_HANDSHAKE.value] == 1
+    assert pair.server.stats.drops[DropReason.BAD_HANDSHAKE.value] == 2
     assert not pair.server.sessions
 
 
