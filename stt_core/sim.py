@@ -22,13 +22,14 @@ older number are skipped when they surface (cheaper than deleting from a heap).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import heapq
 import math
 import random
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -230,27 +231,25 @@ class LinkStats:
 
 @dataclass(frozen=True, slots=True)
 class TraceRecord:
-    """One thing that happened in the network, handed to the ``tracer`` callback."""
+    """One thing that happened in the network, handed to the ``tracer`` callback.
+
+    ``time`` is virtual; ``src``, ``dst`` and ``size`` (bytes) describe the
+    datagram of a send, deliver or drop; ``cause`` says why it was dropped;
+    ``node`` names the node whose timer fired.
+    """
 
     time: float
-    """Virtual time of the record."""
     kind: Literal["send", "deliver", "drop", "timer"]
-    """What happened."""
     src: Address | None = None
-    """Source address (send, deliver, drop)."""
     dst: Address | None = None
-    """Destination address (send, deliver, drop)."""
     size: int = 0
-    """Datagram size in bytes (send, deliver, drop)."""
     cause: DropCause | None = None
-    """Why a datagram was dropped (drop)."""
     node: str | None = None
-    """Node whose timer fired (timer)."""
 
 
 @dataclass(slots=True)
 class Partition:
-    """A window of virtual time in which two groups of addresses cannot talk.
+    """Two groups of addresses that cannot talk from ``start`` (inclusive) to ``end``.
 
     Returned by :meth:`Network.partition`; pass it to :meth:`Network.heal` to
     end it early. Addresses are matched as given: a node that rebinds to a new
@@ -258,13 +257,9 @@ class Partition:
     """
 
     group_a: frozenset[Address]
-    """One side."""
     group_b: frozenset[Address]
-    """The other side."""
     start: float
-    """First instant (inclusive) of the partition."""
     end: float
-    """Instant (exclusive) at which it heals; ``math.inf`` for never."""
 
     def separates(self, src: Address, dst: Address, time: float) -> bool:
         """True when a datagram from ``src`` to ``dst`` at ``time`` is blocked."""
@@ -329,18 +324,13 @@ class Network:
         tracer: optional callback receiving a :class:`TraceRecord` for every
             send, delivery, drop and timer firing (for debugging; it costs time).
 
-    The pump contract: after any input to an endpoint (a delivery or a timer),
-    and after :meth:`call` or :meth:`flush`, the network drains the endpoint's
-    events (collecting them and running ``on_event`` callbacks), then takes its
-    datagrams and puts each on its link at the current time, repeats while
-    callbacks produced more events, and finally re-arms the endpoint's single
-    timer from ``next_timer()``.
+    The pump: after any input to an endpoint (delivery, timer, :meth:`call`,
+    :meth:`flush`) the network drains its events, then its datagrams (repeating
+    while callbacks produce events), then re-arms its single timer.
 
-    Source addresses: an endpoint names only destinations, so the network picks
-    the source. A datagram to ``dst`` leaves from the local address that most
-    recently received from ``dst`` (like a multi-homed server answering from the
-    socket that got the request) or that :meth:`set_route` chose, whichever
-    came last; otherwise from the node's primary (first) address.
+    Source addresses: a datagram to ``dst`` leaves from the local address that
+    most recently received from ``dst`` (or that :meth:`set_route` chose,
+    whichever came last), else from the node's primary (first) address.
     """
 
     MAX_TIMER_FIRINGS_PER_INSTANT = 1000
@@ -674,11 +664,24 @@ class Network:
             self._now = deadline
             return False
 
-    def _driving(self) -> _Driving:
+    @contextlib.contextmanager
+    def _driving(self) -> Iterator[None]:
+        """Guard against re-entry, and note the seed on any exception raised.
+
+        The note (``seed=..., t=...``) appears under the traceback pytest
+        prints, so a failing simulation always says how to replay it.
+        """
         if self._running:
             raise SimulationError("the network is already running (do not call run/step "
                                   "from a callback; use call_at)")
-        return _Driving(self)
+        self._running = True
+        try:
+            yield
+        except BaseException as exc:
+            exc.add_note(f"stt_core.sim: seed={self._seed}, virtual time t={self._now!r}")
+            raise
+        finally:
+            self._running = False
 
     def _process(self, action: Action) -> bool:
         """Run one heap entry; False for a stale timer entry (nothing happened)."""
@@ -910,25 +913,3 @@ class Network:
         node.endpoint.receive_datagram(data, src, now)
         self._pump(node)
 
-
-class _Driving:
-    """Marks the network as running, and notes the seed on any exception raised.
-
-    The note (``seed=..., t=...``) appears under the traceback pytest prints,
-    so a failing simulation always says how to replay it.
-    """
-
-    __slots__ = ("_net",)
-
-    def __init__(self, net: Network) -> None:
-        self._net = net
-
-    def __enter__(self) -> None:
-        self._net._running = True
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
-        net = self._net
-        net._running = False
-        if exc is not None:
-            exc.add_note(f"stt_core.sim: seed={net._seed}, virtual time t={net._now!r}")

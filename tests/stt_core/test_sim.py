@@ -810,7 +810,8 @@ def real_transfer(seed: int, link: LinkConfig) -> tuple[bool, list[bytes], list[
     return done, sent, got, net.trace_digest()
 
 
-REAL_ROUGH = LinkConfig(delay=0.02, jitter=0.01, loss=0.1, duplicate=0.05, reorder=0.05)
+REAL_ROUGH = LinkConfig(delay=0.02, jitter=0.01, loss=0.1, duplicate=0.05, reorder=0.05,
+                        corrupt=0.02)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -825,9 +826,6 @@ def test_real_endpoints_replay_exactly() -> None:
     assert real_transfer(5, REAL_ROUGH)[3] != real_transfer(6, REAL_ROUGH)[3]
 
 
-@pytest.mark.xfail(reason="core: a corrupted CHALLENGE ends connect() with auth_failure "
-                          "('the seeds differ') instead of being dropped and retransmitted",
-                   strict=False)
 def test_real_handshake_survives_corruption() -> None:
     done, sent, got, _ = real_transfer(1, LinkConfig(delay=0.02, corrupt=0.3))
     assert done and got == sent
