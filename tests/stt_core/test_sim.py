@@ -843,3 +843,29 @@ def test_docs_example_runs() -> None:
     net = namespace["net"]
     assert isinstance(net, Network)
     assert net.stats().delivered > 0
+
+
+def test_real_endpoint_follows_nat_rebinding() -> None:
+    """The docs' rebinding recipe: the server sees PathChanged and keeps the session."""
+    from stt_core import Config, Endpoint, MessageDelivered, MessageReceived, PathChanged
+
+    net = Network(21)
+    secret = b"simulated-shared-seed"
+    alice = Endpoint(Config(shared_seed=secret, node_id=b"alice"), now=net.now,
+                     random_bytes=net.random_bytes_for("alice"))
+    bob = Endpoint(Config(shared_seed=secret, node_id=b"bob", server_mode=True),
+                   now=net.now, random_bytes=net.random_bytes_for("bob"))
+    net.add_node("alice", alice, [A])
+    net.add_node("bob", bob, [B])
+    ref = net.call("alice", lambda: alice.connect(B, net.now))
+    net.run(1.0)
+    stream = net.call("alice", lambda: alice.open_stream(ref))
+    net.rebind("alice", A, A2)
+    net.call("alice", lambda: alice.send_message(ref, stream, b"after the move"))
+    assert net.run_until(
+        lambda: any(isinstance(e, MessageDelivered) for e in net.events("alice")), 10.0)
+    bob_events = net.events("bob")
+    assert [e.data for e in bob_events if isinstance(e, MessageReceived)] == [
+        b"after the move"]
+    moves = [e for e in bob_events if isinstance(e, PathChanged)]
+    assert [(m.old_address, m.new_address) for m in moves] == [(A, A2)]
