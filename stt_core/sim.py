@@ -437,6 +437,8 @@ class Network:
             SimulationError: ``old`` is not the node's, or ``new`` is another node's.
         """
         node = self._node(name)
+        if old == new:
+            raise SimulationError("rebind needs a new address different from the old one")
         if old not in node.addresses:
             raise SimulationError(f"{old!r} is not an address of node {name!r}")
         owner = self._owner.get(new)
@@ -610,8 +612,9 @@ class Network:
 
         Use :meth:`call` inside ``fn`` to command an endpoint so that it is flushed.
         """
-        if time < self._now:
-            raise SimulationError(f"call_at({time!r}) is in the past (now={self._now!r})")
+        if not (math.isfinite(time) and time >= self._now):
+            raise SimulationError(f"call_at({time!r}) is not a finite time >= now "
+                                  f"({self._now!r})")
         self._seq += 1
         heapq.heappush(self._heap, (time, self._seq, _CALL, fn, None, None, None))
 
@@ -636,8 +639,9 @@ class Network:
 
     def run(self, until: float) -> None:
         """Run every action due at or before virtual time ``until``, then set ``now = until``."""
-        if until < self._now:
-            raise SimulationError(f"cannot run back to {until!r} (now={self._now!r})")
+        if not (math.isfinite(until) and until >= self._now):
+            raise SimulationError(f"run(until={until!r}) needs a finite time >= now "
+                                  f"({self._now!r})")
         with self._driving():
             heap, process, pop = self._heap, self._process, heapq.heappop
             while heap and heap[0][0] <= until:

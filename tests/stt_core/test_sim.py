@@ -173,7 +173,11 @@ def test_network_rejects_bad_arguments() -> None:
     with pytest.raises(SimulationError):
         net.run(-1.0)
     with pytest.raises(SimulationError):
+        net.run(math.inf)
+    with pytest.raises(SimulationError):
         net.call_at(-1.0, lambda: None)
+    with pytest.raises(SimulationError):
+        net.call_at(math.nan, lambda: None)
 
 
 # -- delivery, timers, driving ----------------------------------------------------
@@ -687,6 +691,8 @@ def test_rebind_validates_addresses() -> None:
         net.rebind("a", C, A2)
     with pytest.raises(SimulationError):
         net.rebind("a", A, B)
+    with pytest.raises(SimulationError):
+        net.rebind("a", A, A)
 
 
 def test_multi_homed_node_answers_from_the_address_that_received() -> None:
