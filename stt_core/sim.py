@@ -18,6 +18,10 @@ counter that breaks ties in insertion order, so two actions due at the same
 virtual instant always run in the same order. Timers are re-armed lazily: a
 node keeps the sequence number of its live timer entry, and entries with an
 older number are skipped when they surface (cheaper than deleting from a heap).
+
+Size: this module runs past the 500-line guideline (about 530 lines of code,
+the rest docstrings). The natural split is the link records and impairment
+helpers into a module of their own; it waits for an agreed file name.
 """
 
 from __future__ import annotations
