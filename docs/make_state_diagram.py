@@ -31,13 +31,19 @@ END = "<!-- state-diagram:end -->"
 
 S = SessionState
 TRIGGERS: dict[tuple[SessionState, SessionState], str] = {
-    (S.INIT, S.HANDSHAKING): "HELLO queued (initiator) / valid HELLO accepted (responder)",
+    (S.INIT, S.HANDSHAKING):
+        "HELLO or RESUME queued (initiator) / valid HELLO or RESUME accepted (responder)",
     (S.INIT, S.CLOSED): "abandoned before any message",
-    (S.HANDSHAKING, S.ESTABLISHED): "FINAL verified (initiator) / AUTH_PROOF verified (responder)",
-    (S.HANDSHAKING, S.CLOSED): "connect timeout, REJECT, authentication failure, local close",
+    (S.HANDSHAKING, S.ESTABLISHED):
+        "FINAL or RESUME_OK verified (initiator) / AUTH_PROOF verified or RESUME"
+        " accepted (responder)",
+    (S.HANDSHAKING, S.CLOSED):
+        "connect timeout, REJECT, peer id mismatch, refused resume, local close",
     (S.ESTABLISHED, S.CLOSING): "local close: SESSION_CLOSE sent",
-    (S.ESTABLISHED, S.CLOSED): "SESSION_CLOSE or ERROR received, ERROR sent, idle timeout",
-    (S.CLOSING, S.CLOSED): "SESSION_CLOSE acknowledged, close timeout, ERROR, idle timeout",
+    (S.ESTABLISHED, S.CLOSED):
+        "SESSION_CLOSE or ERROR received, ERROR sent, idle timeout, superseded by a resume",
+    (S.CLOSING, S.CLOSED):
+        "SESSION_CLOSE acknowledged, close timeout, ERROR, idle timeout",
 }
 """Why each transition of ``TRANSITIONS`` happens (protocol.md §6, §7, §11)."""
 
