@@ -62,6 +62,8 @@ PACING_GAIN = 1.25
 """RFC 9002 §7.7: pace slightly faster than cwnd/srtt so the window is not underused."""
 PACER_BURST_PACKETS = 10
 """Datagrams the pacer lets out back to back (the bucket depth)."""
+PACER_TOLERANCE_BYTES = 1e-6
+"""Token shortfall treated as none (float rounding)."""
 
 
 class Pacer:
@@ -73,10 +75,9 @@ class Pacer:
     (a PTO probe); the debt is repaid before the next paced packet.
     """
 
-    __slots__ = ("_capacity", "_last_time", "_max_datagram_size", "_rate", "_srtt", "_tokens")
+    __slots__ = ("_capacity", "_last_time", "_rate", "_srtt", "_tokens")
 
     def __init__(self, max_datagram_size: int) -> None:
-        self._max_datagram_size = max_datagram_size
         self._capacity = float(PACER_BURST_PACKETS * max_datagram_size)
         self._tokens = self._capacity
         self._rate = 0.0  # bytes per second; 0 means unpaced
@@ -109,7 +110,9 @@ class Pacer:
         if self._rate <= 0:
             return now
         tokens = self._tokens_at(now)
-        if tokens >= size:
+        # The tolerance absorbs float rounding: a caller that waits until the
+        # returned time must then be allowed to send, not re-arm a 1e-17 s timer.
+        if tokens >= size - PACER_TOLERANCE_BYTES:
             return now
         return now + (size - tokens) / self._rate
 

@@ -338,3 +338,23 @@ def test_pacer_follows_window_after_loss() -> None:
     assert rate_before == pytest.approx(1.25 * cc.congestion_window / RTT)
     cc.on_packets_lost([packet(100, 0.05)], now=0.2)
     assert cc.pacer.rate == pytest.approx(rate_before / 2)
+
+
+@given(
+    st.integers(2 * MDS, 1000 * MDS),
+    st.floats(0.001, 2.0),
+    st.lists(st.integers(1, MDS), min_size=1, max_size=50),
+)
+def test_pacer_allows_sending_at_the_time_it_returned(
+    cwnd: int, srtt: float, sizes: list[int]
+) -> None:
+    """No float-rounding spin: waiting until the answer always permits the send."""
+    pacer = Pacer(MDS)
+    pacer.update(cwnd, srtt)
+    now = 3.0
+    for size in sizes * 5:
+        when = pacer.next_send_time(now, size)
+        assert when >= now
+        assert pacer.next_send_time(when, size) == when
+        pacer.on_packet_sent(size, when)
+        now = when
