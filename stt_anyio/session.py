@@ -185,15 +185,16 @@ class Stream:
         ref = self.session.ref
         while True:
             self._raise_if_unwritable()
-            if link.endpoint.can_send(ref, self.stream_id):
-                try:
-                    message_id = link.endpoint.send_message(ref, self.stream_id, data)
-                except BufferFullError:
-                    pass
-                else:
-                    link._kick()
-                    return message_id
-            await self._changed.wait()
+            # Always attempt the send rather than asking can_send() first: a
+            # refused send_message is what makes the core emit StreamWritable
+            # once room frees up.
+            try:
+                message_id = link.endpoint.send_message(ref, self.stream_id, data)
+            except BufferFullError:
+                await self._changed.wait()
+            else:
+                link._kick()
+                return message_id
 
     async def _wait_delivered(self, message_id: int) -> None:
         while message_id not in self._delivered:

@@ -316,6 +316,9 @@ async def test_shutdown_with_open_sessions_leaves_nothing_behind() -> None:
     # The sockets are closed: the ports can be bound again.
     for kind, port in ((socket.SOCK_DGRAM, udp_port), (socket.SOCK_STREAM, ws_port)):
         probe = socket.socket(socket.AF_INET, kind)
+        # SO_REUSEADDR: the server closed its WebSocket first (RFC 6455 §7.1.1),
+        # so its side of that connection sits in TIME_WAIT.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
         probe.close()
 
