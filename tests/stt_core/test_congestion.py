@@ -60,8 +60,8 @@ def test_registry_and_factory() -> None:
     assert set(CONGESTION_CONTROLLERS) == set(CONGESTION_ALGORITHMS)
     assert isinstance(create_congestion_controller("newreno", max_datagram_size=MDS), NewReno)
     assert isinstance(create_congestion_controller("cubic", max_datagram_size=MDS), Cubic)
-    with pytest.raises(ConfigError, match="bbr"):
-        create_congestion_controller("bbr", max_datagram_size=MDS)
+    with pytest.raises(ConfigError, match="vegas"):
+        create_congestion_controller("vegas", max_datagram_size=MDS)
     with pytest.raises(ConfigError):
         NewReno(max_datagram_size=0)
 
