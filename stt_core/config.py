@@ -17,7 +17,7 @@ from .errors import ConfigError
 __all__ = ["AEAD_ALGORITHMS", "CONGESTION_ALGORITHMS", "Config", "derive_node_id"]
 
 AEAD_ALGORITHMS = ("aes-256-gcm", "chacha20-poly1305")
-CONGESTION_ALGORITHMS = ("newreno", "cubic")
+CONGESTION_ALGORITHMS = ("newreno", "cubic", "bbr")
 
 MIN_DATAGRAM_SIZE = 1200
 """Smallest datagram every path must carry (the QUIC minimum, RFC 9000 §14)."""
@@ -54,7 +54,7 @@ class Config:
     aead: str = "aes-256-gcm"
     """Packet protection: ``aes-256-gcm`` (default) or ``chacha20-poly1305``."""
     congestion_control: str = "newreno"
-    """Congestion controller: ``newreno`` or ``cubic``."""
+    """Congestion controller: ``newreno``, ``cubic`` or ``bbr``."""
 
     connect_timeout: float = 10.0
     """Seconds ``connect`` waits for the handshake before giving up."""

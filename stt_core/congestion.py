@@ -100,6 +100,10 @@ class Pacer:
         if self._srtt > 0:
             self._rate = PACING_GAIN * congestion_window / self._srtt
 
+    def set_rate(self, bytes_per_second: float) -> None:
+        """Pace at an explicit rate (model-based controllers such as BBR)."""
+        self._rate = max(0.0, bytes_per_second)
+
     def _tokens_at(self, now: float) -> float:
         if self._last_time is None or now <= self._last_time:
             return self._tokens
@@ -444,9 +448,15 @@ class Cubic(CongestionController):
         self.congestion_window = int(self._window)
 
 
+def _bbr(*, max_datagram_size: int) -> CongestionController:
+    from .bbr import Bbr  # bbr.py builds on this module, so it is imported on use
+    return Bbr(max_datagram_size=max_datagram_size)
+
+
 CONGESTION_CONTROLLERS: dict[str, Callable[..., CongestionController]] = {
     "newreno": NewReno,
     "cubic": Cubic,
+    "bbr": _bbr,
 }
 """Every congestion controller by the name ``Config.congestion_control`` uses."""
 
