@@ -88,7 +88,6 @@ class Node:
         """Bound address per transport name (``"udp"``, ``"websocket"``)."""
         self._primary: str = "udp"
         self._sessions: dict[SessionRef, Session] = {}
-        self._connecting: dict[SessionRef, Session] = {}
         self._owned_ws: dict[SessionRef, WsPeer] = {}
         self._accept_queue: deque[Session] = deque()
         self._accept_signal = _Signal()
@@ -166,29 +165,32 @@ class Node:
                                                         server_hostname)
         else:
             core_addr = await _resolve(addr)
-        remaining = max(deadline - anyio.current_time(), 0.001)
+        session = await self._handshake(core_addr, peer_node_id,
+                                        max(deadline - anyio.current_time(), 0.001))
+        if session is None:
+            raise ConnectionTimeoutError(f"no session with {addr!r} within {limit} s")
+        return session
+
+    async def _handshake(self, core_addr: Address, peer_node_id: bytes | None,
+                         timeout: float) -> Session | None:
+        """Run the core's handshake; the session, or None if the core never answered."""
         ref = self._endpoint.connect(core_addr, clock.now(), peer_node_id=peer_node_id,
-                                     timeout=remaining)
-        session = Session(self, ref)
-        self._sessions[ref] = session
-        self._connecting[ref] = session
+                                     timeout=timeout)
+        session = self._sessions[ref] = Session(self, ref)
         if isinstance(core_addr, WsPeer):
             self._owned_ws[ref] = core_addr
         self._kick()
-        try:
-            # The core times the handshake out itself; the margin only guards
-            # against a core that never reports (it should not happen).
-            with anyio.move_on_after(remaining + 1.0):
-                while session.session_id == b"" and not session.closed:
-                    await session._changed.wait()
-        finally:
-            self._connecting.pop(ref, None)
+        # The core times the handshake out itself; the margin only guards
+        # against a core that never reports (it should not happen).
+        with anyio.move_on_after(timeout + 1.0):
+            while session.session_id == b"" and not session.closed:
+                await session._changed.wait()
         if session.closed:
             raise closed_error(session.close_reason)
         if not session.session_id:
             self._endpoint.close_session(ref, now=clock.now())
             self._kick()
-            raise ConnectionTimeoutError(f"no session with {addr!r} within {limit} s")
+            return None
         return session
 
     async def _ws_connect(self, addr: tuple[str, int], limit: float, path: str | None,
@@ -349,6 +351,31 @@ class Node:
 
     # -- lifecycle -----------------------------------------------------------
 
+    async def _open_udp(self, stack: contextlib.AsyncExitStack, host: str, port: int, *,
+                        recv_buffer_size: int, send_buffer_size: int,
+                        reuse_port: bool) -> None:
+        udp = await UdpCarrier.bind(
+            host, port, on_datagram=self._on_datagram, on_drained=self._on_drained,
+            on_unreachable=self._on_unreachable, recv_buffer_size=recv_buffer_size,
+            send_buffer_size=send_buffer_size, reuse_port=reuse_port)
+        stack.push_async_callback(udp.aclose)
+        self._udp = udp
+        self.local_addresses["udp"] = udp.local_address
+
+    async def _open_websocket(self, stack: contextlib.AsyncExitStack, host: str, port: int,
+                              *, ssl_context: ssl.SSLContext | None,
+                              reuse_port: bool) -> None:
+        """The WebSocket carrier; it listens only in server mode."""
+        self._ws = await stack.enter_async_context(WebSocketCarrier(
+            on_datagram=self._on_datagram, on_connected=self._on_ws_connected,
+            on_closed=self._on_ws_closed, on_drained=self._on_drained, path=self.ws_path,
+            close_timeout=self.config.close_timeout))
+        if self.config.server_mode:
+            self.local_addresses["websocket"] = await self._ws.listen(
+                host, port, ssl_context=ssl_context, reuse_port=reuse_port)
+        else:
+            self.local_addresses["websocket"] = (host, 0)
+
     async def _shutdown(self) -> None:
         """Close every session gracefully, bounded by ``close_timeout``."""
         self._closing = True
@@ -369,14 +396,19 @@ class Node:
 
 def _dispatch_stream_event(event: Event, session: Session) -> None:
     """Events that concern one stream, or the session's path or token."""
-    if isinstance(event, MessageDelivered):
-        session.stream(event.stream_id)._on_delivered(event.message_id)
-    elif isinstance(event, StreamWritable):
-        session.stream(event.stream_id)._wake()
-    elif isinstance(event, StreamOpened):
+    if isinstance(event, StreamOpened):
         session._on_stream_opened(event.stream_id, event.purpose, event.priority)
-    elif isinstance(event, StreamClosed):
-        session.stream(event.stream_id)._on_closed(event.code)
+    elif isinstance(event, MessageDelivered | StreamWritable | StreamClosed):
+        # Handles nobody holds any more (forgotten streams) need no news.
+        stream = session._streams.get(event.stream_id)
+        if stream is None:
+            return
+        if isinstance(event, MessageDelivered):
+            stream._on_delivered(event.message_id)
+        elif isinstance(event, StreamClosed):
+            stream._on_closed(event.code)
+        else:
+            stream._wake()
     elif isinstance(event, PathChanged):
         session._on_path_changed(event.new_address)
     elif isinstance(event, ResumeTokenReceived):
@@ -478,25 +510,11 @@ async def open_node(
     node._primary = kinds[0]
     async with contextlib.AsyncExitStack() as stack:
         if "udp" in kinds:
-            udp = await UdpCarrier.bind(
-                host, port, on_datagram=node._on_datagram, on_drained=node._on_drained,
-                on_unreachable=node._on_unreachable, recv_buffer_size=recv_buffer_size,
-                send_buffer_size=send_buffer_size, reuse_port=reuse_port)
-            stack.push_async_callback(udp.aclose)
-            node._udp = udp
-            node.local_addresses["udp"] = udp.local_address
+            await node._open_udp(stack, host, port, recv_buffer_size=recv_buffer_size,
+                                 send_buffer_size=send_buffer_size, reuse_port=reuse_port)
         if "websocket" in kinds:
-            ws = await stack.enter_async_context(WebSocketCarrier(
-                on_datagram=node._on_datagram, on_connected=node._on_ws_connected,
-                on_closed=node._on_ws_closed, on_drained=node._on_drained, path=ws_path,
-                close_timeout=config.close_timeout))
-            node._ws = ws
-            if server_mode:
-                node.local_addresses["websocket"] = await ws.listen(
-                    host, port if ws_port is None else ws_port, ssl_context=ssl_context,
-                    reuse_port=reuse_port)
-            else:
-                node.local_addresses["websocket"] = (host, 0)
+            await node._open_websocket(stack, host, port if ws_port is None else ws_port,
+                                       ssl_context=ssl_context, reuse_port=reuse_port)
         tg = await stack.enter_async_context(anyio.create_task_group())
         node._tg = tg
         if node._udp is not None:

@@ -245,7 +245,18 @@ class Stream:
         if not link.auto_consume and not self.session.closed:
             link.endpoint.consume(self.session.ref, self.stream_id, len(message))
             link._kick()
+        self._forget_if_done()
         return message
+
+    def _forget_if_done(self) -> None:
+        """Drop the session's reference once nothing can happen on this stream.
+
+        Keeps a long session that opens many streams from growing without
+        bound; whoever still holds this handle keeps a working object.
+        """
+        finished = self._eof or self._reset_code is not None
+        if finished and self._local_closed and not self._messages and not self._awaited:
+            self.session._forget_stream(self)
 
     def _raise_if_finished(self) -> None:
         if self._reset_code is not None:
@@ -287,6 +298,7 @@ class Stream:
         finally:
             self._changed.fire()
         link._kick()
+        self._forget_if_done()
         await anyio.lowlevel.checkpoint()
 
     async def reset(self, code: int = 0x10) -> None:
@@ -300,6 +312,7 @@ class Stream:
             link.endpoint.reset_stream(self.session.ref, self.stream_id, code)
         self._changed.fire()
         link._kick()
+        self._forget_if_done()
         await anyio.lowlevel.checkpoint()
 
     @property
@@ -324,7 +337,9 @@ class Stream:
             self._eof = True
         else:
             self._reset_code = code
+            self._local_closed = True
         self._changed.fire()
+        self._forget_if_done()
 
     def _wake(self) -> None:
         self._changed.fire()
@@ -417,6 +432,11 @@ class Session:
             stream.purpose, stream.priority = purpose, priority
         return stream
 
+    @property
+    def streams(self) -> list[Stream]:
+        """Handles of the streams that are not finished in both directions yet."""
+        return list(self._streams.values())
+
     def stream(self, stream_id: int) -> Stream:
         """The handle of a stream by id (stream 0 always exists implicitly)."""
         stream = self._streams.get(stream_id)
@@ -499,6 +519,10 @@ class Session:
                 self._incoming.append(stream)
                 self._changed.fire()
         return stream
+
+    def _forget_stream(self, stream: Stream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
 
     def _on_path_changed(self, address: Address) -> None:
         self._peer_address = address
