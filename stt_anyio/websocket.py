@@ -398,7 +398,8 @@ class WebSocketCarrier:
         """Send a ping and return the seconds until its pong arrived.
 
         Raises:
-            ConnectionError: the connection is unknown or not open.
+            ConnectionError: the connection is unknown, not open, or closed
+                before the pong arrived.
             TimeoutError: no pong within ``timeout``.
         """
         conn = self._conns.get(peer)
@@ -412,7 +413,10 @@ class WebSocketCarrier:
             with anyio.fail_after(timeout):
                 await waiter.wait()
         finally:
-            conn.pings.pop(payload, None)
+            # The pong handler removes the entry; the close path only wakes us.
+            unanswered = conn.pings.pop(payload, None) is not None
+        if unanswered:
+            raise ConnectionError(f"{peer} closed before answering the ping")
         return anyio.current_time() - started
 
     def is_open(self, peer: WsPeer) -> bool:

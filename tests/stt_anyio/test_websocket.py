@@ -98,6 +98,8 @@ async def test_client_server_echo() -> None:
         assert not client.is_open(peer)
         assert not client.send(b"late", peer)
         assert client.stats.send_dropped == 1
+        with pytest.raises(ConnectionError):
+            await client.ping(peer)
 
 
 async def test_wrong_path_is_refused_with_404() -> None:
