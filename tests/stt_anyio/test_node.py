@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from stt_anyio import Node, Session, open_node
@@ -380,3 +381,33 @@ async def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ConfigError):
         async with open_node(node_id=b"n", shared_seed=b"short"):
             pass
+
+
+async def test_garbage_input_is_counted_not_fatal() -> None:
+    """Random datagrams (UDP) and binary messages (WebSocket) never hurt the node."""
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=FAST,
+                         transport=("udp", "websocket")) as server:
+        junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for size in (0, 1, 9, 40, 1200, 1500):
+            junk.sendto(os.urandom(size), server.local_addresses["udp"])
+        junk.close()
+        ws_host, ws_port = server.local_addresses["websocket"]
+
+        def websocket_junk() -> None:
+            from websockets.sync.client import connect as ws_connect
+            with ws_connect(f"ws://{ws_host}:{ws_port}/stt") as ws:
+                for size in (1, 30, 2000):
+                    ws.send(os.urandom(size))
+                ws.send("text")
+
+        await anyio.to_thread.run_sync(websocket_junk)
+        with anyio.fail_after(5):
+            while server.get_stats()["endpoint"]["datagrams_received"] < 8:
+                await anyio.sleep(0.01)
+        stats = server.get_stats()
+        assert sum(stats["endpoint"]["drops"].values()) >= 8
+        assert stats["websocket"]["text_dropped"] == 1
+        async with open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                             config_overrides=FAST) as client:
+            session, _ = await connected(server, client)
+            await session.default_stream.send(b"still fine", timeout=5)
