@@ -83,6 +83,11 @@ class _PathProbe:
     sent_at: float = -1.0
 
 
+MAX_HANDSHAKE_RETRANSMIT_INTERVAL = 2.0
+"""Backoff cap for handshake retransmissions: a long connect timeout on a bad
+path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."""
+
+
 class Session:
     """One session. Created and driven by ``Endpoint``; not used directly."""
 
@@ -463,7 +468,7 @@ class Session:
             return
         if self.hs_retransmit_at is not None and now >= self.hs_retransmit_at:
             self.hs_send_due = True
-            self.hs_interval *= 2
+            self.hs_interval = min(self.hs_interval * 2, MAX_HANDSHAKE_RETRANSMIT_INTERVAL)
             self.hs_retransmit_at = now + self.hs_interval
 
     def finish_close(self, now: float) -> None:
