@@ -1,0 +1,664 @@
+"""STTNode: the manual's node API (``seigr_toolset_transmissions.node``) on stt_anyio.
+
+Owns the asyncio-facing lifecycle the manual documents and stt_anyio does not
+have: a node object built without an event loop, ``start()`` that binds at
+once (called plainly or awaited), a runner task that keeps
+``stt_anyio.open_node`` open until ``await node.stop()``, the per-node
+:class:`~stt_asyncio_compat.session.SessionManager`, the ``on_session`` /
+``on_session_closed`` callbacks, the server's accept backlog and the
+broadcast helpers (``send_to_all``, ``send_to_sessions``).
+
+It must not implement protocol logic or socket I/O: sessions, streams,
+handshakes, keep-alives and resumption all run in ``stt_anyio`` and
+``stt_core``; this module only starts, forwards and reports.
+
+Lifecycle (docs/compat.md, "Starting a node"):
+
+1. ``STTNode(...)`` validates the configuration; nothing is bound.
+2. ``node.start()`` binds the sockets synchronously (see ``_binding``) and,
+   inside a running loop, spawns the runner task at once; outside a loop the
+   runner is spawned by the first ``await`` on the node. The call returns an
+   awaitable: ``await node.start(server_mode=True)`` waits until the node
+   runs and returns its local address.
+3. The runner enters ``stt_anyio.open_node`` (which re-binds the same
+   ports), accepts incoming sessions in server mode, and waits for stop.
+4. ``await node.stop()`` closes every session gracefully (the callbacks see
+   ``graceful``), leaves ``open_node`` and marks the node stopped for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, cast
+
+import anyio
+
+import stt_anyio
+from stt_anyio.node import TransportName, build_config
+from stt_anyio.udp import DEFAULT_BUFFER_SIZE
+from stt_core import Config
+from stt_core.errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidStateError,
+)
+
+from ._binding import Reservation, reserve
+from ._broadcast import BroadcastResult, broadcast
+from .continuity import ResumeToken
+from .session import Session, SessionManager
+
+__all__ = [
+    "ACCEPT_BACKLOG",
+    "DEFAULT_BIND_ADDRESS",
+    "BroadcastResult",
+    "STTNode",
+    "live_nodes",
+]
+
+logger = logging.getLogger("stt_asyncio_compat")
+
+DEFAULT_BIND_ADDRESS = "0.0.0.0"
+"""The manual's default ``bind_address``: all interfaces."""
+ACCEPT_BACKLOG = 1024
+"""Incoming sessions queued for :meth:`STTNode.accept`; past this the oldest
+leaves the queue (it stays in the session manager and stays open)."""
+_RESERVED_KEYS = frozenset({"node_id", "node_seed", "shared_seed", "server_mode",
+                            "auto_consume"})
+
+SessionCallback = Callable[[Session], object]
+ClosedCallback = Callable[[bytes, str], object]
+
+_live: weakref.WeakSet[STTNode] = weakref.WeakSet()
+
+
+def live_nodes() -> list[STTNode]:
+    """Nodes that were started and not stopped (CryptoSessionContinuity finds them here)."""
+    return [node for node in list(_live) if node._phase in ("bound", "running")]
+
+
+class _StartCall:
+    """What ``start()`` returns: the bind already happened; awaiting waits for the runner."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: STTNode) -> None:
+        self._node = node
+
+    def __await__(self) -> Generator[Any, None, tuple[str, int]]:
+        return self._node._started().__await__()
+
+
+class _Signal:
+    """Wakes every waiter on a change; waiters re-check (created lazily, in the loop)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def fire(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
+class STTNode:
+    """One STT node as the user manual describes it (ch. 6).
+
+    Args:
+        node_id: this node's id (1-64 bytes); or give ``node_seed``.
+        port: UDP (and WebSocket) port; 0 (the default) picks a free one.
+        transport: ``"udp"`` (default), ``"websocket"``, or both as a tuple
+            (the first is what ``connect`` uses by default).
+        bind_address: interface to listen on; default ``"0.0.0.0"``.
+            ``host`` is an alias.
+        reuse_port: ``SO_REUSEPORT``, several processes on one port.
+        recv_buffer_size, send_buffer_size: kernel socket buffers in bytes.
+        shared_seed: the secret every peer must prove (>= 8 bytes). Without
+            one the node still binds and listens but authenticates nobody,
+            and ``connect`` raises ``ConfigError``.
+        node_seed: the alternative identity; the id is derived from it.
+        ws_port: WebSocket port when it must differ from ``port``.
+        config, **overrides: extra ``stt_core.Config`` fields, e.g.
+            ``keep_alive_interval=0.2, idle_timeout=1.0`` in tests.
+
+    Raises:
+        ConfigError: an argument or override is invalid.
+    """
+
+    def __init__(self, node_id: bytes | None = None, port: int = 0,
+                 transport: str | Sequence[str] = "udp", bind_address: str | None = None,
+                 reuse_port: bool = False, recv_buffer_size: int = DEFAULT_BUFFER_SIZE,
+                 send_buffer_size: int = DEFAULT_BUFFER_SIZE,
+                 shared_seed: bytes | str | None = None, *,
+                 node_seed: bytes | str | None = None, host: str | None = None,
+                 ws_port: int | None = None, config: Mapping[str, Any] | None = None,
+                 **overrides: Any) -> None:
+        if bind_address is not None and host is not None and bind_address != host:
+            raise ConfigError("give bind_address or host (an alias), not two different values")
+        for name, value in (("port", port), ("ws_port", ws_port)):
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be 0-65535, not {value}")
+        if recv_buffer_size < 1 or send_buffer_size < 1:
+            raise ConfigError("socket buffer sizes must be positive")
+        self._transports = _transport_names(transport)
+        self._host = bind_address or host or DEFAULT_BIND_ADDRESS
+        self._port, self._ws_port, self._reuse_port = port, ws_port, reuse_port
+        self._buffers = (recv_buffer_size, send_buffer_size)
+        self._shared_seed = _as_bytes(shared_seed)
+        self._node_seed = _as_bytes(node_seed)
+        self._node_id = node_id
+        self._overrides = _overrides(config, overrides)
+        self._config = self._build_config(server_mode=True)
+        self._server_mode = True
+        self._phase = "new"
+        self._reservation: Reservation | None = None
+        self._inner: stt_anyio.Node | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._stop_event: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._manager = SessionManager()
+        self._watching: dict[Session, None] = {}
+        self._backlog: deque[Session] = deque(maxlen=ACCEPT_BACKLOG)
+        self._backlog_signal = _Signal()
+        self._on_session: list[SessionCallback] = []
+        self._on_closed: list[ClosedCallback] = []
+        self._token_waiters: list[ResumeToken] = []
+        self._callback_tasks: set[asyncio.Future[Any]] = set()
+        _live.add(self)
+        if self._shared_seed is None:
+            logger.warning("STTNode without shared_seed: it will authenticate no peer")
+
+    def _build_config(self, *, server_mode: bool) -> Config:
+        # Without a shared seed, a random one: the node listens but nobody can
+        # prove knowledge of it, so every handshake fails authentication.
+        seed = self._shared_seed if self._shared_seed is not None else os.urandom(32)
+        try:
+            return build_config(node_id=self._node_id, node_seed=self._node_seed,
+                                shared_seed=seed, server_mode=server_mode,
+                                config_overrides=self._overrides)
+        except TypeError as exc:
+            raise ConfigError(f"unknown config override: {exc}") from None
+
+    def __repr__(self) -> str:
+        return (f"<STTNode {self.node_id!r} {self._phase} "
+                f"{'/'.join(self._transports)} {self._host}:{self._port}>")
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes:
+        """This node's id (as given, or derived from ``node_seed``)."""
+        return self._config.node_id
+
+    @property
+    def seed(self) -> bytes | None:
+        """The ``node_seed`` this node was built with (the manual's ``node.seed``)."""
+        return self._node_seed
+
+    @property
+    def shared_seed(self) -> bytes | None:
+        """The shared seed given to the constructor, or None."""
+        return self._shared_seed
+
+    @property
+    def config(self) -> Config:
+        """The core configuration in force."""
+        return self._config
+
+    @property
+    def server_mode(self) -> bool:
+        """Whether the node accepts sessions peers open (``start(server_mode=)``)."""
+        return self._server_mode
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The transports this node runs, the default first."""
+        return self._transports
+
+    @property
+    def is_running(self) -> bool:
+        """True between the runner's start and ``stop()``."""
+        return self._phase == "running"
+
+    @property
+    def local_addresses(self) -> dict[str, tuple[str, int]]:
+        """Bound ``(host, port)`` per transport (known as soon as ``start()`` returned)."""
+        if self._inner is not None:
+            return dict(self._inner.local_addresses)
+        if self._reservation is not None:
+            return dict(self._reservation.addresses)
+        raise InvalidStateError("the node is not started; call node.start() first")
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound address of the default transport."""
+        addresses = self.local_addresses
+        return addresses.get(self._transports[0]) or next(iter(addresses.values()))
+
+    @property
+    def session_manager(self) -> SessionManager:
+        """The node's sessions (manual: ``node.session_manager``)."""
+        return self._manager
+
+    @property
+    def anyio_node(self) -> stt_anyio.Node | None:
+        """The running stt_anyio node underneath, or None when not running."""
+        return self._inner
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, server_mode: bool = True) -> _StartCall:
+        """Bind now and start the node; optionally ``await`` the result.
+
+        Called plainly (the manual's ``alice_node.start()``) it binds the
+        sockets before returning, so the port is taken and known. Awaited
+        (``await node.start(server_mode=True)``) it also waits until the node
+        runs, and returns the local address.
+
+        Args:
+            server_mode: accept sessions that peers open (default True: the
+                manual's started node "is now listening for incoming
+                connections"). False makes a client-only node.
+
+        Raises:
+            OSError: the address cannot be bound.
+            InvalidStateError: the node was stopped, or started before with
+                another ``server_mode``.
+        """
+        if self._phase == "stopped":
+            raise InvalidStateError("this node was stopped; create a new STTNode")
+        if self._phase == "new":
+            self._config = self._build_config(server_mode=server_mode)
+            self._server_mode = server_mode
+            listen = [t for t in self._transports if t == "udp" or server_mode]
+            self._reservation = reserve(self._host, tuple(listen), port=self._port,
+                                        ws_port=self._ws_port, reuse_port=self._reuse_port)
+            self._phase = "bound"
+        elif server_mode != self._server_mode:
+            raise InvalidStateError(f"the node already started with server_mode="
+                                    f"{self._server_mode}")
+        with contextlib.suppress(RuntimeError):  # no running loop: spawn on first await
+            asyncio.get_running_loop()
+            self._spawn_runner()
+        return _StartCall(self)
+
+    def _spawn_runner(self) -> None:
+        """Spawn this node's runner in the running loop, and every node still waiting.
+
+        Why the others too: the manual starts nodes at top level, before any
+        loop exists, then awaits on one of them. A node that nobody awaits
+        (a server waiting for peers) must still serve, so the first node used
+        in a loop brings every started-but-idle node into that loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._runner is not None:
+            if self._runner.get_loop() is not loop:
+                raise InvalidStateError("this node runs in another event loop")
+            return
+        self._ready = loop.create_future()
+        self._runner = loop.create_task(self._run(), name=f"STTNode {self.node_id!r}")
+        for other in live_nodes():
+            if other._phase == "bound" and other._runner is None:
+                other._spawn_runner()
+
+    async def _started(self) -> tuple[str, int]:
+        """Start if needed, spawn the runner if needed, wait until it runs."""
+        if self._phase == "new":
+            self.start()
+        if self._phase == "stopped":
+            raise InvalidStateError("this node was stopped; create a new STTNode")
+        self._spawn_runner()
+        if self._ready is None:
+            raise InvalidStateError("the node's runner did not start")
+        await asyncio.shield(self._ready)
+        return self.local_address
+
+    async def _running(self) -> stt_anyio.Node:
+        """The running stt_anyio node, starting this node first if needed."""
+        await self._started()
+        if self._inner is None:
+            raise InvalidStateError("the node is not running (it was stopped)")
+        return self._inner
+
+    async def _run(self) -> None:
+        """The runner task: keep ``open_node`` open until ``stop()``."""
+        if self._ready is None or self._reservation is None:
+            raise InvalidStateError("the node's runner started before start()")
+        ready, reservation = self._ready, self._reservation
+        reservation.release()
+        udp_port = reservation.port("udp") if "udp" in reservation.addresses else 0
+        ws_port = (reservation.port("websocket") if "websocket" in reservation.addresses
+                   else self._ws_port)
+        try:
+            async with stt_anyio.open_node(
+                    shared_seed=self._config.shared_seed, node_id=self._node_id,
+                    node_seed=self._node_seed, host=reservation.host, port=udp_port,
+                    ws_port=ws_port, transport=self._transports,
+                    server_mode=self._server_mode, recv_buffer_size=self._buffers[0],
+                    send_buffer_size=self._buffers[1], reuse_port=self._reuse_port,
+                    config_overrides=self._overrides) as inner:
+                await self._serve(inner, ready)
+        except BaseException as exc:
+            if not ready.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    ready.cancel()
+                else:
+                    ready.set_exception(exc)
+            raise
+        finally:
+            self._finish()
+
+    async def _serve(self, inner: stt_anyio.Node, ready: asyncio.Future[None]) -> None:
+        stop = self._stop_event = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            self._inner, self._tg = inner, tg
+            self._phase = "running"
+            if self._server_mode:
+                tg.start_soon(self._accept_loop, inner)
+            ready.set_result(None)
+            await stop.wait()
+            await self._close_sessions()
+            tg.cancel_scope.cancel()
+
+    def _finish(self) -> None:
+        """The runner ended: the node is stopped for good; report what is left."""
+        self._phase = "stopped"
+        self._inner = self._tg = None
+        if self._reservation is not None:
+            self._reservation.release()
+        for session in list(self._watching):
+            self._session_ended(session, session.close_reason or "error")
+        self._backlog_signal.fire()
+
+    async def stop(self) -> None:
+        """Close every session gracefully, then stop the node (manual: ``node.stop()``).
+
+        Bounded by the config's ``close_timeout``. Idempotent. A stopped node
+        cannot be started again; create a new one.
+        """
+        if self._runner is None:
+            self._phase = "stopped"
+            if self._reservation is not None:
+                self._reservation.release()
+            return
+        if self._stop_event is not None:
+            self._stop_event.set()
+        elif not self._runner.done():
+            self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._runner)
+
+    async def __aenter__(self) -> STTNode:
+        await self.start(server_mode=self._server_mode)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _close_sessions(self) -> None:
+        active = [s for s in self._watching if not s.closed]
+        async with anyio.create_task_group() as tg:
+            for session in active:
+                tg.start_soon(session.close)
+        for session in list(self._watching):
+            if session.closed:
+                self._session_ended(session, session.close_reason or "graceful")
+
+    # -- connecting -------------------------------------------------------------
+
+    async def connect(self, peer_address: tuple[str, int], peer_node_id: bytes | None = None,
+                      timeout: float | None = None, *,
+                      transport: str | None = None) -> Session:
+        """Open an authenticated session with a peer (manual: "Initiate connection").
+
+        Args:
+            peer_address: ``(host, port)`` of the peer.
+            peer_node_id: when given, the peer must prove exactly this id.
+            timeout: seconds for the handshake (default: ``connect_timeout``, 10).
+            transport: ``"udp"`` or ``"websocket"`` (default: the node's first).
+
+        Raises:
+            AuthenticationError: wrong shared seed or wrong peer id (the
+                ``on_session_closed`` callbacks also see ``auth_failure``).
+            ConnectionTimeoutError: (a ``TimeoutError``) no answer in time.
+            ConnectionRefusedError: nothing listens there, or it refused.
+            ConfigError: this node has no ``shared_seed``.
+        """
+        inner = await self._running()
+        if self._shared_seed is None:
+            raise ConfigError("this STTNode has no shared_seed, so it cannot authenticate "
+                              "to any peer; pass shared_seed=...")
+        try:
+            raw = await inner.connect(_address(peer_address), peer_node_id=peer_node_id,
+                                      timeout=timeout, transport=_transport(transport))
+        except AuthenticationError:
+            self._report_closed(b"", "auth_failure")
+            raise
+        return self._adopt(raw, initiator=True)
+
+    async def connect_udp(self, peer_host: str, peer_port: int,
+                          peer_node_id: bytes | None = None,
+                          timeout: float | None = None) -> Session:
+        """``connect((peer_host, peer_port), ...)`` over UDP (manual: "Connecting to peers")."""
+        return await self.connect((peer_host, peer_port), peer_node_id, timeout,
+                                  transport="udp")
+
+    async def resume(self, peer_address: tuple[str, int], ticket: bytes, *,
+                     transport: str | None = None, timeout: float | None = None) -> Session:
+        """Re-establish a session from a resume ticket (used by CryptoSessionContinuity).
+
+        Raises:
+            NotImplementedError: the stt_anyio binding has no ``Node.resume`` yet.
+            AuthenticationError: the server refused the ticket.
+        """
+        inner = await self._running()
+        resume = getattr(inner, "resume", None)
+        if resume is None:
+            raise NotImplementedError(
+                "session resumption needs stt_anyio.Node.resume(addr, ticket, ...), which "
+                "this version of stt_anyio does not provide")
+        try:
+            raw = await resume(_address(peer_address), ticket, timeout=timeout,
+                               transport=_transport(transport))
+        except AuthenticationError:
+            self._report_closed(b"", "auth_failure")
+            raise
+        return self._adopt(cast(stt_anyio.Session, raw), initiator=True)
+
+    # -- incoming sessions ----------------------------------------------------
+
+    async def accept(self, timeout: float | None = None) -> Session:
+        """The next session a peer opened with this node (server mode).
+
+        Sessions wait in a backlog of :data:`ACCEPT_BACKLOG`; ``on_session``
+        callbacks see them too, whether or not anyone calls ``accept``.
+
+        Raises:
+            InvalidStateError: the node is not in server mode, or stopped.
+            TimeoutError: none within ``timeout`` seconds.
+        """
+        if not self._server_mode:
+            raise InvalidStateError("accept() needs a node started with server_mode=True")
+        await self._started()
+        with anyio.fail_after(timeout):
+            while not self._backlog:
+                if self._phase == "stopped":
+                    raise InvalidStateError("the node was stopped")
+                await self._backlog_signal.wait()
+        return self._backlog.popleft()
+
+    def on_session(self, callback: SessionCallback) -> SessionCallback:
+        """Call ``callback(session)`` for every session a peer opens (server mode).
+
+        The callback may be a plain function or a coroutine function (its
+        coroutine runs as a task). Usable as a decorator.
+        """
+        self._on_session.append(callback)
+        return callback
+
+    def on_session_closed(self, callback: ClosedCallback) -> ClosedCallback:
+        """Call ``callback(session_id, reason)`` whenever a session of this node ends.
+
+        ``reason`` is ``graceful`` (a side called ``close()``/``stop()``),
+        ``timeout`` (keep-alive timeout), ``error`` (protocol error, or the
+        node closed under it) or ``auth_failure`` (a ``connect`` failed
+        authentication; ``session_id`` is then ``b""``). Usable as a decorator.
+        """
+        self._on_closed.append(callback)
+        return callback
+
+    async def _accept_loop(self, inner: stt_anyio.Node) -> None:
+        while True:
+            try:
+                raw = await inner.accept()
+            except InvalidStateError:  # the node is shutting down
+                return
+            session = self._adopt(raw, initiator=False)
+            self._backlog.append(session)
+            self._backlog_signal.fire()
+            for callback in list(self._on_session):
+                self._call(callback, session)
+
+    def _adopt(self, raw: stt_anyio.Session, *, initiator: bool) -> Session:
+        """Wrap, track and watch a newly established session."""
+        session = Session(raw, node=self, initiator=initiator)
+        self._manager._track(session)
+        self._watching[session] = None
+        if initiator:
+            for token in [t for t in self._token_waiters if t.matches(session)]:
+                token._bind(session)
+                self._token_waiters.remove(token)
+        if self._tg is not None:
+            self._tg.start_soon(self._watch, session)
+        return session
+
+    def _await_session_for(self, token: ResumeToken) -> None:
+        """Bind ``token`` to the next outgoing session that matches it."""
+        self._token_waiters.append(token)
+
+    async def _watch(self, session: Session) -> None:
+        reason = await session.wait_closed()
+        self._session_ended(session, reason)
+
+    def _session_ended(self, session: Session, reason: str) -> None:
+        """Report one ended session exactly once."""
+        if self._watching.pop(session, False) is False:
+            return
+        self._manager._note_closed(session)
+        self._report_closed(session.session_id, reason)
+
+    def _report_closed(self, session_id: bytes, reason: str) -> None:
+        for callback in list(self._on_closed):
+            self._call(callback, session_id, reason)
+
+    def _call(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run an application callback; its failures are logged, never ours."""
+        try:
+            result = callback(*args)
+        except Exception:
+            logger.exception("STTNode callback %r failed", callback)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._callback_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("STTNode callback failed", exc_info=task.exception())
+
+    # -- server helpers ---------------------------------------------------------
+
+    def get_active_sessions(self) -> list[Session]:
+        """Established sessions (same as ``session_manager.get_active_sessions()``)."""
+        return self._manager.get_active_sessions()
+
+    async def send_to_all(self, data: bytes, stream_id: int = 0,
+                          timeout: float | None = None) -> BroadcastResult:
+        """Send one message to every active session, concurrently (confirmed sends).
+
+        A session that fails (closed, timed out) does not stop the others;
+        the result lists who got it and why the others did not.
+        """
+        return await broadcast(self.get_active_sessions(), data, stream_id=stream_id,
+                               timeout=timeout)
+
+    async def send_to_sessions(self, session_ids: Iterable[bytes], data: bytes,
+                               stream_id: int = 0,
+                               timeout: float | None = None) -> BroadcastResult:
+        """Like :meth:`send_to_all`, for the sessions with these ids only."""
+        sessions: list[Session] = []
+        missing: list[bytes] = []
+        for sid in session_ids:
+            session = self._manager.get_session(sid)
+            (sessions.append(session) if session is not None else missing.append(bytes(sid)))
+        return await broadcast(sessions, data, stream_id=stream_id, timeout=timeout,
+                               missing=missing)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters of the node as plain data (endpoint, carriers, sessions)."""
+        stats: dict[str, Any] = self._inner.get_stats() if self._inner is not None else {}
+        stats.update({
+            "node_id": self.node_id.hex(),
+            "state": self._phase,
+            "server_mode": self._server_mode,
+            "transports": list(self._transports),
+            "sessions_active": self._manager.get_active_session_count(),
+            "sessions_tracked": self._manager.get_session_count(),
+            "accept_backlog": len(self._backlog),
+        })
+        if self._phase in ("bound", "running"):
+            stats["local_addresses"] = self.local_addresses
+        return stats
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _transport_names(transport: str | Sequence[str]) -> tuple[str, ...]:
+    names = (transport,) if isinstance(transport, str) else tuple(transport)
+    if not names or any(name not in ("udp", "websocket") for name in names):
+        raise ConfigError(f"transport must be 'udp', 'websocket' or both, not {transport!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _transport(name: str | None) -> TransportName | None:
+    if name is None:
+        return None
+    if name not in ("udp", "websocket"):
+        raise ValueError(f"transport must be 'udp' or 'websocket', not {name!r}")
+    return cast(TransportName, name)
+
+
+def _address(peer_address: Sequence[Any]) -> tuple[str, int]:
+    if len(peer_address) != 2:
+        raise ValueError(f"peer_address must be (host, port), not {peer_address!r}")
+    return (str(peer_address[0]), int(peer_address[1]))
+
+
+def _overrides(config: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**(config or {}), **extra}
+    reserved = sorted(_RESERVED_KEYS & merged.keys())
+    if reserved:
+        raise ConfigError(f"{', '.join(reserved)} cannot be overridden; use the "
+                          "STTNode arguments (auto_consume is the binding's choice)")
+    return merged
