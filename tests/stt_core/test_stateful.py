@@ -1,0 +1,199 @@
+"""Stateful property test: application commands interleaved with a hostile network.
+
+A hypothesis ``RuleBasedStateMachine`` drives one client/server pair
+(``fuzz.harness``): open streams on either side, send messages, close
+streams, consume delivered bytes (the server does not auto-consume, so flow
+control really pushes back), let time pass, and in between inject adversarial
+datagrams: garbage, replays of captured datagrams, truncations and bit flips,
+towards either endpoint.
+
+Invariants checked after every step:
+
+* no exception escapes an endpoint (any would fail the rule that caused it);
+* on every stream, the messages delivered are exactly a prefix of the
+  messages sent, in order and byte-identical;
+* the session stays established (the network alone cannot close it: forged,
+  replayed or corrupted datagrams are dropped).
+
+At the end the network turns honest, everything is consumed, and every
+message sent must have arrived.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    rule,
+)
+
+from fuzz.harness import Established, establish, make_config
+from stt_core import Endpoint, MessageReceived, SessionState
+from stt_core.errors import BufferFullError
+from stt_core.events import Address, SessionRef
+
+Side = str  # "client" or "server"
+StreamKey = tuple[str, int]
+
+
+class HostileNetwork(RuleBasedStateMachine):
+    """One session, commands on both sides, adversarial datagrams in between."""
+
+    streams = Bundle("streams")
+
+    def __init__(self) -> None:
+        super().__init__()
+        server = make_config(b"server", server=True, auto_consume=False)
+        self.pair: Established = establish(seed=3, server=server)
+        self.sent: dict[tuple[Side, int], list[bytes]] = {}
+        self.got: dict[tuple[Side, int], list[bytes]] = {}
+        self.unconsumed: dict[int, int] = {}
+        self.closed: set[tuple[Side, int]] = set()
+        self.counter = 0
+        self.seen_events = {"client": 0, "server": 0}
+
+    # ---------------------------------------------------------------- helpers
+
+    def _endpoint(self, side: Side) -> tuple[Endpoint, SessionRef]:
+        pair = self.pair
+        return (pair.client, pair.client_ref) if side == "client" else (
+            pair.server, pair.server_ref)
+
+    def _collect(self) -> None:
+        """Move new MessageReceived events into ``got`` (keyed by the sender's side)."""
+        for side, events in (("client", self.pair.client_events),
+                             ("server", self.pair.server_events)):
+            sender = "server" if side == "client" else "client"
+            for event in events[self.seen_events[side]:]:
+                if isinstance(event, MessageReceived):
+                    self.got.setdefault((sender, event.stream_id), []).append(event.data)
+                    if side == "server":
+                        self.unconsumed[event.stream_id] = (
+                            self.unconsumed.get(event.stream_id, 0) + len(event.data))
+            self.seen_events[side] = len(events)
+
+    def _addresses(self) -> tuple[Address, Address]:
+        return self.pair.client_addr, next(a for a, e in self.pair.net.endpoints.items()
+                                           if e is self.pair.server)
+
+    # ---------------------------------------------------------------- commands
+
+    @initialize(target=streams)
+    def default_stream(self) -> StreamKey:
+        return ("client", 0)
+
+    @rule(target=streams, side=st.sampled_from(["client", "server"]),
+          purpose=st.text(max_size=8))
+    def open_stream(self, side: Side, purpose: str) -> StreamKey:
+        if side == "client":
+            stream_id = self.pair.client.open_stream(self.pair.client_ref, purpose=purpose)
+        else:
+            stream_id = self.pair.server.open_stream(self.pair.server_ref, purpose=purpose)
+        return (side, stream_id)
+
+    @rule(stream=streams, size=st.sampled_from([0, 1, 100, 1500, 20_000, 200_000]))
+    def send(self, stream: StreamKey, size: int) -> None:
+        side, stream_id = stream
+        if (side, stream_id) in self.closed:
+            return
+        endpoint, ref = self._endpoint(side)
+        self.counter += 1
+        body = self.counter.to_bytes(4, "big") * (size // 4 + 1)
+        message = body[:size]
+        try:
+            endpoint.send_message(ref, stream_id, message)
+        except BufferFullError:
+            return
+        self.sent.setdefault((side, stream_id), []).append(message)
+
+    @rule(stream=consumes(streams))
+    def close_stream(self, stream: StreamKey) -> None:
+        side, stream_id = stream
+        if stream in self.closed or stream_id == 0:
+            return
+        endpoint, ref = self._endpoint(side)
+        endpoint.close_stream(ref, stream_id)
+        self.closed.add(stream)
+
+    @rule(fraction=st.sampled_from([0.25, 1.0]))
+    def consume(self, fraction: float) -> None:
+        for stream_id, pending in list(self.unconsumed.items()):
+            amount = int(pending * fraction)
+            self.pair.server.consume(self.pair.server_ref, stream_id, amount)
+            self.unconsumed[stream_id] = pending - amount
+
+    @rule(seconds=st.sampled_from([0.001, 0.02, 0.2, 1.0, 5.0]))
+    def advance(self, seconds: float) -> None:
+        self.pair.net.run(seconds)
+
+    # ---------------------------------------------------------------- adversary
+
+    def _inject(self, datagram: bytes, to_server: bool) -> None:
+        client_addr, server_addr = self._addresses()
+        if to_server:
+            self.pair.net.inject(datagram, client_addr, server_addr)
+        else:
+            self.pair.net.inject(datagram, server_addr, client_addr)
+
+    @rule(data=st.binary(max_size=1500), to_server=st.booleans())
+    def garbage(self, data: bytes, to_server: bool) -> None:
+        self._inject(data, to_server)
+
+    @rule(index=st.integers(min_value=0), copies=st.integers(1, 4))
+    def replay(self, index: int, copies: int) -> None:
+        log = self.pair.net.log
+        source, destination, datagram = log[index % len(log)]
+        for _ in range(copies):
+            self.pair.net.inject(datagram, source, destination)
+
+    @rule(index=st.integers(min_value=0), cut=st.integers(min_value=0))
+    def truncate(self, index: int, cut: int) -> None:
+        log = self.pair.net.log
+        source, destination, datagram = log[index % len(log)]
+        self.pair.net.inject(datagram[:cut % max(1, len(datagram))], source, destination)
+
+    @rule(index=st.integers(min_value=0), position=st.integers(min_value=0),
+          bit=st.integers(0, 7))
+    def bit_flip(self, index: int, position: int, bit: int) -> None:
+        log = self.pair.net.log
+        source, destination, datagram = log[index % len(log)]
+        flipped = bytearray(datagram)
+        flipped[position % len(flipped)] ^= 1 << bit
+        self.pair.net.inject(bytes(flipped), source, destination)
+
+    # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def delivered_is_a_prefix_of_sent(self) -> None:
+        self._collect()
+        for key, got in self.got.items():
+            sent = self.sent.get(key, [])
+            assert got == sent[:len(got)], f"stream {key}: delivered is not a prefix of sent"
+
+    @invariant()
+    def session_stays_up(self) -> None:
+        assert self.pair.client.session_state(self.pair.client_ref) is SessionState.ESTABLISHED
+        assert self.pair.server.session_state(self.pair.server_ref) is SessionState.ESTABLISHED
+
+    def teardown(self) -> None:
+        """The network turns honest: everything sent must arrive."""
+        for _ in range(30):
+            self.consume(1.0)
+            self.pair.net.run(2.0)
+            self._collect()
+            if all(self.got.get(key, []) == sent for key, sent in self.sent.items()):
+                break
+        for key, sent in self.sent.items():
+            assert self.got.get(key, []) == sent, f"stream {key}: not everything arrived"
+
+
+HostileNetwork.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestHostileNetwork = HostileNetwork.TestCase
