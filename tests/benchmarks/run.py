@@ -245,6 +245,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", help="comma-separated case or group names (see --list)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--backends", help="STT event loops, comma-separated (asyncio,trio,uvloop)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds allowed per run, overriding each case's own"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every raw run to PATH")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     args = parser.parse_args(argv)
@@ -284,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected cases and print the table; exit 1 if any run failed."""
     args = parse_args(argv)
     variants = select_variants(build_variants(args.quick), args.cases)
+    if args.timeout is not None:
+        variants = [replace(v, timeout=args.timeout) for v in variants]
     if args.list:
         for v in build_variants(args.quick):
             print(f"{v.name:<12} group={v.group:<10} {v.workloads[0]}")
