@@ -668,3 +668,16 @@ def test_tampered_session_packets_are_dropped_not_fatal(aead: str) -> None:
     pair.run_for(1.0)
     assert received(pair.server_events, stream) == [b"intact"]
     assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+
+
+def test_nack_claiming_a_huge_range_costs_nothing() -> None:
+    """A NACK range's length is the peer's claim: it must not be expanded (Appendix B)."""
+    from stt_core.wire import NackFrame
+    offender, bystander = attacked_pair(65)
+    raw = RawPeer(offender)
+    with peak_memory() as peak:
+        raw.send(NackFrame([range(0, 1 << 22), range(1 << 30, 1 << 40)]).encode())
+        offender.net.run(0.5)
+    assert peak[0] < 8 * 1024 * 1024  # the expanded list alone would be ~150 MB
+    assert offender.server.session_state(offender.server_ref) is SessionState.ESTABLISHED
+    assert bystander_works(bystander, b"after nack")
