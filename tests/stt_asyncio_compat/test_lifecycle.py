@@ -53,7 +53,7 @@ def test_manual_flow_with_top_level_start() -> None:
             peer_address=("127.0.0.1", bob_node.local_address[1]),
             peer_node_id=b"Bob-67890",
         )
-        assert session.state == SessionState.ESTABLISHED
+        assert session.is_active
         # Open a stream for file transfer
         stream = session.open_stream(purpose='file_transfer')
         # Send data
@@ -133,7 +133,7 @@ async def test_stop_of_a_never_started_node_releases_nothing_twice() -> None:
 
 async def test_async_with_starts_and_stops() -> None:
     async with STTNode(node_id=b"ctx", shared_seed=SEED, bind_address="127.0.0.1") as node:
-        assert node.is_running
+        assert node.get_stats()["state"] == "running"
         port = node.local_address[1]
     assert not node.is_running
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
