@@ -258,9 +258,10 @@ class Acceptor:
             nonce, _, token, _ = ResumeResponder.read_resume(header, body)
             if nonce[:8] != cid:
                 return DropReason.BAD_HANDSHAKE
-            contents = endpoint.tokens.redeem(token, now)
+            contents = endpoint.tokens.open(token, now)
             responder = ResumeResponder(contents=contents, header=header, body=body,
                                         random_bytes=endpoint.random_bytes)
+            endpoint.tokens.consume(contents)  # only a proven RESUME uses the token up
         except HandshakeAuthError:
             endpoint.stats.handshakes_rejected += 1
             self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)

@@ -94,7 +94,8 @@ class Endpoint:
         self._next_ref += 1
         session = Session(ref=ref, config=self.config, initiator=initiator, address=address,
                           path=self.path_for(address), now=now,
-                          random_bytes=self.random_bytes, emit=self._events.append)
+                          random_bytes=self.random_bytes, emit=self._events.append,
+                          path_for=self.path_for)
         self.sessions[ref] = session
         return session
 
@@ -279,8 +280,6 @@ class Endpoint:
         session = self._session(ref)
         session.require_open()
         session.migrate_to(addr, now)
-        session.path = self.path_for(addr)
-        session.recovery = session._new_recovery()
         session.control.append(connector.keep_alive_frame())
         self.touch(session)
 

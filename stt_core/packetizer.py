@@ -49,6 +49,8 @@ _NOT_RETRANSMITTED = frozenset((
     FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.PATH_CHALLENGE,
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
+MAX_NACKED_PER_FRAME = 1024
+"""Packet numbers one NACK frame may declare lost."""
 MIN_USEFUL_DATA = 32
 """Do not start a DATA frame in fewer bytes than this."""
 MAX_DATAGRAMS_PER_FLUSH = 256
@@ -277,7 +279,11 @@ def on_nack_frame(session: Session, frame: Frame, now: float) -> None:
     """NACK: the peer reports holes; repair them without waiting for a timer."""
     if not isinstance(frame, NackFrame):
         return
-    numbers = [pn for r in frame.ranges for pn in r][:1024]
+    numbers: list[int] = []
+    for r in frame.ranges:  # bounded: a hostile range must not make us enumerate 2**62 numbers
+        numbers.extend(r[:MAX_NACKED_PER_FRAME - len(numbers)])
+        if len(numbers) >= MAX_NACKED_PER_FRAME:
+            break
     lost = session.recovery.on_nack(numbers, now)
     if lost:
         requeue_lost(session, lost)

@@ -82,12 +82,11 @@ class TokenIssuer:
         nonce = self._random_bytes(12)
         return nonce + self._aead.encrypt(nonce, plaintext, _TOKEN_AAD)
 
-    def redeem(self, token: bytes, now: float) -> TokenContents:
-        """Open and consume a token.
+    def open(self, token: bytes, now: float) -> TokenContents:
+        """Open a token without using it up (check the client's proof first).
 
         Raises:
-            TokenRefused: not ours, tampered, expired, already used, or the
-                used-token memory is full.
+            TokenRefused: not ours, tampered, expired or already used.
         """
         if len(token) < 12 + 16 + 16 + 8 + 8 + 1 + 1 + _SECRET_SIZE:
             raise TokenRefused("resume token too short")
@@ -106,10 +105,17 @@ class TokenIssuer:
         self._forget_expired(now)
         if token_id in self._used:
             raise TokenRefused("resume token was already used")
+        return TokenContents(token_id, session_id, node_id, secret, expires_at)
+
+    def consume(self, contents: TokenContents) -> None:
+        """Mark an opened token as used, after the client proved its secret.
+
+        Raises:
+            TokenRefused: the used-token memory is full (fail closed).
+        """
         if len(self._used) >= self._capacity:
             raise TokenRefused("too many outstanding resumptions; do a full handshake")
-        self._used[token_id] = expires_at
-        return TokenContents(token_id, session_id, node_id, secret, expires_at)
+        self._used[contents.token_id] = contents.expires_at
 
     def _forget_expired(self, now: float) -> None:
         used = self._used

@@ -93,7 +93,8 @@ class Session:
 
     def __init__(self, *, ref: SessionRef, config: Config, initiator: bool,
                  address: Address, path: PathProperties, now: float,
-                 random_bytes: Callable[[int], bytes], emit: Callable[[Event], None]) -> None:
+                 random_bytes: Callable[[int], bytes], emit: Callable[[Event], None],
+                 path_for: Callable[[Address], PathProperties] | None = None) -> None:
         self.ref = ref
         self.config = config
         self.initiator = initiator
@@ -101,6 +102,7 @@ class Session:
         self.path = path
         self.random_bytes = random_bytes
         self.emit = emit
+        self.path_for: Callable[[Address], PathProperties] = path_for or (lambda _: path)
         self.state = SessionState.INIT
         self.session_id: bytes = b""
         self.handshake_id: bytes = b""
@@ -317,8 +319,8 @@ class Session:
         phase = header.key_phase
         try:
             if phase == self.recv_phase:
-                if pn < self.recv_phase_start and self.recv_previous is not None:
-                    return self.recv_previous.open(pn, aad, ciphertext)
+                # A sender never rotates twice before the peer acknowledged the
+                # current phase, so the current bit always means the current key.
                 return self.recv_protection.open(pn, aad, ciphertext)
             if pn < self.recv_phase_start and self.recv_previous is not None:
                 return self.recv_previous.open(pn, aad, ciphertext)
@@ -389,6 +391,7 @@ class Session:
         if addr == old:
             return
         self.address = addr
+        self.path = self.path_for(addr)
         self.stats.path_changes += 1
         lost = self.recovery.discard_all()
         self.recovery = self._new_recovery()
@@ -418,6 +421,9 @@ class Session:
     def next_timer(self) -> float | None:
         """Earliest deadline of this session; pure."""
         if self.state is SessionState.CLOSED:
+            ack = self.acks.ack_deadline() if self.send_protection is not None else None
+            if ack is not None and self.drain_until is not None:
+                return min(ack, self.drain_until)  # acknowledge the peer's SESSION_CLOSE
             return self.drain_until
         if self.state is SessionState.HANDSHAKING:
             return min(t for t in (self.hs_deadline, self.hs_retransmit_at) if t is not None)
