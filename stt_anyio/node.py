@@ -154,6 +154,35 @@ class Node:
             ConnectionTimeoutError: no answer within ``timeout``.
             ConnectionRefusedError: nothing listens there, or the peer refused.
         """
+        return await self._open(addr, peer_node_id, None, timeout, transport,
+                                (path, ssl_context, server_hostname))
+
+    async def resume(self, addr: tuple[str, int], ticket: bytes, *,
+                     timeout: float | None = None, transport: TransportName | None = None,
+                     path: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                     server_hostname: str | None = None) -> Session:
+        """Re-establish a session from a resume ticket in one round trip (protocol.md §6.8).
+
+        ``ticket`` is the :attr:`Session.resume_token` of an earlier session
+        with this server (secret material). The resumed session has the
+        original session id and fresh keys; it may use a new address or the
+        other transport. Arguments otherwise as for :meth:`connect`.
+
+        Raises:
+            AuthenticationError: the server refused the ticket (expired, already
+                used, or not issued by it).
+            ConnectionTimeoutError, ConnectionRefusedError: as for :meth:`connect`.
+            ValueError: ``ticket`` is not a ticket.
+        """
+        return await self._open(addr, None, ticket, timeout, transport,
+                                (path, ssl_context, server_hostname))
+
+    async def _open(self, addr: tuple[str, int], peer_node_id: bytes | None,
+                    ticket: bytes | None, timeout: float | None,
+                    transport: TransportName | None,
+                    ws_options: tuple[str | None, ssl.SSLContext | None, str | None]
+                    ) -> Session:
+        """Shared body of :meth:`connect` and :meth:`resume`."""
         self._require_running()
         kind = transport or self._primary
         if kind not in self.local_addresses:
@@ -161,21 +190,25 @@ class Node:
         limit = self.config.connect_timeout if timeout is None else timeout
         deadline = anyio.current_time() + limit
         if kind == "websocket":
-            core_addr: Address = await self._ws_connect(addr, limit, path, ssl_context,
-                                                        server_hostname)
+            core_addr: Address = await self._ws_connect(addr, limit, *ws_options)
         else:
             core_addr = await _resolve(addr)
         session = await self._handshake(core_addr, peer_node_id,
-                                        max(deadline - anyio.current_time(), 0.001))
+                                        max(deadline - anyio.current_time(), 0.001),
+                                        ticket=ticket)
         if session is None:
             raise ConnectionTimeoutError(f"no session with {addr!r} within {limit} s")
         return session
 
     async def _handshake(self, core_addr: Address, peer_node_id: bytes | None,
-                         timeout: float) -> Session | None:
-        """Run the core's handshake; the session, or None if the core never answered."""
-        ref = self._endpoint.connect(core_addr, clock.now(), peer_node_id=peer_node_id,
-                                     timeout=timeout)
+                         timeout: float, *, ticket: bytes | None = None) -> Session | None:
+        """Run the core's handshake (or resumption, given a ticket); the session,
+        or None if the core never answered."""
+        if ticket is not None:
+            ref = self._endpoint.resume(core_addr, ticket, clock.now(), timeout=timeout)
+        else:
+            ref = self._endpoint.connect(core_addr, clock.now(), peer_node_id=peer_node_id,
+                                         timeout=timeout)
         session = self._sessions[ref] = Session(self, ref)
         if isinstance(core_addr, WsPeer):
             self._owned_ws[ref] = core_addr
