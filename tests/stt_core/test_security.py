@@ -681,3 +681,12 @@ def test_nack_claiming_a_huge_range_costs_nothing() -> None:
     assert peak[0] < 8 * 1024 * 1024  # the expanded list alone would be ~150 MB
     assert offender.server.session_state(offender.server_ref) is SessionState.ESTABLISHED
     assert bystander_works(bystander, b"after nack")
+
+
+@pytest.mark.xfail(strict=True, reason="ResumeTokenReceived.token (a ticket holding the "
+                   "resumption secret) is shown by the event's repr; events.py is shared "
+                   "vocabulary, the fix (field(repr=False)) is the lead's call")
+def test_resume_ticket_not_in_event_repr() -> None:
+    event = ResumeTokenReceived(ref=SessionRef(1), token=b"ticket-with-secret",
+                                expires_at=1.0)
+    assert "ticket-with-secret" not in repr(event)
