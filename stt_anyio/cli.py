@@ -108,6 +108,12 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def _interrupted() -> NoReturn:
+    """Ctrl-C is how ``listen`` is meant to stop: no error, the usual 130."""
+    Console(stderr=True).print("interrupted")
+    sys.exit(130)
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The non-group exceptions inside ``exc`` (task groups wrap what they raise)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -123,11 +129,11 @@ def _run(backend: str, func: Callable[[], Awaitable[T]]) -> T:
     except SetupError as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _interrupted()
     except BaseException as exc:  # re-raised below unless every leaf is expected
         leaves = _leaves(exc)
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-            _fail("interrupted", 130)
+            _interrupted()
         expected = [leaf for leaf in leaves if isinstance(leaf, EXPECTED_ERRORS)]
         if not expected or len(expected) != len(leaves):
             raise

@@ -39,6 +39,7 @@ from rich.progress import (
 
 from stt_core.errors import SessionClosedError, StreamClosedError, STTError
 
+from .cli_setup import show_node_id
 from .cli_transfer import (
     CHUNK_SIZE,
     FILE_PURPOSE,
@@ -55,6 +56,10 @@ __all__ = ["DirectorySink", "ListenOptions", "SendOptions", "run_listener", "run
 
 PREVIEW_BYTES = 60
 """How much of a non-file message the listener prints."""
+SENDER_CLOSE_GRACE = 5.0
+"""Seconds ``stt receive`` waits for the sender to close before it exits."""
+DRAIN_LINGER = 0.5
+"""Seconds ``stt receive`` stays up after the close so its acknowledgement gets out."""
 MAX_NAME_TRIES = 1000
 """``name.1`` ... ``name.999``: past this the output directory is surely wrong."""
 
@@ -159,8 +164,8 @@ def _preview(message: bytes) -> str:
 
 
 def _label(session: Session) -> str:
-    peer = (session.peer_node_id or b"").decode(errors="replace")
-    return f"[{session.session_id.hex()[:8]} {escape(peer)}]"
+    """``[session-id-prefix peer-id]``, escaped so rich prints the brackets."""
+    return escape(f"[{session.session_id.hex()[:8]} {show_node_id(session.peer_node_id)}]")
 
 
 class _Listener:
@@ -173,6 +178,8 @@ class _Listener:
         self.files_failed = 0
         self.done = anyio.Event()
         """Set after the first file when ``options.once``."""
+        self.last_session: Session | None = None
+        """The session of the last file (``once``: waited for before exiting)."""
         self.progress = _progress(console)
         self._transfers = 0
 
@@ -250,6 +257,7 @@ class _Listener:
             self.say(f"{_label(session)} [red]file transfer failed[/]: "
                      f"{escape(receipt.error)}")
         if self.options.once:
+            self.last_session = session
             self.done.set()
 
 
@@ -269,11 +277,20 @@ async def run_listener(options: ListenOptions, console: Console) -> int:
                          server_mode=True) as node:
         for kind, (host, port) in node.local_addresses.items():
             listener.say(f"listening on {kind} {host}:{port}")
-        listener.say(f"node id {escape(node.node_id.decode(errors='replace'))!r}; "
+        listener.say(f"node id {escape(show_node_id(node.node_id))}; "
                      f"files go to {escape(str(options.out_dir))}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.run, node)
             await listener.done.wait()
+            if listener.last_session is not None:
+                # The sender closes the session once it has read the receipt;
+                # leaving first would make it wait out its close timeout.
+                with anyio.move_on_after(SENDER_CLOSE_GRACE):
+                    await listener.last_session.wait_closed()
+                # A draining session acknowledges SESSION_CLOSE only with the
+                # closer's next probe (protocol.md Appendix B, item 1); stay
+                # long enough to answer it, or the sender waits close_timeout.
+                await anyio.sleep(DRAIN_LINGER)
             tg.cancel_scope.cancel()
     return 0 if listener.files_failed == 0 else 1
 
@@ -310,8 +327,11 @@ async def run_sender(options: SendOptions, console: Console) -> int:
                          transport=options.transport, server_mode=False) as node:
         session = await node.connect(options.peer, peer_node_id=options.peer_node_id,
                                      timeout=options.connect_timeout)
-        console.print(f"connected to {escape(str(options.peer))} over {options.transport}, "
-                      f"session {session.session_id.hex()}", soft_wrap=True)
+        host, port = options.peer
+        console.print(f"connected to {escape(host)}:{port} (node "
+                      f"{escape(show_node_id(session.peer_node_id))}) over "
+                      f"{options.transport}, session {session.session_id.hex()}",
+                      soft_wrap=True)
         progress = _progress(console)
         task = progress.add_task(f"sending {escape(header.name)}", total=size)
         try:

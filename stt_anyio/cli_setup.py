@@ -35,6 +35,7 @@ __all__ = [
     "load_shared_seed",
     "parse_node_id",
     "parse_peer_address",
+    "show_node_id",
 ]
 
 SEED_ENV_VAR = "STT_SHARED_SEED"
@@ -131,6 +132,17 @@ def parse_node_id(text: str | None) -> bytes | None:
     if not 1 <= len(value) <= MAX_NODE_ID_BYTES:
         raise SetupError(f"--node-id must be 1-{MAX_NODE_ID_BYTES} bytes of UTF-8")
     return value
+
+
+def show_node_id(node_id: bytes | None) -> str:
+    """A node id for people: its text if it is printable UTF-8, else hex (derived ids)."""
+    if not node_id:
+        return "-"
+    try:
+        text = node_id.decode()
+    except UnicodeDecodeError:
+        return node_id.hex()
+    return text if text.isprintable() else node_id.hex()
 
 
 def derived_node_seed(role: str) -> bytes:
