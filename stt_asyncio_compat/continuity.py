@@ -29,7 +29,6 @@ Where the manual differs (docs/compat.md, "Session continuity"):
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING
 
 from stt_anyio import clock
@@ -128,7 +127,6 @@ class CryptoSessionContinuity:
         self.stc_wrapper = stc_wrapper
         self.resumption_timeout = resumption_timeout
         self._node = node
-        self._tokens: weakref.WeakSet[ResumeToken] = weakref.WeakSet()
 
     def create_resumable_session(self, peer_node_id: bytes | None = None,
                                  node_seed: bytes | str | None = None,
@@ -159,7 +157,6 @@ class CryptoSessionContinuity:
                 token._bind(existing[-1])
             else:
                 node._await_session_for(token)
-        self._tokens.add(token)
         return token.session_id, token
 
     def resume_session(self, resume_token: ResumeToken,
@@ -179,7 +176,6 @@ class CryptoSessionContinuity:
                 server issued none).
             AuthenticationError: the token expired (locally or at the server),
                 was already used, or the server does not know it.
-            NotImplementedError: the stt_anyio binding offers no resume.
             ConnectionTimeoutError, ConnectionRefusedError: as for ``connect``.
         """
         return asyncio.ensure_future(
@@ -200,8 +196,12 @@ class CryptoSessionContinuity:
             if not (isinstance(last, tuple) and len(last) == 2):
                 raise InvalidStateError("give new_peer_addr: the old address is not (host, port)")
             addr = (str(last[0]), int(last[1]))
+        old = token.session
         resumed = await token.node.resume(addr, ticket, transport=transport, timeout=timeout)
         token._bind(resumed)
+        if not old.closed:
+            # The old path is presumed dead; stop its timers without waiting.
+            await old.close(timeout=0)
         return resumed
 
 

@@ -465,22 +465,18 @@ class STTNode:
         """Re-establish a session from a resume ticket (used by CryptoSessionContinuity).
 
         Raises:
-            NotImplementedError: the stt_anyio binding has no ``Node.resume`` yet.
-            AuthenticationError: the server refused the ticket.
+            AuthenticationError: the server refused the ticket (expired, used,
+                or not its own).
+            ConnectionTimeoutError, ConnectionRefusedError: as for :meth:`connect`.
         """
         inner = await self._running()
-        resume = getattr(inner, "resume", None)
-        if resume is None:
-            raise NotImplementedError(
-                "session resumption needs stt_anyio.Node.resume(addr, ticket, ...), which "
-                "this version of stt_anyio does not provide")
         try:
-            raw = await resume(_address(peer_address), ticket, timeout=timeout,
-                               transport=_transport(transport))
+            raw = await inner.resume(_address(peer_address), ticket, timeout=timeout,
+                                     transport=_transport(transport))
         except AuthenticationError:
             self._report_closed(b"", "auth_failure")
             raise
-        return self._adopt(cast(stt_anyio.Session, raw), initiator=True)
+        return self._adopt(raw, initiator=True)
 
     # -- incoming sessions ----------------------------------------------------
 
@@ -558,11 +554,33 @@ class STTNode:
         self._session_ended(session, reason)
 
     def _session_ended(self, session: Session, reason: str) -> None:
-        """Report one ended session exactly once."""
+        """Report one ended session exactly once.
+
+        A session superseded by its own resumption (a newer, open session
+        with the same id) is not reported: the logical session goes on.
+        """
         if self._watching.pop(session, False) is False:
             return
+        superseded = self._superseded(session)
         self._manager._note_closed(session)
-        self._report_closed(session.session_id, reason)
+        if not superseded:
+            self._report_closed(session.session_id, reason)
+
+    def _superseded(self, session: Session) -> bool:
+        """Whether an open session with the same id replaced this one (a resumption).
+
+        Asks stt_anyio first: it learns of the new session in the same pump
+        step that closed the old one, before our accept loop adopts it.
+        """
+        sid = session.session_id
+        if not sid:
+            return False
+        if self._inner is not None and any(
+                s.session_id == sid and s is not session.anyio_session
+                for s in self._inner.sessions):
+            return True
+        current = self._manager.get_session(sid)
+        return current is not None and current is not session and not current.closed
 
     def _report_closed(self, session_id: bytes, reason: str) -> None:
         for callback in list(self._on_closed):
