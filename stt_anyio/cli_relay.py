@@ -5,8 +5,9 @@ and one server: the client sends to the relay's front socket, the relay
 forwards each datagram from its back socket to the server, and whatever the
 server answers (to the back socket) goes back to the last client address
 seen. Each datagram, in either direction, is dropped with probability
-``loss``, decided by a ``random.Random`` seeded by the caller, so a run's drop
-pattern depends only on the seed and the order of the datagrams.
+``loss``, decided by one ``random.Random`` per direction seeded from the
+caller's seed, so each direction's drop pattern depends only on the seed and
+the order of that direction's datagrams (not on how the two interleave).
 
 Why a relay rather than a hook in the node: the loss is then real loss on
 real sockets, and the nodes run exactly the code they run in production.
@@ -65,7 +66,8 @@ class LossyRelay:
         self._front = front
         self._back = back
         self.loss = loss
-        self._rng = random.Random(seed)
+        self._to_server_rng = random.Random(f"{seed}/to-server")
+        self._to_client_rng = random.Random(f"{seed}/to-client")
         self._client: tuple[str, int] | None = None
         self.stats = RelayStats()
 
@@ -110,9 +112,9 @@ class LossyRelay:
         await self._front.aclose()
         await self._back.aclose()
 
-    def _keep(self) -> bool:
-        """One draw of the seeded generator: keep this datagram?"""
-        return self.loss == 0.0 or self._rng.random() >= self.loss
+    def _keep(self, rng: random.Random) -> bool:
+        """One draw of a direction's seeded generator: keep this datagram?"""
+        return self.loss == 0.0 or rng.random() >= self.loss
 
     async def _client_to_server(self) -> None:
         while True:
@@ -124,7 +126,7 @@ class LossyRelay:
             except OSError:
                 continue  # a stray ICMP error: nothing to forward
             self._client = (str(addr[0]), int(addr[1]))
-            if self._keep():
+            if self._keep(self._to_server_rng):
                 self.stats.forwarded_to_server += 1
                 await _send_ignoring_errors(self._back.send(data))
             else:
@@ -141,7 +143,7 @@ class LossyRelay:
                 continue  # ICMP port unreachable: the server is not up (yet)
             if self._client is None:
                 continue
-            if self._keep():
+            if self._keep(self._to_client_rng):
                 self.stats.forwarded_to_client += 1
                 await _send_ignoring_errors(self._front.sendto(data, *self._client))
             else:
