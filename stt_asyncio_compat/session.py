@@ -178,11 +178,22 @@ class Session:
         ``on_session_closed`` callbacks then run with reason ``graceful``.
         """
         await self._inner.close(timeout=timeout)
+        self._report_if_closed()
 
     async def wait_closed(self) -> str:
-        """Wait until the session ended; returns the close reason."""
+        """Wait until the session ended; returns the close reason.
+
+        The node's ``on_session_closed`` callbacks have run when it returns.
+        """
         event = await self._inner.wait_closed()
+        self._report_if_closed()
         return event.reason
+
+    def _report_if_closed(self) -> None:
+        """Run the node's close callbacks now rather than when its watcher wakes,
+        so they have run by the time ``close()``/``wait_closed()`` return."""
+        if self.closed:
+            self._node._session_ended(self, self.close_reason or "error")
 
     # -- identity for dict keys ------------------------------------------------
 
