@@ -22,3 +22,12 @@ test: $(BIN)/stt
 lint: $(BIN)/stt
 	$(BIN)/ruff check .
 	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
+
+# The documentation site (mkdocs.yml): warnings are errors; output in site/.
+.PHONY: docs
+$(BIN)/mkdocs: pyproject.toml $(BIN)/stt
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $(BIN)/mkdocs
+
+docs: $(BIN)/mkdocs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
