@@ -94,7 +94,7 @@ async def run_compat(total: int, size: int, overrides: dict[str, Any]) -> float:
 
 def measure(variant: Variant, args: argparse.Namespace, overrides: dict[str, Any]) -> float:
     """The rate in MiB/s of one run, in a fresh event loop."""
-    total = args.mib * MiB
+    total = int(args.mib) * MiB
     seconds = asyncio.run(variant(total, args.message_size, overrides))
     return total / MiB / seconds
 
