@@ -34,6 +34,7 @@ from .events import Address, Event, SessionRef
 from .resumption import TokenIssuer
 from .session import Session
 from .states import PathProperties, SessionState, SessionStats
+from .trace import NULL_TRACE, TraceSink
 from .wire import HANDSHAKE_TYPES, PacketType, WireError, parse_header
 
 __all__ = ["Endpoint", "EndpointStats"]
@@ -63,11 +64,13 @@ class Endpoint:
     """All sessions of one node. See the module docstring for the pump contract."""
 
     def __init__(self, config: Config, *, now: float,
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 random_bytes: Callable[[int], bytes] = os.urandom,
+                 trace: TraceSink = NULL_TRACE) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a stt_core.Config")
         self.config = config
         self.random_bytes = random_bytes
+        self.trace = trace
         self.psk = derive_psk(bytes(config.shared_seed))
         self.stats = EndpointStats()
         self.sessions: dict[SessionRef, Session] = {}
@@ -95,7 +98,7 @@ class Endpoint:
         session = Session(ref=ref, config=self.config, initiator=initiator, address=address,
                           path=self.path_for(address), now=now,
                           random_bytes=self.random_bytes, emit=self._events.append,
-                          path_for=self.path_for)
+                          path_for=self.path_for, trace=self.trace)
         self.sessions[ref] = session
         return session
 
@@ -106,10 +109,13 @@ class Endpoint:
             return PathProperties(self.config.max_datagram_size, False)
         return path
 
-    def count_drop(self, reason: DropReason) -> None:
-        """Count a dropped datagram under its reason."""
+    def count_drop(self, reason: DropReason, now: float | None = None) -> None:
+        """Count a dropped datagram under its reason (and trace it)."""
         drops = self.stats.drops
         drops[reason.value] = drops.get(reason.value, 0) + 1
+        if self.trace.enabled:
+            self.trace.event(now if now is not None else 0.0, 0, "packet_dropped",
+                             {"trigger": reason.value})
 
     def touch(self, session: Session) -> None:
         """The session got input or a command: flush it and recompute its timer."""
@@ -164,7 +170,7 @@ class Endpoint:
         else:
             reason = self._receive_session_packet(header, data, addr, now)
         if reason is not None:
-            self.count_drop(reason)
+            self.count_drop(reason, now)
 
     def _receive_handshake(self, packet_type: int, cid: bytes, data: bytes, addr: Address,
                            now: float) -> DropReason | None:
@@ -288,6 +294,13 @@ class Endpoint:
     def connect(self, addr: Address, now: float, *, peer_node_id: bytes | None = None,
                 timeout: float | None = None) -> SessionRef:
         """Start a handshake with ``addr``.
+
+        Args:
+            addr: the peer's address (opaque to the core).
+            now: the current time.
+            peer_node_id: if given, the peer must prove exactly this node id.
+            timeout: seconds before ``SessionClosed(reason="timeout")``
+                (default ``Config.connect_timeout``).
 
         Returns:
             The session's ref. Watch for ``SessionEstablished`` or

@@ -229,6 +229,11 @@ def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]
     header = encode_session_header(session.send_phase, session.session_id, pn)
     packet = header + protection.seal(pn, header, b"".join(parts))
     size = len(packet)
+    if session.trace.enabled:
+        session.trace.event(now, session.ref, "packet_sent", {
+            "packet_number": pn, "size": size, "ack_eliciting": ack_eliciting,
+            "frames": [part[0] for part in parts],
+            "stream_data": [(r[1], r[2], r[3]) for r in records if r[0] == _DATA]})
     session.stats.packets_sent += 1
     session.stats.bytes_sent += size
     if not session.address_validated:
@@ -258,6 +263,9 @@ def _maybe_update_keys(session: Session, pn: int) -> None:
     session.send_phase_start = pn + 1
     session.packets_under_key = 0
     session.stats.key_updates += 1
+    if session.trace.enabled:
+        session.trace.event(session.last_sent_ack_eliciting, session.ref, "key_updated",
+                            {"direction": "send", "phase": session.send_phase})
 
 
 # ---------------------------------------------------------------- feedback from the peer
@@ -267,12 +275,21 @@ def on_ack_frame(session: Session, frame: Frame, now: float) -> None:
     """ACK: release acknowledged frames, re-queue lost ones."""
     if not isinstance(frame, AckFrame):
         return
-    acked, lost = session.recovery.on_ack_received(frame.ranges, frame.ack_delay, now)
+    recovery = session.recovery
+    acked, lost = recovery.on_ack_received(frame.ranges, frame.ack_delay, now)
     for packet in acked:
         for record in packet.frames:
             _on_record_acked(session, record, now)
     if lost:
-        requeue_lost(session, lost)
+        requeue_lost(session, lost, now)
+    if session.trace.enabled:
+        rtt = recovery.rtt
+        session.trace.event(now, session.ref, "metrics_updated", {
+            "latest_rtt": rtt.latest_rtt, "smoothed_rtt": rtt.smoothed_rtt,
+            "min_rtt": rtt.min_rtt, "rttvar": rtt.rttvar,
+            "congestion_window": recovery.congestion.congestion_window,
+            "bytes_in_flight": recovery.bytes_in_flight,
+            "acked": [p.packet_number for p in acked]})
 
 
 def on_nack_frame(session: Session, frame: Frame, now: float) -> None:
@@ -286,7 +303,7 @@ def on_nack_frame(session: Session, frame: Frame, now: float) -> None:
             break
     lost = session.recovery.on_nack(numbers, now)
     if lost:
-        requeue_lost(session, lost)
+        requeue_lost(session, lost, now)
 
 
 def _on_record_acked(session: Session, record: tuple[object, ...], now: float) -> None:
@@ -309,9 +326,12 @@ def _on_record_acked(session: Session, record: tuple[object, ...], now: float) -
         session.finish_close(now)
 
 
-def requeue_lost(session: Session, packets: list[SentPacket]) -> None:
+def requeue_lost(session: Session, packets: list[SentPacket], now: float = 0.0) -> None:
     """Put the content of lost packets back in line for sending."""
     session.stats.packets_lost += len(packets)
+    if session.trace.enabled:
+        session.trace.event(now, session.ref, "packets_lost",
+                            {"packet_numbers": [p.packet_number for p in packets]})
     for packet in packets:
         for record in packet.frames:
             if record[0] == _DATA:

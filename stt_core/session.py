@@ -56,6 +56,7 @@ from .states import (
     SessionStats,
 )
 from .stream_table import StreamTable
+from .trace import NULL_TRACE, TraceSink
 from .wire import (
     AppFrame,
     CloseFrame,
@@ -94,7 +95,8 @@ class Session:
     def __init__(self, *, ref: SessionRef, config: Config, initiator: bool,
                  address: Address, path: PathProperties, now: float,
                  random_bytes: Callable[[int], bytes], emit: Callable[[Event], None],
-                 path_for: Callable[[Address], PathProperties] | None = None) -> None:
+                 path_for: Callable[[Address], PathProperties] | None = None,
+                 trace: TraceSink = NULL_TRACE) -> None:
         self.ref = ref
         self.config = config
         self.initiator = initiator
@@ -102,6 +104,7 @@ class Session:
         self.path = path
         self.random_bytes = random_bytes
         self.emit = emit
+        self.trace = trace
         self.path_for: Callable[[Address], PathProperties] = path_for or (lambda _: path)
         self.state = SessionState.INIT
         self.session_id: bytes = b""
@@ -175,11 +178,18 @@ class Session:
             self.config.congestion_control, max_datagram_size=self.path.max_datagram_size)
         return LossRecovery(congestion=controller, reliable_path=self.path.reliable)
 
-    def set_state(self, new: SessionState) -> None:
+    def set_state(self, new: SessionState, now: float | None = None) -> None:
         """Move along the state machine; an illegal move is a bug in the core."""
         if new not in TRANSITIONS[self.state]:
             raise RuntimeError(f"illegal session transition {self.state} -> {new}")
+        self._trace_state(new, now)
         self.state = new
+
+    def _trace_state(self, new: SessionState, now: float | None) -> None:
+        if self.trace.enabled and new is not self.state:
+            self.trace.event(now if now is not None else self.last_received, self.ref,
+                             "session_state_changed",
+                             {"old": self.state.value, "new": new.value})
 
     @property
     def is_open(self) -> bool:
@@ -209,7 +219,7 @@ class Session:
 
     def establish(self, now: float) -> None:
         """Enter ESTABLISHED and tell the application."""
-        self.set_state(SessionState.ESTABLISHED)
+        self.set_state(SessionState.ESTABLISHED, now)
         self.address_validated = True
         self.emit(SessionEstablished(
             ref=self.ref, session_id=self.session_id, peer_node_id=self.peer_node_id,
@@ -222,6 +232,7 @@ class Session:
         if self.state is SessionState.CLOSED:
             return
         established = self.state in (SessionState.ESTABLISHED, SessionState.CLOSING)
+        self._trace_state(SessionState.CLOSED, None)
         self.state = SessionState.CLOSED
         self.hs_send_due = False
         self.control.clear()
@@ -247,7 +258,7 @@ class Session:
         if self.state is not SessionState.ESTABLISHED:
             self.fail("graceful", code, reason or "closed before establishment")
             return
-        self.set_state(SessionState.CLOSING)
+        self.set_state(SessionState.CLOSING, now)
         self.close_frame = CloseFrame(FrameType.SESSION_CLOSE, code, reason)
         self.control.append(self.close_frame)
         self.close_deadline = now + self.config.close_timeout
@@ -297,6 +308,10 @@ class Session:
         self.stats.packets_received += 1
         self.stats.bytes_received += len(data)
         self.last_received = now
+        if self.trace.enabled:
+            self.trace.event(now, self.ref, "packet_received", {
+                "packet_number": pn, "size": len(data),
+                "frames": [f.frame_type for f in frames]})
         if addr != self.address and not self._on_packet_from_new_address(
                 addr, len(data), frames, now):
             return None
@@ -341,6 +356,9 @@ class Session:
         self.recv_phase ^= 1
         self.recv_phase_start = pn
         self.stats.key_updates += 1
+        if self.trace.enabled:
+            self.trace.event(self.last_received, self.ref, "key_updated",
+                             {"direction": "receive", "phase": self.recv_phase})
         return plaintext
 
     def _on_packet_from_new_address(self, addr: Address, size: int, frames: list[Frame],
@@ -395,7 +413,10 @@ class Session:
         self.stats.path_changes += 1
         lost = self.recovery.discard_all()
         self.recovery = self._new_recovery()
-        packetizer.requeue_lost(self, lost)
+        packetizer.requeue_lost(self, lost, now)
+        if self.trace.enabled:
+            self.trace.event(now, self.ref, "path_changed",
+                             {"old": repr(old), "new": repr(addr)})
         self.emit(PathChanged(ref=self.ref, old_address=old, new_address=addr))
 
     def _on_resume_token(self, frame: Frame, now: float) -> None:
@@ -461,7 +482,7 @@ class Session:
             self.pacing_at = None  # the flush that follows sends what the pacer held
         lost, probes = self.recovery.on_loss_detection_timeout(now)
         if lost:
-            packetizer.requeue_lost(self, lost)
+            packetizer.requeue_lost(self, lost, now)
         if probes:
             self.probe_packets = max(self.probe_packets, probes)
 
