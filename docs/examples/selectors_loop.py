@@ -27,6 +27,7 @@ returns the echo, which is what the docs test checks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import selectors
 import socket
@@ -80,10 +81,9 @@ class Driver:
         for datagram, addr in self.endpoint.datagrams_to_send(now):  # ...and leave here
             # Addresses are opaque to the core: it hands back the (host, port)
             # tuples this binding fed in with receive_datagram or connect.
-            try:
+            # A full socket buffer loses the datagram, which the core repairs.
+            with contextlib.suppress(BlockingIOError):
                 self.sock.sendto(datagram, cast(tuple[str, int], addr))
-            except BlockingIOError:
-                pass  # socket buffer full: a lost datagram, which the core repairs
         self.deadline = self.endpoint.next_timer()
 
 
