@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -176,7 +177,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 tg.start_soon(relay.run)
                 console.print(f"impairment: UDP relay on {_fmt(relay.address)} drops "
                               f"{options.loss:.1%} of datagrams each way "
-                              f"(loss seed {options.loss_seed})")
+                              f"(loss seed {options.loss_seed})", soft_wrap=True)
                 target = relay.address
             progress = _progress(console)
             receiving = progress.add_task("server receives", total=result.nbytes)
@@ -211,7 +212,8 @@ async def _connect(client: Node, target: tuple[str, int], options: DemoOptions,
     result.handshake_time = clock.now() - start
     console.print(f"handshake: {CLIENT_ID.decode()} -> {SERVER_ID.decode()} over "
                   f"{options.transport} in {result.handshake_time * 1000:.2f} ms, "
-                  f"session {session.session_id.hex()}, peer identity verified")
+                  f"session {session.session_id.hex()}, peer identity verified",
+                  soft_wrap=True)
     return session
 
 
@@ -222,7 +224,8 @@ async def _chat(session: Session, result: DemoResult, console: Console) -> None:
         await stream.send(line.encode())
         reply = await stream.receive()
         result.messages_exchanged += 2
-        console.print(f"[cyan]chat[/] client: {line!r}  server: {reply.decode()!r}")
+        console.print(f"[cyan]chat[/]      client: {escape(repr(line))}  "
+                      f"server: {escape(repr(reply.decode()))}", soft_wrap=True)
     await stream.close()
 
 
@@ -236,7 +239,10 @@ async def _telemetry(session: Session, result: DemoResult, progress: Progress) -
         await stream.send(json.dumps(reading).encode())
         answer = await stream.receive()
         result.messages_exchanged += 2
-        progress.console.print(f"[magenta]telemetry[/] {reading}  server: {answer.decode()!r}")
+        progress.console.print(
+            f"[magenta]telemetry[/] #{seq} srtt {reading['srtt_ms']} ms, cwnd "
+            f"{stats.congestion_window:,} B, in flight {stats.bytes_in_flight:,} B  "
+            f"server: {escape(repr(answer.decode()))}", soft_wrap=True)
         await anyio.sleep(TELEMETRY_INTERVAL)
     await stream.close()
 
