@@ -120,6 +120,7 @@ METRICS: dict[str, MetricInfo] = {
     "rss_kib_per_session": MetricInfo("server RSS per idle session", "KiB", False),
     "traced_kib_per_session": MetricInfo("server tracemalloc per idle session", "KiB", False),
     "connect_all_s": MetricInfo("time to open all sessions", "s", False),
+    "sessions_pending": MetricInfo("sessions still handshaking on the server", "sessions", False),
     "datagram_bytes": MetricInfo("largest datagram used", "bytes", True),
     "udp_rcvbuf_drops": MetricInfo("UDP receive-buffer drops (whole host)", "datagrams", False),
 }

@@ -91,7 +91,7 @@ def build_variants(quick: bool) -> list[Variant]:
     ]
     counts = [1000] if quick else [1000, 10_000]
     for n in counts:
-        plain = Workload("memory", sessions=n, idle_timeout=600.0, connect_concurrency=32)
+        plain = Workload("memory", sessions=n, idle_timeout=600.0, connect_concurrency=8)
         traced = replace(plain, tracemalloc=True)
         label = f"memory_{n // 1000}k"
         variants.append(Variant(label, "memory", (plain, traced), 1800.0, settle=1.0))
