@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -141,9 +142,14 @@ def _run(backend: str, func: Callable[[], Awaitable[T]]) -> T:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for an expected failure; STT's own messages already say what failed."""
+    if isinstance(exc, STTError | TransferError):
+        return str(exc)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror or exc}"
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _seed(seed_file: Path | None, *, random_ok: bool) -> SeedSource:

@@ -18,6 +18,7 @@ in :mod:`stt_anyio.cli` builds :class:`ListenOptions` / :class:`SendOptions`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -125,32 +126,49 @@ class DirectorySink:
             raise TransferError(f"cannot store the file: {exc.strerror or exc}") from exc
 
     async def write(self, data: bytes) -> None:
-        """Append to the temporary file."""
+        """Append to the temporary file.
+
+        Raises:
+            TransferError: the disk is full or the file went away.
+        """
         if self._file is None:
             raise TransferError("write before begin")
-        await self._file.write(data)
+        try:
+            await self._file.write(data)
+        except OSError as exc:
+            raise TransferError(f"cannot store the file: {exc.strerror or exc}") from exc
 
     async def commit(self) -> str:
-        """Rename the temporary file to a free name; returns that path."""
+        """Rename the temporary file to a free name; returns that path.
+
+        Raises:
+            TransferError: the file cannot be closed or renamed.
+        """
         if self._file is None or self._part is None:
             raise TransferError("commit before begin")
-        await self._file.aclose()
-        self._file = None
-        for attempt in range(MAX_NAME_TRIES):
-            target = self.out_dir / (self._name if attempt == 0 else f"{self._name}.{attempt}")
-            if not await anyio.Path(target).exists():
-                await anyio.Path(self._part).rename(target)
-                return str(target)
+        try:
+            await self._file.aclose()
+            self._file = None
+            for attempt in range(MAX_NAME_TRIES):
+                name = self._name if attempt == 0 else f"{self._name}.{attempt}"
+                target = self.out_dir / name
+                if not await anyio.Path(target).exists():
+                    await anyio.Path(self._part).rename(target)
+                    self._part = None
+                    return str(target)
+        except OSError as exc:
+            raise TransferError(f"cannot store the file: {exc.strerror or exc}") from exc
         raise TransferError(f"no free name for {self._name!r} in {self.out_dir}")
 
     async def discard(self) -> None:
-        """Remove the temporary file."""
-        if self._file is not None:
-            await self._file.aclose()
-            self._file = None
-        if self._part is not None:
-            await anyio.Path(self._part).unlink(missing_ok=True)
-            self._part = None
+        """Remove the temporary file (best effort: never raises)."""
+        with contextlib.suppress(OSError):
+            if self._file is not None:
+                await self._file.aclose()
+            if self._part is not None:
+                await anyio.Path(self._part).unlink(missing_ok=True)
+        self._file = None
+        self._part = None
 
 
 def _progress(console: Console) -> Progress:

@@ -261,13 +261,16 @@ class Sink(Protocol):
         """Prepare for this file; raise :class:`TransferError` to refuse it."""
 
     async def write(self, data: bytes) -> None:
-        """Store the next piece of the file."""
+        """Store the next piece; raise :class:`TransferError` if it cannot."""
 
     async def commit(self) -> str:
-        """Keep the verified file; return where it went (for the receipt)."""
+        """Keep the verified file; return where it went (for the receipt).
+
+        Raise :class:`TransferError` if it cannot be kept.
+        """
 
     async def discard(self) -> None:
-        """Forget a file that failed verification (or never completed)."""
+        """Forget a file that failed verification (or never completed); never raises."""
 
 
 class HashSink:
@@ -329,33 +332,39 @@ async def receive_file(stream: Stream, sink: Sink, *,
 async def _receive_data(stream: Stream, sink: Sink, header: FileHeader,
                         on_progress: Callable[[int], None],
                         timeout: float | None) -> Receipt:
-    """Count, hash and store the data messages; commit or discard; the receipt to send."""
+    """Count, hash and store the data messages; commit or discard; the receipt to send.
+
+    A sink that cannot store (it raises :class:`TransferError`) ends the
+    transfer with a refusing receipt, which stops the sender early.
+    """
     hasher = hashlib.sha256()
     received = 0
+    error = ""
     try:
         while received < header.size:
             data = await stream.receive(timeout=timeout)
             received += len(data)
             if received > header.size:
+                error = f"received more than the announced {header.size} bytes"
                 break
             hasher.update(data)
             await sink.write(data)
             on_progress(len(data))
         if header.size == 0:
             await stream.receive(timeout=timeout)  # the empty confirmed message
+        if not error and hasher.hexdigest() != header.sha256:
+            error = "SHA-256 mismatch"
+        if not error:
+            return Receipt(ok=True, nbytes=received, sha256=hasher.hexdigest(),
+                           saved_as=await sink.commit())
+    except TransferError as exc:
+        error = str(exc)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await sink.discard()
         raise
-    digest = hasher.hexdigest()
-    if received != header.size:
-        error = f"received more than the announced {header.size} bytes"
-    elif digest != header.sha256:
-        error = "SHA-256 mismatch"
-    else:
-        return Receipt(ok=True, nbytes=received, sha256=digest, saved_as=await sink.commit())
     await sink.discard()
-    return Receipt(ok=False, nbytes=received, sha256=digest, error=error)
+    return Receipt(ok=False, nbytes=received, sha256=hasher.hexdigest(), error=error)
 
 
 async def _answer(stream: Stream, receipt: Receipt) -> None:

@@ -224,3 +224,30 @@ async def test_relay_loss_is_real_and_seeded() -> None:
 async def test_relay_rejects_impossible_loss() -> None:
     with pytest.raises(ValueError, match="loss"):
         await LossyRelay.open(("127.0.0.1", 9), loss=1.0, seed=1)
+
+
+class FailingSink(HashSink):
+    """Runs out of space after ``limit`` bytes; records whether it was discarded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stored = 0
+        self.discarded = False
+
+    async def write(self, data: bytes) -> None:
+        self.stored += len(data)
+        if self.stored > self.limit:
+            raise TransferError("cannot store the file: No space left on device")
+
+    async def discard(self) -> None:
+        self.discarded = True
+
+
+@pytest.mark.anyio
+async def test_a_sink_that_cannot_store_stops_the_sender_early() -> None:
+    data = os.urandom(4 * 1024 * 1024)
+    sink = FailingSink(limit=200_000)
+    sent, answered = await _transfer(data, _header(data), sink)
+    assert isinstance(sent, TransferError) and "No space left" in str(sent)
+    assert isinstance(answered, Receipt) and not answered.ok
+    assert answered.nbytes < len(data) and sink.discarded
