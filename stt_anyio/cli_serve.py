@@ -181,6 +181,13 @@ def _preview(message: bytes) -> str:
     return text + ("..." if len(message) > PREVIEW_BYTES else "")
 
 
+def _show_address(address: object) -> str:
+    """``host:port`` for UDP, the carrier's own description otherwise (WebSocket)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
 def _label(session: Session) -> str:
     """``[session-id-prefix peer-id]``, escaped so rich prints the brackets."""
     return escape(f"[{session.session_id.hex()[:8]} {show_node_id(session.peer_node_id)}]")
@@ -212,7 +219,7 @@ class _Listener:
 
     async def _serve_session(self, session: Session) -> None:
         self.say(f"{_label(session)} session established from "
-                 f"{escape(str(session.peer_address))}")
+                 f"{escape(_show_address(session.peer_address))}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._serve_stream, session, session.default_stream)
             while True:
@@ -236,7 +243,9 @@ class _Listener:
             async for message in stream:
                 self.say(f"{_label(session)} stream {stream.stream_id}: {len(message)} "
                          f"bytes {escape(_preview(message))}")
-        except (SessionClosedError, StreamClosedError) as exc:
+        except SessionClosedError:
+            return  # the session's own close line says it
+        except StreamClosedError as exc:
             self.say(f"{_label(session)} stream {stream.stream_id} ended: {escape(str(exc))}")
 
     async def _receive(self, session: Session, stream: Stream) -> None:
