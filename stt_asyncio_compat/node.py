@@ -1,42 +1,31 @@
 """STTNode: the manual's node API (``seigr_toolset_transmissions.node``) on stt_anyio.
 
-Owns the asyncio-facing lifecycle the manual documents and stt_anyio does not
-have: a node object built without an event loop, ``start()`` that binds at
-once (called plainly or awaited), a runner task that keeps
-``stt_anyio.open_node`` open until ``await node.stop()``, the per-node
+Owns what the manual's node does beyond stt_anyio: its constructor and
+configuration (``node_id``/``node_seed``, ``bind_address``/``host``, core
+overrides), ``connect``/``connect_udp``/``resume`` that track and watch the
+sessions they return, the per-node
 :class:`~stt_asyncio_compat.session.SessionManager`, the ``on_session`` /
-``on_session_closed`` callbacks, the server's accept backlog and the
-broadcast helpers (``send_to_all``, ``send_to_sessions``).
+``on_session_closed`` callbacks, the server's accept backlog, the broadcast
+helpers (``send_to_all``, ``send_to_sessions``) and ``get_stats``.
 
 It must not implement protocol logic or socket I/O: sessions, streams,
 handshakes, keep-alives and resumption all run in ``stt_anyio`` and
 ``stt_core``; this module only starts, forwards and reports.
 
-Lifecycle (docs/compat.md, "Starting a node"):
-
-1. ``STTNode(...)`` validates the configuration; nothing is bound.
-2. ``node.start()`` binds the sockets synchronously (see ``_binding``) and,
-   inside a running loop, spawns the runner task at once; outside a loop the
-   runner is spawned by the first ``await`` on the node. The call returns an
-   awaitable: ``await node.start(server_mode=True)`` waits until the node
-   runs and returns its local address.
-3. The runner enters ``stt_anyio.open_node`` (which re-binds the same
-   ports), accepts incoming sessions in server mode, and waits for stop.
-4. ``await node.stop()`` closes every session gracefully (the callbacks see
-   ``graceful``), leaves ``open_node`` and marks the node stopped for good.
+The lifecycle (``start()`` binding at once, the runner task that keeps
+``stt_anyio.open_node`` open, ``stop()``) is the base class's, in
+``_lifecycle``; this module fills in its hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
-import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
 import anyio
@@ -53,6 +42,7 @@ from stt_core.errors import (
 
 from ._binding import Reservation, reserve
 from ._broadcast import BroadcastResult, broadcast
+from ._lifecycle import NodeLifecycle, bound_or_running
 from .continuity import ResumeToken
 from .session import Session, SessionManager
 
@@ -77,24 +67,9 @@ _RESERVED_KEYS = frozenset({"node_id", "node_seed", "shared_seed", "server_mode"
 SessionCallback = Callable[[Session], object]
 ClosedCallback = Callable[[bytes, str], object]
 
-_live: weakref.WeakSet[STTNode] = weakref.WeakSet()
-
-
 def live_nodes() -> list[STTNode]:
     """Nodes that were started and not stopped (CryptoSessionContinuity finds them here)."""
-    return [node for node in list(_live) if node._phase in ("bound", "running")]
-
-
-class _StartCall:
-    """What ``start()`` returns: the bind already happened; awaiting waits for the runner."""
-
-    __slots__ = ("_node",)
-
-    def __init__(self, node: STTNode) -> None:
-        self._node = node
-
-    def __await__(self) -> Generator[Any, None, tuple[str, int]]:
-        return self._node._started().__await__()
+    return [node for node in bound_or_running() if isinstance(node, STTNode)]
 
 
 class _Signal:
@@ -116,7 +91,7 @@ class _Signal:
         await self._event.wait()
 
 
-class STTNode:
+class STTNode(NodeLifecycle):
     """One STT node as the user manual describes it (ch. 6).
 
     Args:
@@ -155,7 +130,7 @@ class STTNode:
                 raise ConfigError(f"{name} must be 0-65535, not {value}")
         if recv_buffer_size < 1 or send_buffer_size < 1:
             raise ConfigError("socket buffer sizes must be positive")
-        self._transports = _transport_names(transport)
+        super().__init__(_transport_names(transport))
         self._host = bind_address or host or DEFAULT_BIND_ADDRESS
         self._port, self._ws_port, self._reuse_port = port, ws_port, reuse_port
         self._buffers = (recv_buffer_size, send_buffer_size)
@@ -164,14 +139,6 @@ class STTNode:
         self._node_id = node_id
         self._overrides = _overrides(config, overrides)
         self._config = self._build_config(server_mode=True)
-        self._server_mode = True
-        self._phase = "new"
-        self._reservation: Reservation | None = None
-        self._inner: stt_anyio.Node | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._ready: asyncio.Future[None] | None = None
-        self._stop_event: anyio.Event | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._manager = SessionManager()
         self._watching: dict[Session, None] = {}
         self._backlog: deque[Session] = deque(maxlen=ACCEPT_BACKLOG)
@@ -180,7 +147,6 @@ class STTNode:
         self._on_closed: list[ClosedCallback] = []
         self._token_waiters: list[ResumeToken] = []
         self._callback_tasks: set[asyncio.Future[Any]] = set()
-        _live.add(self)
         if self._shared_seed is None:
             logger.warning("STTNode without shared_seed: it will authenticate no peer")
 
@@ -222,34 +188,9 @@ class STTNode:
         return self._config
 
     @property
-    def server_mode(self) -> bool:
-        """Whether the node accepts sessions peers open (``start(server_mode=)``)."""
-        return self._server_mode
-
-    @property
     def transports(self) -> tuple[str, ...]:
         """The transports this node runs, the default first."""
         return self._transports
-
-    @property
-    def is_running(self) -> bool:
-        """True between the runner's start and ``stop()``."""
-        return self._phase == "running"
-
-    @property
-    def local_addresses(self) -> dict[str, tuple[str, int]]:
-        """Bound ``(host, port)`` per transport (known as soon as ``start()`` returned)."""
-        if self._inner is not None:
-            return dict(self._inner.local_addresses)
-        if self._reservation is not None:
-            return dict(self._reservation.addresses)
-        raise InvalidStateError("the node is not started; call node.start() first")
-
-    @property
-    def local_address(self) -> tuple[str, int]:
-        """The bound address of the default transport."""
-        addresses = self.local_addresses
-        return addresses.get(self._transports[0]) or next(iter(addresses.values()))
 
     @property
     def session_manager(self) -> SessionManager:
@@ -261,156 +202,37 @@ class STTNode:
         """The running stt_anyio node underneath, or None when not running."""
         return self._inner
 
-    # -- lifecycle -------------------------------------------------------------
+    # -- lifecycle hooks (see _lifecycle) ---------------------------------------
 
-    def start(self, server_mode: bool = True) -> _StartCall:
-        """Bind now and start the node; optionally ``await`` the result.
+    def _prepare(self, server_mode: bool) -> Reservation:
+        self._config = self._build_config(server_mode=server_mode)
+        listen = [t for t in self._transports if t == "udp" or server_mode]
+        return reserve(self._host, tuple(listen), port=self._port, ws_port=self._ws_port,
+                       reuse_port=self._reuse_port)
 
-        Called plainly (the manual's ``alice_node.start()``) it binds the
-        sockets before returning, so the port is taken and known. Awaited
-        (``await node.start(server_mode=True)``) it also waits until the node
-        runs, and returns the local address.
+    def _open_inner(self, reservation: Reservation
+                    ) -> AbstractAsyncContextManager[stt_anyio.Node]:
+        addresses = reservation.addresses
+        return stt_anyio.open_node(
+            shared_seed=self._config.shared_seed, node_id=self._node_id,
+            node_seed=self._node_seed, host=reservation.host,
+            port=addresses["udp"][1] if "udp" in addresses else 0,
+            ws_port=addresses["websocket"][1] if "websocket" in addresses else self._ws_port,
+            transport=self._transports, server_mode=self._server_mode,
+            recv_buffer_size=self._buffers[0], send_buffer_size=self._buffers[1],
+            reuse_port=self._reuse_port, config_overrides=self._overrides)
 
-        Args:
-            server_mode: accept sessions that peers open (default True: the
-                manual's started node "is now listening for incoming
-                connections"). False makes a client-only node.
+    def _on_serving(self, inner: stt_anyio.Node, tg: anyio.abc.TaskGroup) -> None:
+        if self._server_mode:
+            tg.start_soon(self._accept_loop, inner)
 
-        Raises:
-            OSError: the address cannot be bound.
-            InvalidStateError: the node was stopped, or started before with
-                another ``server_mode``.
-        """
-        if self._phase == "stopped":
-            raise InvalidStateError("this node was stopped; create a new STTNode")
-        if self._phase == "new":
-            self._config = self._build_config(server_mode=server_mode)
-            self._server_mode = server_mode
-            listen = [t for t in self._transports if t == "udp" or server_mode]
-            self._reservation = reserve(self._host, tuple(listen), port=self._port,
-                                        ws_port=self._ws_port, reuse_port=self._reuse_port)
-            self._phase = "bound"
-        elif server_mode != self._server_mode:
-            raise InvalidStateError(f"the node already started with server_mode="
-                                    f"{self._server_mode}")
-        with contextlib.suppress(RuntimeError):  # no running loop: spawn on first await
-            asyncio.get_running_loop()
-            self._spawn_runner()
-        return _StartCall(self)
+    async def _before_stop(self) -> None:
+        await self._close_sessions()
 
-    def _spawn_runner(self) -> None:
-        """Spawn this node's runner in the running loop, and every node still waiting.
-
-        Why the others too: the manual starts nodes at top level, before any
-        loop exists, then awaits on one of them. A node that nobody awaits
-        (a server waiting for peers) must still serve, so the first node used
-        in a loop brings every started-but-idle node into that loop.
-        """
-        loop = asyncio.get_running_loop()
-        if self._runner is not None:
-            if self._runner.get_loop() is not loop:
-                raise InvalidStateError("this node runs in another event loop")
-            return
-        self._ready = loop.create_future()
-        self._runner = loop.create_task(self._run(), name=f"STTNode {self.node_id!r}")
-        for other in live_nodes():
-            if other._phase == "bound" and other._runner is None:
-                other._spawn_runner()
-
-    async def _started(self) -> tuple[str, int]:
-        """Start if needed, spawn the runner if needed, wait until it runs."""
-        if self._phase == "new":
-            self.start()
-        if self._phase == "stopped":
-            raise InvalidStateError("this node was stopped; create a new STTNode")
-        self._spawn_runner()
-        if self._ready is None:
-            raise InvalidStateError("the node's runner did not start")
-        await asyncio.shield(self._ready)
-        return self.local_address
-
-    async def _running(self) -> stt_anyio.Node:
-        """The running stt_anyio node, starting this node first if needed."""
-        await self._started()
-        if self._inner is None:
-            raise InvalidStateError("the node is not running (it was stopped)")
-        return self._inner
-
-    async def _run(self) -> None:
-        """The runner task: keep ``open_node`` open until ``stop()``."""
-        if self._ready is None or self._reservation is None:
-            raise InvalidStateError("the node's runner started before start()")
-        ready, reservation = self._ready, self._reservation
-        reservation.release()
-        udp_port = reservation.port("udp") if "udp" in reservation.addresses else 0
-        ws_port = (reservation.port("websocket") if "websocket" in reservation.addresses
-                   else self._ws_port)
-        try:
-            async with stt_anyio.open_node(
-                    shared_seed=self._config.shared_seed, node_id=self._node_id,
-                    node_seed=self._node_seed, host=reservation.host, port=udp_port,
-                    ws_port=ws_port, transport=self._transports,
-                    server_mode=self._server_mode, recv_buffer_size=self._buffers[0],
-                    send_buffer_size=self._buffers[1], reuse_port=self._reuse_port,
-                    config_overrides=self._overrides) as inner:
-                await self._serve(inner, ready)
-        except BaseException as exc:
-            if not ready.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    ready.cancel()
-                else:
-                    ready.set_exception(exc)
-            raise
-        finally:
-            self._finish()
-
-    async def _serve(self, inner: stt_anyio.Node, ready: asyncio.Future[None]) -> None:
-        stop = self._stop_event = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            self._inner, self._tg = inner, tg
-            self._phase = "running"
-            if self._server_mode:
-                tg.start_soon(self._accept_loop, inner)
-            ready.set_result(None)
-            await stop.wait()
-            await self._close_sessions()
-            tg.cancel_scope.cancel()
-
-    def _finish(self) -> None:
-        """The runner ended: the node is stopped for good; report what is left."""
-        self._phase = "stopped"
-        self._inner = self._tg = None
-        if self._reservation is not None:
-            self._reservation.release()
+    def _on_stopped(self) -> None:
         for session in list(self._watching):
             self._session_ended(session, session.close_reason or "error")
         self._backlog_signal.fire()
-
-    async def stop(self) -> None:
-        """Close every session gracefully, then stop the node (manual: ``node.stop()``).
-
-        Bounded by the config's ``close_timeout``. Idempotent. A stopped node
-        cannot be started again; create a new one.
-        """
-        if self._runner is None:
-            self._phase = "stopped"
-            if self._reservation is not None:
-                self._reservation.release()
-            return
-        if self._stop_event is not None:
-            self._stop_event.set()
-        elif not self._runner.done():
-            self._runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._runner)
-
-    async def __aenter__(self) -> STTNode:
-        await self.start(server_mode=self._server_mode)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.stop()
 
     async def _close_sessions(self) -> None:
         active = [s for s in self._watching if not s.closed]
