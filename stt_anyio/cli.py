@@ -147,8 +147,8 @@ def _describe(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name: {exc.strerror or exc}"
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "timed out"
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "timed out"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -166,6 +166,14 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         TimeoutError: the demo took longer than ``options.timeout``.
     """
     result = DemoResult(nbytes=int(options.megabytes * MB))
+    try:
+        await _run(options, result, console)
+    except TimeoutError:
+        raise TimeoutError(f"the demo did not finish within {options.timeout:g} s") from None
+    return result
+
+
+async def _run(options: DemoOptions, result: DemoResult, console: Console) -> None:
     with anyio.fail_after(options.timeout):
         async with _node(options, server=True) as server, \
                 _node(options, server=False) as client, anyio.create_task_group() as tg:
@@ -194,7 +202,6 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
             if relay is not None:
                 await relay.aclose()
             tg.cancel_scope.cancel()
-    return result
 
 
 def _node(options: DemoOptions, *, server: bool) -> AbstractAsyncContextManager[Node]:

@@ -22,8 +22,10 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from stt_anyio import cli_demo
 from stt_anyio.cli import cli
 from stt_anyio.cli_setup import SEED_ENV_VAR
+from stt_anyio.cli_transfer import Receipt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED = "cli test shared seed"
@@ -83,6 +85,36 @@ def test_demo_loss_needs_udp() -> None:
     result = invoke("demo", "--loss", "0.1", "--transport", "websocket")
     assert result.exit_code == 2
     assert "--loss needs --transport udp" in result.output
+
+
+def test_demo_exits_1_when_the_digest_does_not_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def mismatching_demo(options: cli_demo.DemoOptions,
+                               console: object) -> cli_demo.DemoResult:
+        return cli_demo.DemoResult(
+            nbytes=10, expected_sha256="aa" * 32, sender_verified=False,
+            received=Receipt(ok=False, nbytes=10, sha256="bb" * 32, error="SHA-256 mismatch"),
+            errors=["client file transfer: SHA-256 mismatch"])
+
+    monkeypatch.setattr(cli_demo, "run_demo", mismatching_demo)
+    result = invoke("demo")
+    assert result.exit_code == 1
+    assert "MISMATCH" in result.output and "SHA-256 OK" not in result.output
+
+
+def test_demo_result_needs_both_sides_to_agree() -> None:
+    good = Receipt(ok=True, nbytes=1, sha256="aa" * 32)
+    assert cli_demo.DemoResult(expected_sha256="aa" * 32, received=good,
+                               sender_verified=True).sha256_ok
+    assert not cli_demo.DemoResult(expected_sha256="aa" * 32, received=good).sha256_ok
+    assert not cli_demo.DemoResult(expected_sha256="bb" * 32, received=good,
+                                   sender_verified=True).sha256_ok
+    assert not cli_demo.DemoResult(expected_sha256="aa" * 32, sender_verified=True).sha256_ok
+
+
+def test_demo_that_runs_out_of_time_fails_cleanly() -> None:
+    result = invoke("demo", "--megabytes", "50", "--timeout", "0.3")
+    assert result.exit_code == 1
+    assert "did not finish within 0.3 s" in result.output and "Traceback" not in result.output
 
 
 # -- secrets ------------------------------------------------------------------------------
