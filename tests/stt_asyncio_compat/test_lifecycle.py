@@ -177,3 +177,22 @@ async def test_bind_failure_is_raised_by_start(nodes: NodeFactory) -> None:
     second = nodes(b"second", port=first.local_address[1])
     with pytest.raises(OSError):
         second.start()
+
+
+def test_port_taken_in_the_rebind_gap_fails_the_awaited_start() -> None:
+    node = STTNode(node_id=b"unlucky", shared_seed=SEED, bind_address="127.0.0.1")
+    node.start()  # bound, no loop yet
+    port = node.local_address[1]
+    reservation = node._reservation
+    assert reservation is not None
+    reservation.release()  # simulate another process winning the re-bind race
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+        thief.bind(("127.0.0.1", port))
+
+        async def main() -> None:
+            with pytest.raises(OSError):
+                await node.start()
+            await node.stop()  # the failure was delivered; stop does not raise it again
+
+        asyncio.run(main())
+    assert node.get_stats()["state"] == "stopped"
