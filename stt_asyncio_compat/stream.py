@@ -112,6 +112,13 @@ class Stream:
         """Abort the stream in both directions, discarding what was not sent."""
         await self._inner.reset(code)
 
+    def __eq__(self, other: object) -> bool:
+        """Two handles of the same stream are equal (handles are light wrappers)."""
+        return isinstance(other, Stream) and other._inner is self._inner
+
+    def __hash__(self) -> int:
+        return hash(id(self._inner))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         """``async for message in stream`` until the peer ends the stream."""
         return self._inner.__aiter__()

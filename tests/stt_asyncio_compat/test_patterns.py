@@ -39,6 +39,7 @@ async def test_server_mode_broadcast_and_targeted_send(nodes: NodeFactory) -> No
     # A second broadcast reuses stream 1 on every session.
     await server.send_to_all(b"second", stream_id=1)
     for session in viewer_sessions:
+        assert session.stream(1) == session.stream(1)  # handles of one stream are equal
         assert await session.stream(1).receive(timeout=5) == b"second"
     # Or send to specific sessions
     session_ids = [session.session_id for session in server.get_active_sessions()]

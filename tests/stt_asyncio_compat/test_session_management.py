@@ -122,6 +122,10 @@ async def test_session_manager_counts_and_cleanup(
     assert await node.session_manager.cleanup_closed_sessions() == 0
     stats = node.get_stats()
     assert stats["sessions_active"] == 2 and stats["sessions_tracked"] == 2
+    assert stats["state"] == "running" and stats["server_mode"] is True
+    assert stats["endpoint"]["sessions_accepted"] == 3
+    assert stats["udp"]["datagrams_received"] > 0
+    assert stats["local_addresses"] == {"udp": node.local_address}
 
 
 class _FakeSession:
