@@ -25,6 +25,41 @@ from .helpers import FAST, SEED, NodeFactory, loopback
 pytestmark = pytest.mark.anyio
 
 
+async def manual_flow(alice_node: STTNode, bob_node: STTNode,
+                      closed: list[tuple[bytes, str]]) -> None:
+    """Setup, active phase and teardown as the chapter prints them."""
+    session = await alice_node.connect(
+        peer_address=("127.0.0.1", bob_node.local_address[1]),
+        peer_node_id=b"Bob-67890",
+    )
+    assert session.is_active
+    # Open a stream for file transfer
+    stream = session.open_stream(purpose='file_transfer')
+    # Send data
+    await stream.send(b"Hello Bob!")
+    bob_session = await bob_node.accept(timeout=5)
+    bob_stream = await bob_session.accept_stream(timeout=5)
+    assert bob_stream.purpose == "file_transfer"
+    assert await bob_stream.receive(timeout=5) == b"Hello Bob!"
+    await bob_stream.send(b"Hello Alice!")
+    # Receive data
+    data = await stream.receive()
+    assert data == b"Hello Alice!"
+    assert session.session_id == bob_session.session_id
+    assert session.peer_node_id == b"Bob-67890"
+    assert bob_session.peer_node_id == b"Alice-12345"
+    # Close specific stream
+    await stream.close()
+    # Close entire session
+    await session.close()
+    assert session.state == SessionState.CLOSED
+    assert await bob_session.wait_closed() == "graceful"
+    # Shutdown node (closes all sessions)
+    await alice_node.stop()
+    await bob_node.stop()
+    assert closed == [(session.session_id, "graceful")]
+
+
 def test_manual_flow_with_top_level_start() -> None:
     """The chapter's flow: ``start()`` at top level, before any event loop exists."""
     # Alice's side
@@ -48,39 +83,7 @@ def test_manual_flow_with_top_level_start() -> None:
     closed: list[tuple[bytes, str]] = []
     bob_node.on_session_closed(lambda sid, reason: closed.append((sid, reason)))
 
-    async def main() -> None:
-        session = await alice_node.connect(
-            peer_address=("127.0.0.1", bob_node.local_address[1]),
-            peer_node_id=b"Bob-67890",
-        )
-        assert session.is_active
-        # Open a stream for file transfer
-        stream = session.open_stream(purpose='file_transfer')
-        # Send data
-        await stream.send(b"Hello Bob!")
-        bob_session = await bob_node.accept(timeout=5)
-        bob_stream = await bob_session.accept_stream(timeout=5)
-        assert bob_stream.purpose == "file_transfer"
-        assert await bob_stream.receive(timeout=5) == b"Hello Bob!"
-        await bob_stream.send(b"Hello Alice!")
-        # Receive data
-        data = await stream.receive()
-        assert data == b"Hello Alice!"
-        assert session.session_id == bob_session.session_id
-        assert session.peer_node_id == b"Bob-67890"
-        assert bob_session.peer_node_id == b"Alice-12345"
-        # Close specific stream
-        await stream.close()
-        # Close entire session
-        await session.close()
-        assert session.state == SessionState.CLOSED
-        assert await bob_session.wait_closed() == "graceful"
-        # Shutdown node (closes all sessions)
-        await alice_node.stop()
-        await bob_node.stop()
-        assert closed == [(session.session_id, "graceful")]
-
-    asyncio.run(main())
+    asyncio.run(manual_flow(alice_node, bob_node, closed))
     assert not alice_node.is_running and not bob_node.is_running
 
 
