@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -57,13 +58,17 @@ from stt_core.events import (
     StreamOpened,
     StreamWritable,
 )
+from stt_core.trace import NULL_TRACE
 
 from . import clock
 from .session import Session, _Signal, closed_error
+from .tracing import TraceWriter, resolve_trace_dir
 from .udp import DEFAULT_BUFFER_SIZE, UdpAddress, UdpCarrier
 from .websocket import DEFAULT_PATH, WebSocketCarrier, WsPeer
 
 __all__ = ["Node", "TransportName", "open_node"]
+
+logger = logging.getLogger("stt.anyio.node")
 
 TransportName = Literal["udp", "websocket"]
 _TRANSPORT_BY_NAME: dict[str, TransportName] = {"udp": "udp", "websocket": "websocket"}
@@ -78,9 +83,17 @@ class Node:
     """A running STT node; create it with :func:`open_node`."""
 
     def __init__(self, config: Config, *, random_bytes: Callable[[int], bytes] = os.urandom,
-                 ws_path: str = DEFAULT_PATH) -> None:
+                 ws_path: str = DEFAULT_PATH,
+                 trace_dir: str | os.PathLike[str] | None = None) -> None:
         self.config = config
-        self._endpoint = Endpoint(config, now=clock.now(), random_bytes=random_bytes)
+        directory = resolve_trace_dir(trace_dir)
+        self.tracer = None if directory is None else TraceWriter(
+            directory, node_id=config.node_id, now=clock.now())
+        """The trace writer (see :func:`open_node`'s ``trace_dir``), or None."""
+        self._endpoint = Endpoint(config, now=clock.now(), random_bytes=random_bytes,
+                                  trace=self.tracer or NULL_TRACE)
+        if self.tracer is not None:
+            self.tracer.session_id_of = self._endpoint.session_id
         self.ws_path = ws_path
         self._udp: UdpCarrier | None = None
         self._ws: WebSocketCarrier | None = None
@@ -373,10 +386,18 @@ class Node:
                 self._accept_queue.append(session)
                 self._accept_signal.fire()
         session._on_established(event.session_id, event.peer_node_id, event.address)
+        logger.info("session %s established with %r at %r (%s)", event.session_id.hex(),
+                    event.peer_node_id, event.address,
+                    "initiated" if event.initiator else "accepted")
 
     def _on_session_closed(self, event: SessionClosed, session: Session) -> None:
         del self._sessions[event.ref]
         session._on_closed(event)
+        logger.info("session %s closed: %s%s (code %d) %s", event.session_id.hex() or "-",
+                    event.reason, " by peer" if event.by_peer else "", event.code,
+                    event.message)
+        if self.tracer is not None:
+            self.tracer.session_closed(event.ref)
         peer = self._owned_ws.pop(event.ref, None)
         if peer is not None and self._ws is not None and self._tg is not None:
             # The WebSocket was opened for this session only.
@@ -443,6 +464,7 @@ def _dispatch_stream_event(event: Event, session: Session) -> None:
         else:
             stream._wake()
     elif isinstance(event, PathChanged):
+        logger.debug("session %s moved to %r", session.session_id.hex(), event.new_address)
         session._on_path_changed(event.new_address)
     elif isinstance(event, ResumeTokenReceived):
         session.resume_token = event.token
@@ -516,6 +538,7 @@ async def open_node(
     ws_path: str = DEFAULT_PATH,
     ssl_context: ssl.SSLContext | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    trace_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Node]:
     """Run an STT node for the duration of the ``async with`` block.
 
@@ -532,6 +555,9 @@ async def open_node(
         ws_port: WebSocket listen port; default ``port`` (TCP and UDP ports are
             separate, so both may use the same number).
         ws_path, ssl_context: WebSocket URL path and server TLS context.
+        trace_dir: write a JSON-lines trace file per session into this
+            directory (docs/observability.md); default ``$STT_TRACE_DIR``,
+            ``""`` switches tracing off.
 
     Leaving the block closes every session gracefully (bounded by the config's
     ``close_timeout``), stops every task and closes every socket.
@@ -539,9 +565,11 @@ async def open_node(
     config = build_config(node_id=node_id, node_seed=node_seed, shared_seed=shared_seed,
                           server_mode=server_mode, config_overrides=config_overrides)
     kinds = _transports(transport)
-    node = Node(config, random_bytes=random_bytes, ws_path=ws_path)
+    node = Node(config, random_bytes=random_bytes, ws_path=ws_path, trace_dir=trace_dir)
     node._primary = kinds[0]
     async with contextlib.AsyncExitStack() as stack:
+        if node.tracer is not None:  # runs last: after the pump and the sockets stopped
+            stack.callback(node.tracer.close)
         if "udp" in kinds:
             await node._open_udp(stack, host, port, recv_buffer_size=recv_buffer_size,
                                  send_buffer_size=send_buffer_size, reuse_port=reuse_port)
@@ -553,6 +581,7 @@ async def open_node(
         if node._udp is not None:
             tg.start_soon(node._udp.run)
         tg.start_soon(node._run_pump)
+        logger.info("node %r started on %s", node.node_id, node.local_addresses)
         try:
             yield node
         finally:
@@ -560,3 +589,4 @@ async def open_node(
                 await node._shutdown()
             node._tg = None
             tg.cancel_scope.cancel()
+            logger.info("node %r stopped", node.node_id)

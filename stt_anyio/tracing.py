@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stt_core.events import SessionRef
+
 __all__ = [
     "TRACE_DIR_ENV_VAR",
     "TRACE_FORMAT",
@@ -175,7 +177,7 @@ class TraceWriter:
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, node_id: bytes, now: float,
-                 session_id_of: Callable[[int], bytes | None] | None = None,
+                 session_id_of: Callable[[SessionRef], bytes | None] | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  batch_events: int = DEFAULT_BATCH_EVENTS,
                  max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
@@ -303,7 +305,7 @@ class TraceWriter:
 
     def _learn_session_id(self, record: _SessionFile) -> None:
         if record.session_id is None and record.ref != 0 and self.session_id_of is not None:
-            record.session_id = self.session_id_of(record.ref) or None
+            record.session_id = self.session_id_of(SessionRef(record.ref)) or None
 
     def _file_name(self, record: _SessionFile, suffix: str = "") -> str:
         start = datetime.fromtimestamp(record.origin + self._wall_offset, UTC)
