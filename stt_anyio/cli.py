@@ -47,6 +47,7 @@ from .cli_setup import (
 )
 from .cli_transfer import TransferError
 from .node import TransportName
+from .trace_tools import trace_group
 
 __all__ = ["cli", "main"]
 
@@ -343,6 +344,9 @@ def bench(seconds: float | None, megabytes: float | None, connects: int | None,
                                        shared_seed=source.seed)
             rows.append(_run(name, functools.partial(cli_bench.run_case, case)))
     console.print(cli_bench.results_table(rows, plan))
+
+
+cli.add_command(trace_group)  # 'stt trace summarize|plot' (stt_anyio.trace_tools)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m stt_anyio.cli`
