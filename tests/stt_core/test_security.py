@@ -127,23 +127,38 @@ def test_duplicate_hellos_never_amplify() -> None:
     assert len(server.sessions) == 39  # one per distinct HELLO, none for the copies
 
 
-def test_replayed_session_packet_from_new_address_is_probed_within_the_limit() -> None:
-    """A captured packet replayed from a spoofed address gets at most 3x back there."""
+def test_replayed_session_packet_from_new_address_is_dropped_without_probing() -> None:
+    """A captured packet replayed from a spoofed address is a duplicate: no answer at all."""
     pair, ref, server_ref = open_pair()
     stream = pair.client.open_stream(ref)
     pair.client.send_message(ref, stream, b"x" * 3000)
     pair.run_for(1.0)
     captured = [d for who, d in pair.sent if who == "client" and d[0] in SESSION_TYPES]
     victim = ("203.0.113.11", 7777)
-    received_bytes = sent_bytes = 0
+    sent_bytes = 0
     for datagram in captured * 3:
         pair.server.receive_datagram(datagram, victim, pair.now)
-        received_bytes += len(datagram)
         pair.now += 0.2
         sent_bytes += bytes_by_address(pair.server.datagrams_to_send(pair.now)).get(victim, 0)
         pair.server.handle_timer(pair.now)
-    assert sent_bytes <= AMPLIFICATION_FACTOR * received_bytes
+    assert sent_bytes == 0
     assert pair.server.peer_address(server_ref) == ("10.0.0.1", 40000)  # not hijacked
+
+
+def test_path_probe_to_a_new_address_stays_within_three_times_its_bytes() -> None:
+    """A fresh authenticated packet from a new address: PATH_CHALLENGE within 3x."""
+    pair = establish(seed=71)
+    raw = RawPeer(pair)
+    victim = ("203.0.113.12", 8888)
+    tiny = raw.send(SimpleFrame(0x13).encode(), source=victim)  # one small KEEP_ALIVE
+    server = pair.server
+    sent_bytes = 0
+    for _ in range(40):
+        pair.net.now += 0.1
+        server.handle_timer(pair.net.now)
+        sent_bytes += bytes_by_address(server.datagrams_to_send(pair.net.now)).get(victim, 0)
+    assert 0 < sent_bytes <= AMPLIFICATION_FACTOR * len(tiny)
+    assert server.peer_address(pair.server_ref) == pair.client_addr  # not moved
 
 
 # --------------------------------------------------------------- handshake flood
