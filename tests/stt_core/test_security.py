@@ -705,3 +705,27 @@ def test_resume_ticket_not_in_event_repr() -> None:
     event = ResumeTokenReceived(ref=SessionRef(1), token=b"ticket-with-secret",
                                 expires_at=1.0)
     assert "ticket-with-secret" not in repr(event)
+
+
+def test_forged_resume_does_not_burn_the_token() -> None:
+    """A RESUME carrying a real token but a bad MAC is refused and the token stays usable."""
+    pair = establish(seed=73)
+    ticket = next(e.token for e in pair.client_events if isinstance(e, ResumeTokenReceived))
+    pair.client.close_session(pair.client_ref, now=pair.net.now)
+    pair.net.run(2.0)
+    ref = pair.client.resume(RAW_SERVER_ADDR, ticket, pair.net.now)
+    ((resume, _),) = pair.client.datagrams_to_send(pair.net.now)
+    assert resume[0] == PacketType.RESUME
+    # RESUME body: nonce_c(32) e_c(32) token_length(2) token mac(32) padding (§6.8)
+    token_length = int.from_bytes(resume[10 + 64:10 + 66], "big")
+    mac_at = 10 + 66 + token_length
+    forged = bytearray(resume)
+    forged[mac_at] ^= 0x01
+    attacker = ("198.51.100.66", 6)
+    pair.server.receive_datagram(bytes(forged), attacker, pair.net.now)
+    replies = pair.server.datagrams_to_send(pair.net.now)
+    assert [d[0] for d, addr in replies if addr == attacker] == [PacketType.REJECT]
+    pair.net.inject(resume, pair.client_addr, RAW_SERVER_ADDR)  # the real one, late
+    pair.net.run(1.0)
+    resumed = [e for e in pair.client_events if isinstance(e, SessionEstablished) and e.ref == ref]
+    assert resumed and resumed[0].resumed
