@@ -11,16 +11,27 @@ Python snippets in the hand-written pages must at least parse.
 from __future__ import annotations
 
 import ast
+import datetime
 import hashlib
 import importlib.util
 import os
 import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from stt_anyio import open_node
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -195,3 +206,110 @@ def test_included_sections_exist() -> None:
             if section:
                 assert f"# --8<-- [start:{section}]" in source, (page, path, section)
                 assert f"# --8<-- [end:{section}]" in source, (page, path, section)
+
+
+# -- the nginx configuration of guides/websocket.md ----------------------------------
+
+NGINX = shutil.which("nginx")
+PROXY_HOST = "stt.example.com"
+NGINX_WRAPPER = """\
+worker_processes 1;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+{site}
+}}
+"""
+
+
+def _nginx_site(listen_port: int, backend_port: int, cert: Path, key: Path) -> str:
+    """The guide's nginx block, with local ports and a throw-away certificate."""
+    blocks = re.findall(r"^```nginx\n(.*?)^```", (DOCS / "guides/websocket.md").read_text(),
+                        re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1
+    site = str(blocks[0])
+    for old, new in (("listen 443 ssl;", f"listen 127.0.0.1:{listen_port} ssl;"),
+                     (f"/etc/letsencrypt/live/{PROXY_HOST}/fullchain.pem", str(cert)),
+                     (f"/etc/letsencrypt/live/{PROXY_HOST}/privkey.pem", str(key)),
+                     ("proxy_pass http://127.0.0.1:9000;",
+                      f"proxy_pass http://127.0.0.1:{backend_port};")):
+        assert old in site, f"the guide's nginx block no longer contains {old!r}"
+        site = site.replace(old, new)
+    return site
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for PROXY_HOST that a client can trust directly."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PROXY_HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(PROXY_HOST)]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _wait_for_port(port: int, timeout: float) -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+            else:
+                await stream.aclose()
+                return
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
+def test_nginx_block_proxies_wss_to_the_websocket_listener(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    listen_port = _free_tcp_port()
+    seed = b"docs nginx test seed"
+
+    async def run() -> bytes:
+        async with open_node(node_id=b"server", shared_seed=seed, transport="websocket",
+                             host="127.0.0.1", port=0) as server:
+            backend = server.local_addresses["websocket"][1]
+            config = tmp_path / "nginx.conf"
+            config.write_text(NGINX_WRAPPER.format(
+                tmp=tmp_path, site=_nginx_site(listen_port, backend, cert, key)))
+            proxy = subprocess.Popen([str(NGINX), "-p", str(tmp_path), "-c", str(config),
+                                      "-e", str(tmp_path / "error.log"),
+                                      "-g", f"daemon off; pid {tmp_path}/nginx.pid;"])
+            try:
+                await _wait_for_port(listen_port, 10)
+                context = ssl.create_default_context(cafile=str(cert))
+                async with open_node(node_id=b"client", shared_seed=seed,
+                                     transport="websocket", server_mode=False) as client:
+                    session = await client.connect(
+                        ("127.0.0.1", listen_port), transport="websocket", path="/stt",
+                        ssl_context=context, server_hostname=PROXY_HOST,
+                        peer_node_id=b"server", timeout=5)
+                    await session.open_stream("via-nginx").send(b"through the proxy",
+                                                                timeout=5)
+                    stream = await (await server.accept(timeout=5)).accept_stream(timeout=5)
+                    return await stream.receive(timeout=5)
+            finally:
+                proxy.terminate()
+                proxy.wait(timeout=10)
+
+    assert anyio.run(run) == b"through the proxy"
