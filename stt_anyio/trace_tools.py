@@ -340,6 +340,9 @@ def plot(source: str | os.PathLike[str] | Trace, out_png: str | os.PathLike[str]
     return out
 
 
+_Points = list[tuple[float, float]]
+
+
 def _plot_sequence(ax: Any, trace: Trace) -> None:
     sent = _stream_data(trace)
     mib = 1024 * 1024
@@ -349,17 +352,53 @@ def _plot_sequence(ax: Any, trace: Trace) -> None:
              for pn in e.data.get("acked", []) if pn in sent.end_of_packet]
     lost = [(e.time, sent.end_of_packet[pn] / mib) for e in trace.named("packets_lost")
             for pn in e.data.get("packet_numbers", []) if pn in sent.end_of_packet]
-    for points, style in ((first, {"s": 2, "color": "tab:blue", "label": "sent"}),
-                          (acked, {"s": 2, "color": "tab:green", "label": "acknowledged"}),
-                          (again, {"s": 6, "color": "tab:orange", "label": "retransmitted"}),
-                          (lost, {"s": 14, "color": "tab:red", "marker": "x",
-                                  "label": "declared lost"})):
-        if points:
-            ax.scatter([p[0] for p in points], [p[1] for p in points], linewidths=0.8,
-                       rasterized=True, **style)
+    series = (first, acked, again, lost)
+    _scatter_sequence(ax, series, scale=1.0)
     ax.set_ylabel("stream offset (MiB)")
     ax.set_title("sequence / ACK progress", fontsize=10, loc="left")
     _legend(ax)
+    if lost and first:
+        _zoom_on_a_loss(ax, series)
+
+
+def _scatter_sequence(ax: Any, series: tuple[_Points, ...], *, scale: float) -> None:
+    styles: tuple[dict[str, Any], ...] = (
+        {"s": 2, "color": "tab:blue", "label": "sent"},
+        {"s": 2, "color": "tab:green", "label": "acknowledged"},
+        {"s": 6, "color": "tab:orange", "label": "retransmitted"},
+        {"s": 14, "color": "tab:red", "marker": "x", "label": "declared lost"})
+    for points, style in zip(series, styles, strict=True):
+        if points:
+            ax.scatter([p[0] for p in points], [p[1] for p in points], linewidths=0.8,
+                       rasterized=True, **{**style, "s": style["s"] * scale})
+
+
+def _zoom_on_a_loss(ax: Any, series: tuple[_Points, ...]) -> None:
+    """An inset around the first loss past 40% of the trace: what repair looks like.
+
+    The whole transfer squeezes thousands of packets into one line; the inset
+    shows about 1/50 of the trace's duration, where the loss, its
+    retransmission and the ACKs that follow are told apart.
+    """
+    first, _, _, lost = series
+    start, end = first[0][0], max(p[0] for p in first)
+    span = max((end - start) / 50, 1e-3)
+    middle = start + 0.4 * (end - start)
+    focus = next((t for t, _ in lost if t >= middle), lost[-1][0])
+    lo, hi = focus - span / 2, focus + span / 2
+    window = tuple([p for p in points if lo <= p[0] <= hi] for points in series)
+    offsets = [y for points in window for _, y in points]
+    if not offsets:
+        return
+    inset = ax.inset_axes((0.62, 0.07, 0.36, 0.5))
+    _scatter_sequence(inset, window, scale=3.0)
+    inset.set_xlim(lo, hi)
+    pad = (max(offsets) - min(offsets)) * 0.05 or 0.01
+    inset.set_ylim(min(offsets) - pad, max(offsets) + pad)
+    inset.tick_params(labelsize=7)
+    inset.set_title(f"zoom: {lo:.2f}-{hi:.2f} s", fontsize=8)
+    inset.grid(True, alpha=0.3)
+    ax.indicate_inset_zoom(inset, edgecolor="0.4")
 
 
 def _plot_window(ax: Any, trace: Trace) -> None:
@@ -391,9 +430,11 @@ def _plot_rtt(ax: Any, trace: Trace) -> None:
 def _plot_throughput(ax: Any, trace: Trace) -> None:
     starts, total, again = _throughput(trace)
     width = THROUGHPUT_BUCKET_INTERVAL
-    ax.bar(starts, total, width=width, align="edge", color="tab:blue", label="sent (all packets)")
-    ax.bar(starts, again, width=width, align="edge", color="tab:orange",
-           label="retransmitted stream data")
+    if starts:  # one artist per series (a bar per bucket is slow on long traces)
+        edges = [*starts, starts[-1] + width]
+        ax.stairs(total, edges, fill=True, color="tab:blue", label="sent (all packets)")
+        ax.stairs(again, edges, fill=True, color="tab:orange",
+                  label="retransmitted stream data")
     ax.set_ylabel("Mbit/s")
     ax.set_title(f"send rate per {width * 1000:.0f} ms", fontsize=10, loc="left")
     _legend(ax)
