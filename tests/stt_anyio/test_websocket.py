@@ -17,9 +17,15 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping as WsPing
+from wsproto.events import Request
 
 from stt_anyio.websocket import MAX_MESSAGE_BYTES, WebSocketCarrier, WsPeer
 
@@ -312,3 +318,48 @@ async def test_tls_client_server_echo(
         # A plain-text client cannot talk to the TLS listener.
         with pytest.raises((ConnectionRefusedError, TimeoutError, OSError)):
             await client.connect(host, port, timeout=2)
+
+
+# -- property: fragmented messages reassemble, oversize ones are dropped --------
+
+LIMIT = 4000
+
+
+async def _send_fragmented(messages: list[tuple[bytes, int]]) -> tuple[list[bytes], int]:
+    """Send each message in ``parts`` fragments (with a ping in between) from a raw
+    wsproto client; return what the carrier delivered and its oversize count."""
+    from wsproto.events import Message as WsMessage
+
+    rec = Recorder()
+    async with rec.carrier(max_message_size=LIMIT) as server:
+        host, port = await server.listen()
+        client = WSConnection(ConnectionType.CLIENT)
+        stream = await anyio.connect_tcp(host, port)
+        await stream.send(client.send(Request(host=f"{host}:{port}", target="/stt")))
+        while client.state is not ConnectionState.OPEN:
+            client.receive_data(await stream.receive())
+            list(client.events())
+        for data, parts in messages:
+            step = max(1, -(-len(data) // parts))
+            chunks = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
+            for index, chunk in enumerate(chunks):
+                wire = client.send(WsMessage(data=chunk,
+                                             message_finished=index == len(chunks) - 1))
+                if index == 0:
+                    wire += client.send(WsPing(payload=b"p"))
+                await stream.send(wire)
+        expected = sum(1 for data, _ in messages if len(data) <= LIMIT)
+        await rec.wait(lambda: len(rec.datagrams) == expected)
+        await stream.aclose()
+        return [d for d, _ in rec.datagrams], server.stats.oversize_dropped
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(st.tuples(st.binary(max_size=LIMIT + 1500), st.integers(1, 5)),
+                         max_size=10))
+def test_fragmented_messages_reassemble(anyio_backend: str,
+                                        messages: list[tuple[bytes, int]]) -> None:
+    delivered, oversize = anyio.run(_send_fragmented, messages, backend=anyio_backend)
+    assert delivered == [data for data, _ in messages if len(data) <= LIMIT]
+    assert oversize == sum(1 for data, _ in messages if len(data) > LIMIT)
