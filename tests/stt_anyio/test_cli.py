@@ -134,10 +134,16 @@ def test_a_seed_on_the_command_line_is_impossible(args: list[str]) -> None:
 
 def test_no_option_takes_a_secret_value() -> None:
     """Structural check: the only seed-related options are a path and the loss seed."""
+    def commands(group: click.Group) -> Iterator[click.Command]:
+        for command in group.commands.values():
+            yield command
+            if isinstance(command, click.Group):
+                yield from commands(command)
+
     assert isinstance(cli, click.Group)
-    for command in cli.commands.values():
+    for command in commands(cli):
         for param in command.params:
-            if "seed" in (param.name or ""):
+            if "seed" in (param.name or "") or "secret" in (param.name or ""):
                 assert param.name in ("seed_file", "loss_seed"), (command.name, param.name)
 
 
