@@ -393,7 +393,7 @@ class Node:
     def _on_session_closed(self, event: SessionClosed, session: Session) -> None:
         del self._sessions[event.ref]
         session._on_closed(event)
-        logger.info("session %s closed: %s%s (code %d) %s", event.session_id.hex() or "-",
+        logger.info("session %s closed: %s%s (code %d) %r", event.session_id.hex() or "-",
                     event.reason, " by peer" if event.by_peer else "", event.code,
                     event.message)
         if self.tracer is not None:
