@@ -127,6 +127,7 @@ class Session:
         self.probe_packets = 0
         self.pacing_at: float | None = None
         self.nack_floor = 0
+        self.last_path_challenge = b""
         self.streams = StreamTable(
             initiator=initiator,
             max_peer_streams=config.max_streams_per_session,
@@ -308,6 +309,10 @@ class Session:
         self.stats.packets_received += 1
         self.stats.bytes_received += len(data)
         self.last_received = now
+        if not self.address_validated and addr == self.address:
+            # Keys for this session were only ever sent to this address (a resumed
+            # session's RESUME_OK): an authenticated packet from it proves it (§8.2).
+            self.address_validated = True
         if self.trace.enabled:
             self.trace.event(now, self.ref, "packet_received", {
                 "packet_number": pn, "size": len(data),
@@ -391,8 +396,14 @@ class Session:
             self._on_close_frame(frame, now)
 
     def _on_path_challenge(self, frame: Frame, now: float) -> None:
-        if isinstance(frame, PathFrame):
-            self.control.append(PathFrame(FrameType.PATH_RESPONSE, frame.data))
+        """Answer; on the initiator a challenge also means "your address changed"
+        (NAT rebinding we cannot see), so RTT estimates start afresh (RFC 9002 §5.2)."""
+        if not isinstance(frame, PathFrame):
+            return
+        self.control.append(PathFrame(FrameType.PATH_RESPONSE, frame.data))
+        if self.initiator and frame.data != self.last_path_challenge:
+            self.last_path_challenge = frame.data
+            self.recovery.rtt.reset()
 
     def _on_path_response(self, frame: Frame, now: float) -> None:
         if not isinstance(frame, PathFrame):

@@ -263,7 +263,7 @@ class AckFrame:
         parts = [
             b"\x11",
             encode_varint(first.stop - 1),
-            encode_varint(min(int(self.ack_delay * 1_000_000), MAX_VARINT)),
+            encode_varint(min(round(self.ack_delay * 1_000_000), MAX_VARINT)),
             encode_varint(len(self.ranges) - 1),
             encode_varint(first.stop - 1 - first.start),
         ]
