@@ -371,6 +371,7 @@ def run_pair(impl: Impl, workload: Workload, timeout: float, settle: float = 0.0
         target=child_entry, args=("server", impl, workload, s_child, server_cpu, None), daemon=True
     )
     client: multiprocessing.process.BaseProcess | None = None
+    grace = 10.0
     try:
         server.start()
         _, info = _wait_message(s_parent, server, 60.0, f"{impl.name} server start")
@@ -392,10 +393,13 @@ def run_pair(impl: Impl, workload: Workload, timeout: float, settle: float = 0.0
         if drops0 is not None and drops1 is not None:
             merged["udp_rcvbuf_drops"] = float(drops1 - drops0)
         return merged
+    except BaseException:
+        grace = 0.0  # failed or interrupted: nothing to wait for
+        raise
     finally:
         for proc in (client, server):
             if proc is not None:
-                _finish(proc, 10.0)
+                _finish(proc, grace)
         for conn in (s_parent, s_child, c_parent, c_child):
             conn.close()
 
