@@ -127,19 +127,22 @@ def main(path: Path | None = None, *, size: int = 4 * 1024 * 1024,
     """Transfer ``path`` (default: ``size`` random bytes in a temporary file).
 
     The copy goes to ``out_dir`` (default: a new temporary directory, left in
-    place so the caller can inspect it).
+    place so the caller can inspect it; the random source file is deleted).
     """
-    if path is None:
-        path = Path(tempfile.mkdtemp(prefix="stt-send-")) / "random.bin"
-        path.write_bytes(os.urandom(size))
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="stt-received-"))
+    target = out_dir
 
-    async def bounded() -> TransferResult:
+    async def bounded(source: Path) -> TransferResult:
         with anyio.fail_after(timeout):
-            return await transfer(path, out_dir, timeout=timeout)
+            return await transfer(source, target, timeout=timeout)
 
-    return anyio.run(bounded, backend=backend)
+    if path is not None:
+        return anyio.run(bounded, path, backend=backend)
+    with tempfile.TemporaryDirectory(prefix="stt-send-") as scratch:
+        source = Path(scratch) / "random.bin"
+        source.write_bytes(os.urandom(size))
+        return anyio.run(bounded, source, backend=backend)
 
 
 def _cli() -> None:

@@ -163,8 +163,9 @@ def test_every_example_has_an_expected_script_output() -> None:
 
 
 @pytest.mark.parametrize("name", EXAMPLE_FILES)
-def test_example_runs_as_a_script(name: str) -> None:
-    completed = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=ROOT,
+def test_example_runs_as_a_script(name: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # what the scripts leave lands here
+    completed = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 0, completed.stderr
     assert SCRIPT_OUTPUT[name] in completed.stdout
