@@ -71,6 +71,8 @@ MAX_MESSAGE_BYTES = 65536 + 1024
 """Largest binary message accepted: one maximal datagram plus slack for headers."""
 READ_SIZE = 65536
 """Bytes asked from TCP per read."""
+WRITE_CHUNK_BYTES = 256 * 1024
+"""Target size of one TCP write (queued frames are joined up to this)."""
 SUBPROTOCOL = "stt"
 """Accepted when a client offers it; a client may also offer nothing."""
 
@@ -152,6 +154,21 @@ class _Connection:
             self.out.append(data)
             self.out_bytes += len(data)
             self.out_ready.set()
+
+    def take_chunk(self) -> bytes:
+        """Join queued frames into one write of about WRITE_CHUNK_BYTES.
+
+        Fewer, larger writes are cheaper than one per frame; the cap keeps a
+        long queue from being copied into one huge buffer.
+        """
+        parts: list[bytes] = []
+        size = 0
+        while self.out and size < WRITE_CHUNK_BYTES:
+            part = self.out.popleft()
+            parts.append(part)
+            size += len(part)
+        self.out_bytes -= size
+        return b"".join(parts)
 
     def send_event(self, event: Event) -> bool:
         """Frame an event and queue it; False if the state does not allow it."""
@@ -468,10 +485,7 @@ class WebSocketCarrier:
         try:
             while True:
                 if conn.out:
-                    chunk = b"".join(conn.out)
-                    conn.out.clear()
-                    conn.out_bytes = 0
-                    await stream.send(chunk)
+                    await stream.send(conn.take_chunk())
                 elif conn.finishing:
                     return
                 else:
