@@ -251,6 +251,9 @@ class UdpCarrier:
             if count:
                 self.stats.batches += 1
                 self._on_drained()
+            elif self._recverr:
+                # Woken with nothing to read: only the error queue can be why.
+                self._report_icmp(0)
             if count >= MAX_BATCH:
                 # More may be waiting; let other tasks run before reading on.
                 await anyio.lowlevel.checkpoint()
@@ -270,7 +273,12 @@ class UdpCarrier:
                 if exc.errno in _UNREACHABLE_ERRNOS:
                     self._report_icmp(exc.errno or 0)
                     continue
+                # Other ICMP errors (EMSGSIZE from path MTU discovery...) sit
+                # in the error queue too; drain it or the socket stays
+                # readable forever and this task spins.
                 self.stats.receive_errors += 1
+                if self._recverr:
+                    self._report_icmp(exc.errno or 0)
                 break
             count += 1
             self.stats.datagrams_received += 1
