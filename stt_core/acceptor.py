@@ -291,6 +291,11 @@ class Acceptor:
         grant_session_window(session)
         endpoint.stats.sessions_accepted += 1
         session.establish(now)
+        # A RESUME proves the ticket, not the source address: its holder could send
+        # it from a spoofed one. Keep the 3x limit until the client's first packet
+        # under the new keys arrives from there (§8.2).
+        session.address_validated = False
+        session.amplification_received = len(data)
         issue_token(endpoint, session, now)
         endpoint.touch(session)
         return None

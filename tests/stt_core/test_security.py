@@ -729,3 +729,45 @@ def test_forged_resume_does_not_burn_the_token() -> None:
     pair.net.run(1.0)
     resumed = [e for e in pair.client_events if isinstance(e, SessionEstablished) and e.ref == ref]
     assert resumed and resumed[0].resumed
+
+
+def test_resume_from_a_spoofed_address_never_amplifies() -> None:
+    """A ticket holder replaying its RESUME from a victim's address gets the victim
+    at most 3x the RESUME's bytes, however much the server application sends."""
+    pair = establish(seed=75)
+    ticket = next(e.token for e in pair.client_events if isinstance(e, ResumeTokenReceived))
+    pair.client.close_session(pair.client_ref, now=pair.net.now)
+    pair.net.run(2.0)
+    pair.client.resume(RAW_SERVER_ADDR, ticket, pair.net.now)
+    ((resume, _),) = pair.client.datagrams_to_send(pair.net.now)
+    victim = ("203.0.113.50", 9)
+    server = pair.server
+    server.receive_datagram(resume, victim, pair.net.now)
+    (server_ref,) = [e.ref for e in iter(server.next_event, None)
+                     if isinstance(e, SessionEstablished)]
+    stream = server.open_stream(server_ref)
+    while server.can_send(server_ref, stream):
+        server.send_message(server_ref, stream, b"push" * 2500)
+    sent = 0
+    now = pair.net.now
+    for _ in range(400):  # 20 s of retransmissions and probes
+        now += 0.05
+        server.handle_timer(now)
+        sent += bytes_by_address(server.datagrams_to_send(now)).get(victim, 0)
+    assert 0 < sent <= AMPLIFICATION_FACTOR * len(resume)
+
+
+def test_resumed_session_still_moves_data_once_the_client_answers() -> None:
+    pair = establish(seed=77)
+    ticket = next(e.token for e in pair.client_events if isinstance(e, ResumeTokenReceived))
+    pair.client.close_session(pair.client_ref, now=pair.net.now)
+    pair.net.run(2.0)
+    ref = pair.client.resume(RAW_SERVER_ADDR, ticket, pair.net.now)
+    pair.net.run(1.0)
+    server_ref = [e.ref for e in pair.server_events if isinstance(e, SessionEstablished)][-1]
+    stream = pair.server.open_stream(server_ref)
+    payload = bytes(range(256)) * 400
+    pair.server.send_message(server_ref, stream, payload)
+    pair.net.run(2.0)
+    assert payload in [e.data for e in pair.client_events
+                       if isinstance(e, MessageReceived) and e.ref == ref]
