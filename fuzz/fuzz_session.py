@@ -3,7 +3,8 @@
 Invariant: any input is parsed or counted as dropped; nothing raises. Also:
 a session that an endpoint closed because of its peer's frames reports a
 known ``ErrorCode`` (a peer's own ERROR or SESSION_CLOSE may carry any code,
-and is reported as the peer's, ``by_peer=True``), and the
+and is reported as the peer's, ``by_peer=True``), ``SessionClosed`` is the
+last event of its session, and the
 server still accepts and serves a new session afterwards (one misbehaving
 peer cannot take the endpoint down).
 
@@ -70,11 +71,17 @@ def _inject(pair: Established, piece: bytes) -> None:
 
 
 def _closed_codes_known(pair: Established) -> None:
+    """Local error closes carry an ErrorCode; SessionClosed is a session's last event."""
     for events in (pair.client_events, pair.server_events):
+        closed: set[int] = set()
         for event in events:
-            if isinstance(event, SessionClosed) and event.reason == "error" \
-                    and not event.by_peer and event.code not in KNOWN_CODES:
-                raise AssertionError(f"session closed with unknown code {event.code}")
+            if event.ref in closed:
+                raise AssertionError(f"{type(event).__name__} after SessionClosed")
+            if isinstance(event, SessionClosed):
+                closed.add(event.ref)
+                if event.reason == "error" and not event.by_peer \
+                        and event.code not in KNOWN_CODES:
+                    raise AssertionError(f"session closed with unknown code {event.code}")
 
 
 def check(data: bytes) -> None:

@@ -197,6 +197,11 @@ class Session:
         """True while application data may be sent."""
         return self.state is SessionState.ESTABLISHED
 
+    @property
+    def is_closed(self) -> bool:
+        """True once the session is CLOSED (a handler may have closed it mid-packet)."""
+        return self.state is SessionState.CLOSED
+
     def require_open(self) -> None:
         """Raise the exception an application expects on a session not usable."""
         if self.state is SessionState.ESTABLISHED:
@@ -325,6 +330,8 @@ class Session:
         try:
             for frame in frames:
                 self.handlers[frame.frame_type](self, frame, now)
+                if self.is_closed:
+                    break  # SESSION_CLOSE/ERROR: nothing after it may reach the application
         except ProtocolError as exc:
             self.close_with_error(exc, now)
         return None

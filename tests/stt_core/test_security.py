@@ -771,3 +771,18 @@ def test_resumed_session_still_moves_data_once_the_client_answers() -> None:
     pair.net.run(2.0)
     assert payload in [e.data for e in pair.client_events
                        if isinstance(e, MessageReceived) and e.ref == ref]
+
+
+@pytest.mark.parametrize("closing", [0x30, 0xFF])
+def test_frames_after_a_close_in_the_same_packet_reach_nobody(closing: int) -> None:
+    """SessionClosed is the last event of a session, whatever follows in the packet."""
+    from stt_core.wire import CloseFrame, StreamOpenFrame
+    pair = establish(seed=79)
+    raw = RawPeer(pair)
+    before = len(pair.server_events)
+    raw.send(CloseFrame(closing, 2, "bye").encode()
+             + StreamOpenFrame(1, 0, 1024, "late").encode()
+             + DataFrame(1, 0, encode_varint(5) + b"hello").encode())
+    pair.net.run(5.0)
+    events = [e for e in pair.server_events[before:] if e.ref == pair.server_ref]
+    assert [type(e) for e in events] == [SessionClosed]
