@@ -50,8 +50,10 @@ from .common import (
     Link,
     Metrics,
     MiB,
+    Progress,
     ServerInfo,
     Workload,
+    asyncio_guard,
     asyncio_wait_command,
     check_count,
     cpu_seconds,
@@ -289,10 +291,12 @@ async def _client(workload: Workload, link: Link, server: ServerInfo) -> None:
         metrics = await _client_handshakes(workload, config, host, port)
     else:
         async with connect(host, port, configuration=config) as conn:
+            progress = Progress(f"aioquic {workload.case}")
             if workload.case == "rtt":
-                metrics = await _client_rtt(workload, conn)
+                work = _client_rtt(workload, conn, progress)
             else:
-                metrics = await _client_bulk(workload, conn)
+                work = _client_bulk(workload, conn, progress)
+            metrics = await asyncio_guard(work, progress)
     link.send_result(metrics)
     await asyncio_wait_command(link)
 
@@ -323,7 +327,9 @@ async def _client_handshakes(
     }
 
 
-async def _send_counted(conn: QuicConnectionProtocol, nbytes: int, payload: bytes) -> int:
+async def _send_counted(
+    conn: QuicConnectionProtocol, nbytes: int, payload: bytes, progress: Progress
+) -> int:
     """Send ``nbytes`` on a new stream, close it, return the count the server replies."""
     reader, writer = await conn.create_stream()
     view = memoryview(payload)
@@ -335,10 +341,13 @@ async def _send_counted(conn: QuicConnectionProtocol, nbytes: int, payload: byte
         await asyncio.sleep(0)
     writer.write_eof()
     reply = await reader.read()
+    progress.done += 1  # the writes only queue (no backpressure): count the replies
     return int.from_bytes(reply, "big")
 
 
-async def _client_bulk(workload: Workload, conn: QuicConnectionProtocol) -> Metrics:
+async def _client_bulk(
+    workload: Workload, conn: QuicConnectionProtocol, progress: Progress
+) -> Metrics:
     """Goodput and sender CPU of ``total_bytes`` over ``streams`` parallel streams."""
     per_stream, rest = divmod(workload.total_bytes, workload.streams)
     if rest:
@@ -346,7 +355,7 @@ async def _client_bulk(workload: Workload, conn: QuicConnectionProtocol) -> Metr
     payload = pattern_bytes(min(workload.chunk_size, per_stream))
     cpu0, start = cpu_seconds(), time.perf_counter()
     counts = await asyncio.gather(
-        *(_send_counted(conn, per_stream, payload) for _ in range(workload.streams))
+        *(_send_counted(conn, per_stream, payload, progress) for _ in range(workload.streams))
     )
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     check_count("bytes acknowledged by the receiver", workload.total_bytes, sum(counts))
@@ -358,7 +367,9 @@ async def _client_bulk(workload: Workload, conn: QuicConnectionProtocol) -> Metr
     }
 
 
-async def _client_rtt(workload: Workload, conn: QuicConnectionProtocol) -> Metrics:
+async def _client_rtt(
+    workload: Workload, conn: QuicConnectionProtocol, progress: Progress
+) -> Metrics:
     """Request/response round trips of ``message_size`` bytes on one stream."""
     reader, writer = await conn.create_stream()
     request = pattern_bytes(workload.message_size)
@@ -372,6 +383,7 @@ async def _client_rtt(workload: Workload, conn: QuicConnectionProtocol) -> Metri
             raise BenchError("rtt: the echo differs from the request")
         if i >= workload.warmup:
             samples.append(elapsed)
+        progress.done = i + 1
     writer.write_eof()
     return {
         "rtt_p50_us": percentile(samples, 0.5) * 1e6,

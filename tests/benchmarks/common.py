@@ -25,16 +25,18 @@ import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 MiB = 1024 * 1024
 """One mebibyte: every size and rate in the report is in MiB."""
 
 Address = tuple[str, int]
 """A UDP (host, port) pair."""
+
+T = TypeVar("T")
 
 Metrics = dict[str, float]
 """One process's measurements of one run, keyed by metric name (see ``METRICS``)."""
@@ -195,6 +197,65 @@ async def asyncio_wait_command(link: Link) -> str:
     return link.recv_command()
 
 
+STALL_TIMEOUT = 30.0
+"""Seconds without progress after which a run counts as stalled (a bug, not slowness)."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """A counter the measured loop bumps, so a watchdog can tell a stall from slow progress.
+
+    Why: a transport that stops delivering would otherwise hold the run until the parent's
+    timeout, and then fail without saying where it stopped.
+    """
+
+    what: str
+    done: int = 0
+
+
+class StallWatch:
+    """Clock-side half of the watchdog: call ``check`` about once a second."""
+
+    __slots__ = ("_last", "_progress", "_since")
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._last = progress.done
+        self._since = time.monotonic()
+
+    def check(self, limit: float = STALL_TIMEOUT) -> None:
+        """Raise ``BenchError`` when ``progress.done`` has not moved for ``limit`` seconds."""
+        now = time.monotonic()
+        if self._progress.done != self._last:
+            self._last, self._since = self._progress.done, now
+        elif now - self._since > limit:
+            raise BenchError(
+                f"{self._progress.what}: stalled at {self._progress.done} "
+                f"(no progress for {limit:.0f} s)"
+            )
+
+
+async def asyncio_guard(work: Awaitable[T], progress: Progress) -> T:
+    """Await ``work``, cancelling it with a clear error if ``progress`` stalls."""
+    task = asyncio.ensure_future(work)
+    watch = StallWatch(progress)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                return task.result()
+            watch.check()
+    finally:
+        task.cancel()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line per leaf exception, so errors from inside task groups keep their message."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def child_entry(
     role: str,
     impl: Impl,
@@ -212,7 +273,7 @@ def child_entry(
         module.run_role(role, impl.backend, workload, link, server)
     except BaseException as exc:
         # The parent waits on the pipe; tell it why instead of letting it time out.
-        conn.send(("error", f"{role}: {type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{role}: {describe_error(exc)}"))
         raise
 
 

@@ -33,7 +33,9 @@ from .common import (
     Link,
     Metrics,
     MiB,
+    Progress,
     ServerInfo,
+    StallWatch,
     Workload,
     check_count,
     cpu_seconds,
@@ -208,12 +210,31 @@ async def _client(workload: Workload, link: Link, server: ServerInfo) -> None:
             metrics = await _client_handshakes(workload, node, server)
         else:
             session = await node.connect(server.address, timeout=CONNECT_TIMEOUT)
+            progress = Progress(f"stt {workload.case}")
             if workload.case == "rtt":
-                metrics = await _client_rtt(workload, session)
+                work = functools.partial(_client_rtt, workload, session, progress)
             else:
-                metrics = await _client_bulk(workload, session)
+                work = functools.partial(_client_bulk, workload, session, progress)
+            metrics = await _guarded(work, progress)
         link.send_result(metrics)
         await _wait_command(link)
+
+
+async def _guarded(work: Callable[[], Awaitable[Metrics]], progress: Progress) -> Metrics:
+    """Run ``work``; fail with a clear error if ``progress`` stalls (see ``common.Progress``)."""
+    result: list[Metrics] = []
+    watch = StallWatch(progress)
+    async with anyio.create_task_group() as tg:
+
+        async def body() -> None:
+            result.append(await work())
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(body)
+        while True:
+            await anyio.sleep(1.0)
+            watch.check()
+    return result[0]
 
 
 async def _client_handshakes(workload: Workload, node: Node, server: ServerInfo) -> Metrics:
@@ -238,7 +259,9 @@ async def _client_handshakes(workload: Workload, node: Node, server: ServerInfo)
     }
 
 
-async def _send_counted(stream: Stream, nbytes: int, payload: bytes, counts: list[int]) -> None:
+async def _send_counted(
+    stream: Stream, nbytes: int, payload: bytes, counts: list[int], progress: Progress
+) -> None:
     """Announce ``nbytes``, write them as messages, append the count the server replies."""
     await stream.write(nbytes.to_bytes(COUNT_SIZE, "big"))
     view = memoryview(payload)
@@ -247,11 +270,13 @@ async def _send_counted(stream: Stream, nbytes: int, payload: bytes, counts: lis
         n = min(remaining, len(view))
         await stream.write(payload if n == len(view) else view[:n].tobytes())
         remaining -= n
+        progress.done += n
     reply = await stream.receive()
     counts.append(int.from_bytes(reply, "big"))
+    progress.done += 1
 
 
-async def _client_bulk(workload: Workload, session: Session) -> Metrics:
+async def _client_bulk(workload: Workload, session: Session, progress: Progress) -> Metrics:
     """Goodput and sender CPU of ``total_bytes`` over ``streams`` parallel streams."""
     per_stream, rest = divmod(workload.total_bytes, workload.streams)
     if rest:
@@ -262,7 +287,7 @@ async def _client_bulk(workload: Workload, session: Session) -> Metrics:
     cpu0, start = cpu_seconds(), time.perf_counter()
     async with anyio.create_task_group() as tg:
         for stream in streams:
-            tg.start_soon(_send_counted, stream, per_stream, payload, counts)
+            tg.start_soon(_send_counted, stream, per_stream, payload, counts, progress)
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     check_count("bytes acknowledged by the receiver", workload.total_bytes, sum(counts))
     mib = workload.total_bytes / MiB
@@ -273,7 +298,7 @@ async def _client_bulk(workload: Workload, session: Session) -> Metrics:
     }
 
 
-async def _client_rtt(workload: Workload, session: Session) -> Metrics:
+async def _client_rtt(workload: Workload, session: Session, progress: Progress) -> Metrics:
     """Request/response round trips of ``message_size`` bytes on one stream."""
     stream = session.open_stream(purpose="rtt")
     request = pattern_bytes(workload.message_size)
@@ -287,6 +312,7 @@ async def _client_rtt(workload: Workload, session: Session) -> Metrics:
             raise BenchError("rtt: the echo differs from the request")
         if i >= workload.warmup:
             samples.append(elapsed)
+        progress.done = i + 1
     return {
         "rtt_p50_us": percentile(samples, 0.5) * 1e6,
         "rtt_p99_us": percentile(samples, 0.99) * 1e6,
