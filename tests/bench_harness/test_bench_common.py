@@ -136,3 +136,18 @@ def test_aioquic_cases_run_and_count_bytes() -> None:
     assert bulk["goodput_mib_s"] > 0
     shakes = common.run_pair(impl, common.Workload("handshake", sessions=5), timeout=120.0)
     assert shakes["server_cpu_ms_per_handshake"] > 0
+
+
+def test_stall_watch_fails_only_without_progress() -> None:
+    progress = common.Progress("demo")
+    watch = common.StallWatch(progress)
+    progress.done = 3
+    watch.check(limit=-1.0)  # progress since the last look: fine whatever the limit
+    with pytest.raises(common.BenchError, match="demo: stalled at 3"):
+        watch.check(limit=-1.0)
+    watch.check(limit=3600.0)
+
+
+def test_describe_error_flattens_groups() -> None:
+    group = ExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [KeyError("b")])])
+    assert common.describe_error(group) == "ValueError: a; KeyError: 'b'"
