@@ -786,3 +786,37 @@ def test_frames_after_a_close_in_the_same_packet_reach_nobody(closing: int) -> N
     pair.net.run(5.0)
     events = [e for e in pair.server_events[before:] if e.ref == pair.server_ref]
     assert [type(e) for e in events] == [SessionClosed]
+
+
+def test_no_secret_bytes_in_trace_records() -> None:
+    """The trace sink sees packets, key updates and paths, never key material."""
+    from stt_core.trace import ListTrace
+    secrets: list[bytes] = []
+    original_init = PacketProtection.__init__
+
+    def init(self: PacketProtection, aead: str, secret: bytes) -> None:
+        secrets.append(bytes(secret))
+        original_init(self, aead, secret)
+
+    client_trace, server_trace = ListTrace(), ListTrace()
+    setattr(PacketProtection, "__init__", init)  # noqa: B010
+    try:
+        pair = Pair(client=make_config(b"client", key_update_interval_packets=20),
+                    server=make_config(b"server", server_mode=True,
+                                       key_update_interval_packets=20))
+        pair.client.trace = client_trace  # sessions created from now on use it
+        pair.server.trace = server_trace
+        ref = pair.client.connect(SERVER_ADDR, pair.now)
+        pair.run_for(1.0)
+        stream = pair.client.open_stream(ref)
+        for i in range(50):
+            pair.client.send_message(ref, stream, bytes([i]) * 3000)
+        pair.run_for(5.0)
+    finally:
+        setattr(PacketProtection, "__init__", original_init)  # noqa: B010
+    tickets = [e.token for e in pair.client_events if isinstance(e, ResumeTokenReceived)]
+    records = client_trace.events + server_trace.events
+    assert any(r[2] == "key_updated" for r in records)
+    text = repr(records)
+    for secret in [SEED, pair.client.psk, *secrets, *tickets]:
+        assert repr(secret) not in text and secret.hex() not in text
