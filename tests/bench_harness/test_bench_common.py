@@ -29,6 +29,7 @@ def _load(name: str) -> ModuleType:
 
 
 common = _load("common")
+report = _load("report")
 run = _load("run")
 
 samples = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=200)
@@ -62,7 +63,7 @@ def test_percentile_rejects_bad_input() -> None:
 
 
 def test_outcome_summary_is_median_min_max_per_metric() -> None:
-    outcome = common.Outcome(runs=[{"a": 3.0, "b": 1.0}, {"a": 1.0}, {"a": 2.0, "b": 5.0}])
+    outcome = report.Outcome(runs=[{"a": 3.0, "b": 1.0}, {"a": 1.0}, {"a": 2.0, "b": 5.0}])
     summary = outcome.summary()
     assert (summary["a"].median, summary["a"].low, summary["a"].high) == (2.0, 1.0, 3.0)
     assert summary["a"].runs == 3
@@ -71,17 +72,17 @@ def test_outcome_summary_is_median_min_max_per_metric() -> None:
 
 
 def test_format_and_ratio() -> None:
-    s = common.Summary(median=1234.5, low=1000.0, high=1500.0, runs=3)
-    assert common.format_summary(s) == "1234 (1000..1500)"
-    assert common.format_summary(None) == "-"
-    assert common.format_number(0.01234) == "0.0123"
-    half = common.Summary(median=617.25, low=1.0, high=1.0, runs=1)
-    assert common.summarize_ratio(half, s) == "0.50x"
-    assert common.summarize_ratio(s, None) == "-"
+    s = report.Summary(median=1234.5, low=1000.0, high=1500.0, runs=3)
+    assert report.format_summary(s) == "1234 (1000..1500)"
+    assert report.format_summary(None) == "-"
+    assert report.format_number(0.01234) == "0.0123"
+    half = report.Summary(median=617.25, low=1.0, high=1.0, runs=1)
+    assert report.summarize_ratio(half, s) == "0.50x"
+    assert report.summarize_ratio(s, None) == "-"
 
 
 def test_render_table_aligns_columns() -> None:
-    text = common.render_table(["a", "long header"], [["xxxxx", "1"], ["y", "22"]])
+    text = report.render_table(["a", "long header"], [["xxxxx", "1"], ["y", "22"]])
     lines = text.splitlines()
     assert len(lines) == 4
     assert len({line.index(cell) for line, cell in zip(lines[2:], ["1", "22"], strict=True)}) == 1

@@ -1,9 +1,10 @@
-"""Benchmark plumbing shared by every implementation: workloads, processes, links, statistics.
+"""Benchmark plumbing shared by every implementation: workloads, processes, links, probes.
 
 This module owns what is the same whichever transport is measured: the description of a
 workload, the two-process choreography (server process, client process, each pinned to its own
-core), the pipe protocol between the parent and its children, CPU and memory probes, and the
-statistics over repeats. It must not know any transport: the STT, aioquic and bare-UDP cases live
+core), the pipe protocol between the parent and its children, CPU and memory probes, and
+percentiles within a run (statistics over repeats and the table are ``report``'s). It must not
+know any transport: the STT, aioquic and bare-UDP cases live
 in their own modules and are reached only through :func:`child_entry`, by module name.
 
 Choreography of one run (see ``docs/performance.md``):
@@ -23,10 +24,9 @@ import importlib
 import math
 import multiprocessing
 import os
-import statistics
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, TypeVar
 
@@ -39,7 +39,7 @@ Address = tuple[str, int]
 T = TypeVar("T")
 
 Metrics = dict[str, float]
-"""One process's measurements of one run, keyed by metric name (see ``METRICS``)."""
+"""One process's measurements of one run, keyed by metric name (see ``report.METRICS``)."""
 
 
 class BenchError(RuntimeError):
@@ -98,35 +98,6 @@ class Impl:
     """Event loop: ``asyncio``, ``trio`` or ``uvloop``."""
     family: str
     """``stt``, ``aioquic`` or ``baseline``: what ``--only`` selects on."""
-
-
-@dataclass(frozen=True, slots=True)
-class MetricInfo:
-    """How a metric is labelled and which way is better."""
-
-    label: str
-    unit: str
-    higher_is_better: bool
-
-
-METRICS: dict[str, MetricInfo] = {
-    "handshake_ms": MetricInfo("handshake latency p50", "ms", False),
-    "handshake_p99_ms": MetricInfo("handshake latency p99", "ms", False),
-    "client_cpu_ms_per_handshake": MetricInfo("client CPU per handshake", "ms", False),
-    "server_cpu_ms_per_handshake": MetricInfo("server CPU per handshake", "ms", False),
-    "goodput_mib_s": MetricInfo("goodput", "MiB/s", True),
-    "client_cpu_ms_per_mib": MetricInfo("sender CPU per MiB", "ms", False),
-    "server_cpu_ms_per_mib": MetricInfo("receiver CPU per MiB", "ms", False),
-    "rtt_p50_us": MetricInfo("round trip p50", "us", False),
-    "rtt_p99_us": MetricInfo("round trip p99", "us", False),
-    "rss_kib_per_session": MetricInfo("server RSS per idle session", "KiB", False),
-    "traced_kib_per_session": MetricInfo("server tracemalloc per idle session", "KiB", False),
-    "connect_all_s": MetricInfo("time to open all sessions", "s", False),
-    "sessions_pending": MetricInfo("sessions still handshaking on the server", "sessions", False),
-    "datagram_bytes": MetricInfo("largest datagram used", "bytes", True),
-    "udp_rcvbuf_drops": MetricInfo("UDP receive-buffer drops (whole host)", "datagrams", False),
-}
-"""Every metric a case may report. Cases report only names from this table."""
 
 
 class CaseModule(Protocol):
@@ -339,32 +310,6 @@ def pattern_bytes(size: int) -> bytes:
 # --------------------------------------------------------------------------- the parent side
 
 
-@dataclass(slots=True)
-class Summary:
-    """Median, min and max of one metric over the repeats of one case and implementation."""
-
-    median: float
-    low: float
-    high: float
-    runs: int
-
-
-@dataclass(slots=True)
-class Outcome:
-    """Everything one (case, implementation) pair produced over its repeats."""
-
-    runs: list[Metrics] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Summary]:
-        """Per-metric median (min..max) over the successful runs."""
-        names = sorted({name for run in self.runs for name in run})
-        out: dict[str, Summary] = {}
-        for name in names:
-            values = [run[name] for run in self.runs if name in run]
-            out[name] = Summary(statistics.median(values), min(values), max(values), len(values))
-        return out
-
 
 def pick_cores() -> tuple[int | None, int | None]:
     """Cores for (server, client): two different ones when this process may use two."""
@@ -425,88 +370,60 @@ def run_pair(impl: Impl, workload: Workload, timeout: float, settle: float = 0.0
         BenchError: a child failed, timed out, or reported a wrong byte count.
     """
     ctx = multiprocessing.get_context("spawn")
-    server_cpu, client_cpu = pick_cores()
     s_parent, s_child = ctx.Pipe()
     c_parent, c_child = ctx.Pipe()
-    server = ctx.Process(
-        target=child_entry, args=("server", impl, workload, s_child, server_cpu, None), daemon=True
-    )
-    client: multiprocessing.process.BaseProcess | None = None
+    procs: list[multiprocessing.process.BaseProcess] = []
     grace = 10.0
     try:
-        server.start()
-        _, info = _wait_message(s_parent, server, 60.0, f"{impl.name} server start")
-        client = ctx.Process(
-            target=child_entry,
-            args=("client", impl, workload, c_child, client_cpu, info),
-            daemon=True,
+        return _choreograph(
+            ctx, impl, workload, (s_parent, s_child), (c_parent, c_child), procs, timeout, settle
         )
-        client.start()
-        drops0 = udp_rcvbuf_errors()
-        _, client_metrics = _wait_message(c_parent, client, timeout, f"{impl.name} client")
-        drops1 = udp_rcvbuf_errors()
-        if settle > 0:
-            time.sleep(settle)
-        s_parent.send("stop")
-        _, server_metrics = _wait_message(s_parent, server, timeout, f"{impl.name} server stop")
-        c_parent.send("stop")
-        merged: Metrics = {**client_metrics, **server_metrics}
-        if drops0 is not None and drops1 is not None:
-            merged["udp_rcvbuf_drops"] = float(drops1 - drops0)
-        return merged
     except BaseException:
         grace = 0.0  # failed or interrupted: nothing to wait for
         raise
     finally:
-        for proc in (client, server):
-            if proc is not None:
-                _finish(proc, grace)
+        for proc in reversed(procs):  # client first: it may hold sessions to the server
+            _finish(proc, grace)
         for conn in (s_parent, s_child, c_parent, c_child):
             conn.close()
 
 
-def format_number(value: float) -> str:
-    """About three significant figures, never in exponent notation (easier to scan)."""
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
-def format_summary(s: Summary | None) -> str:
-    """``median (min..max)``, or ``-`` when the column has no number for this row."""
-    if s is None:
-        return "-"
-    return f"{format_number(s.median)} ({format_number(s.low)}..{format_number(s.high)})"
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Plain left-aligned text table: no dependency, readable in a terminal and in a log."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
-
-
-def summarize_ratio(numerator: Summary | None, denominator: Summary | None) -> str:
-    """Median ratio of two columns, ``-`` when either is missing or zero."""
-    if numerator is None or denominator is None or denominator.median == 0:
-        return "-"
-    return f"{numerator.median / denominator.median:.2f}x"
-
-
-def metric_label(name: str) -> str:
-    """Row label of a metric: description, unit and which way is better."""
-    info: Mapping[str, MetricInfo] = METRICS
-    if name not in info:
-        return name
-    m = info[name]
-    arrow = "higher" if m.higher_is_better else "lower"
-    return f"{m.label} [{m.unit}, {arrow} is better]"
+def _choreograph(
+    ctx: multiprocessing.context.SpawnContext,
+    impl: Impl,
+    workload: Workload,
+    server_pipe: tuple[Connection, Connection],
+    client_pipe: tuple[Connection, Connection],
+    procs: list[multiprocessing.process.BaseProcess],
+    timeout: float,
+    settle: float,
+) -> Metrics:
+    """The four steps of the module docstring; every started process is added to ``procs``."""
+    server_cpu, client_cpu = pick_cores()
+    server = ctx.Process(
+        target=child_entry,
+        args=("server", impl, workload, server_pipe[1], server_cpu, None),
+        daemon=True,
+    )
+    procs.append(server)
+    server.start()
+    _, info = _wait_message(server_pipe[0], server, 60.0, f"{impl.name} server start")
+    client = ctx.Process(
+        target=child_entry,
+        args=("client", impl, workload, client_pipe[1], client_cpu, info),
+        daemon=True,
+    )
+    procs.append(client)
+    client.start()
+    drops0 = udp_rcvbuf_errors()
+    _, client_metrics = _wait_message(client_pipe[0], client, timeout, f"{impl.name} client")
+    drops1 = udp_rcvbuf_errors()
+    if settle > 0:
+        time.sleep(settle)
+    server_pipe[0].send("stop")
+    _, server_metrics = _wait_message(server_pipe[0], server, timeout, f"{impl.name} server stop")
+    client_pipe[0].send("stop")
+    merged: Metrics = {**client_metrics, **server_metrics}
+    if drops0 is not None and drops1 is not None:
+        merged["udp_rcvbuf_drops"] = float(drops1 - drops0)
+    return merged

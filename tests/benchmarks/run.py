@@ -27,17 +27,19 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
 
 from tests.benchmarks.common import (
-    METRICS,
     BenchError,
     Impl,
     MiB,
-    Outcome,
     Workload,
+    pick_cores,
+    run_pair,
+)
+from tests.benchmarks.report import (
+    METRICS,
+    Outcome,
     format_summary,
     metric_label,
-    pick_cores,
     render_table,
-    run_pair,
     summarize_ratio,
 )
 
