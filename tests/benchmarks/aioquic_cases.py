@@ -199,7 +199,7 @@ async def _serve_stream(
 def _server_metrics(
     workload: Workload, cpu: float, rss_delta: int, traced_delta: int, handshakes: int
 ) -> Metrics:
-    """Turn the server's raw deltas into the per-unit figures of ``common.METRICS``."""
+    """Turn the server's raw deltas into the per-unit figures of ``report.METRICS``."""
     metrics: Metrics = {}
     if workload.case == "handshake":
         check_count("server handshakes", workload.sessions, handshakes)

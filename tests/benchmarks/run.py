@@ -220,7 +220,7 @@ def format_report(variants: Sequence[Variant], impls: Sequence[Impl], report: Re
 
 
 def _metric_order(name: str) -> int:
-    """Rows follow the order of ``common.METRICS``; unknown names go last."""
+    """Rows follow the order of ``report.METRICS``; unknown names go last."""
     order = list(METRICS)
     return order.index(name) if name in order else len(order)
 

@@ -157,7 +157,7 @@ class _Acceptor:
 def _server_metrics(
     workload: Workload, cpu: float, rss_delta: int, traced_delta: int, accepted: int
 ) -> Metrics:
-    """Turn the server's raw deltas into the per-unit figures of ``common.METRICS``."""
+    """Turn the server's raw deltas into the per-unit figures of ``report.METRICS``."""
     metrics: Metrics = {}
     if workload.case == "handshake":
         check_count("server sessions accepted", workload.sessions, accepted)
