@@ -2,10 +2,9 @@
 
 Each test is one claim of the security document: the amplification limit,
 the stateless answer to a handshake flood, per-packet anti-replay, key update
-under load, AEAD nonce uniqueness, secrets kept out of reprs and logs, the
-resource caps of ``Config``, and what a malicious peer holding the seed can
-and cannot do to a server (``fuzz.harness.RawPeer`` seals its crafted frames
-with a real session's keys).
+under load, AEAD nonce uniqueness, secrets kept out of reprs, logs and traces,
+and resumption that neither amplifies nor burns tokens on forgeries. What a
+malicious peer holding the seed can do is in ``test_security_peer.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,72 +19,34 @@ from dataclasses import replace
 import pytest
 
 from fuzz.harness import SERVER_ADDR as RAW_SERVER_ADDR
-from fuzz.harness import Established, RawPeer, establish
-from fuzz.harness import make_config as raw_config
-from fuzz.make_corpus import capture_plaintexts
+from fuzz.harness import RawPeer, establish
 from stt_core import (
     Config,
     Endpoint,
-    ErrorCode,
     MessageReceived,
     ResumeTokenReceived,
-    SessionClosed,
     SessionEstablished,
     SessionState,
-    StreamClosed,
 )
 from stt_core.crypto import PacketProtection
-from stt_core.events import Address, Event, SessionRef
+from stt_core.events import Address, SessionRef
 from stt_core.handshake import HandshakeKeys
 from stt_core.resumption import Ticket
 from stt_core.states import AMPLIFICATION_FACTOR
 from stt_core.wire import (
-    DataFrame,
     PacketType,
     SimpleFrame,
-    encode_varint,
 )
 
 from .helpers import SEED, SERVER_ADDR, Pair, make_config, seeded_random
-
-SESSION_TYPES = (PacketType.SESSION, PacketType.SESSION_KEY_PHASE_1)
-
-
-def established(events: list[Event]) -> list[SessionEstablished]:
-    return [e for e in events if isinstance(e, SessionEstablished)]
-
-
-def received(events: list[Event], stream_id: int | None = None) -> list[bytes]:
-    return [e.data for e in events if isinstance(e, MessageReceived)
-            and (stream_id is None or e.stream_id == stream_id)]
-
-
-def open_pair(**kwargs: object) -> tuple[Pair, SessionRef, SessionRef]:
-    """A Pair with one established session: (pair, client ref, server ref)."""
-    pair = Pair(**kwargs)  # type: ignore[arg-type]
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(2.0, stop=lambda: bool(established(pair.server_events)))
-    server_ref = established(pair.server_events)[0].ref
-    pair.run_for(0.1)
-    return pair, ref, server_ref
-
-
-def hello_from_new_client(index: int, *, seed: bytes = SEED) -> bytes:
-    """A valid HELLO datagram from a fresh client that will never answer."""
-    client = Endpoint(Config(shared_seed=seed, node_id=b"spoof%d" % index), now=1000.0,
-                      random_bytes=seeded_random(50_000 + index))
-    client.connect(SERVER_ADDR, 1000.0)
-    ((hello, _),) = client.datagrams_to_send(1000.0)
-    assert hello[0] == PacketType.HELLO
-    return hello
-
-
-def bytes_by_address(out: list[tuple[bytes, Address]]) -> dict[Address, int]:
-    totals: dict[Address, int] = {}
-    for datagram, addr in out:
-        totals[addr] = totals.get(addr, 0) + len(datagram)
-    return totals
-
+from .security_helpers import (
+    SESSION_TYPES,
+    bytes_by_address,
+    established,
+    hello_from_new_client,
+    open_pair,
+    received,
+)
 
 # --------------------------------------------------------------- anti-amplification
 
@@ -396,270 +356,6 @@ def test_no_secret_bytes_in_any_log_record_during_a_session() -> None:
     del server_ref
 
 
-# --------------------------------------------------------------- resource caps
-
-
-def closed_events(events: list[Event], ref: SessionRef | None = None) -> list[SessionClosed]:
-    return [e for e in events if isinstance(e, SessionClosed) and (ref is None or e.ref == ref)]
-
-
-def test_too_many_streams_closes_only_that_session() -> None:
-    limit = 16
-    server_config = raw_config(b"server", server=True, max_streams_per_session=limit)
-    offender = establish(seed=31, server=server_config)
-    other = establish(seed=32, net=offender.net, client_addr=("192.0.2.77", 1234))
-    for i in range(limit + 1):
-        stream = offender.client.open_stream(offender.client_ref, purpose=f"s{i}")
-        offender.client.send_message(offender.client_ref, stream, b"m")
-    stream = other.client.open_stream(other.client_ref, purpose="bystander")
-    offender.net.run(2.0)
-    (closed,) = closed_events(offender.client_events, offender.client_ref)
-    assert closed.reason == "error" and closed.by_peer
-    assert closed.code == ErrorCode.STREAM_LIMIT_ERROR
-    assert offender.server.session_state(offender.server_ref) is SessionState.CLOSED
-    other.client.send_message(other.client_ref, stream, b"still served")
-    offender.net.run(1.0)
-    assert b"still served" in received(offender.server_events)
-    assert offender.server.session_state(other.server_ref) is SessionState.ESTABLISHED
-
-
-def test_message_over_max_message_size_resets_only_that_stream() -> None:
-    server = make_config(b"server", server_mode=True, max_message_size=1000)
-    pair, ref, server_ref = open_pair(server=server)
-    big = pair.client.open_stream(ref, purpose="big")
-    small = pair.client.open_stream(ref, purpose="small")
-    pair.client.send_message(ref, small, b"before")
-    pair.client.send_message(ref, big, b"x" * 5000)
-    pair.client.send_message(ref, small, b"after")
-    pair.run_for(2.0)
-    resets = [e for e in pair.client_events if isinstance(e, StreamClosed)]
-    assert [(e.stream_id, e.code) for e in resets] == [(big, ErrorCode.MESSAGE_TOO_LARGE)]
-    assert received(pair.server_events, small) == [b"before", b"after"]
-    assert received(pair.server_events, big) == []
-    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
-    pair.client.send_message(ref, small, b"x" * 1000)  # exactly the limit is fine
-    pair.run_for(1.0)
-    assert received(pair.server_events, small)[-1] == b"x" * 1000
-
-
-def test_max_sessions_is_respected() -> None:
-    net_pair = establish(seed=41, server=raw_config(b"server", server=True, max_sessions=3))
-    net = net_pair.net
-    for i in range(2):
-        establish(seed=42 + i, net=net, client_addr=(f"192.0.2.{80 + i}", 1))
-    late = net.add(("192.0.2.90", 1), Endpoint(raw_config(b"late"), now=net.now,
-                                               random_bytes=seeded_random(99)))
-    ref = late.connect(RAW_SERVER_ADDR, net.now, timeout=3.0)
-    net.run(4.0)
-    assert len(net_pair.server.sessions) == 3
-    (closed,) = closed_events(net.events[("192.0.2.90", 1)], ref)
-    assert not closed.established and closed.reason == "timeout"  # REJECT(busy): retried
-    assert net_pair.server.stats.drops["session_limit"] >= 1
-
-
-def test_max_pending_handshakes_is_respected() -> None:
-    server = Endpoint(make_config(b"server", server_mode=True, max_pending_handshakes=5,
-                                  cookie_threshold=100), now=1000.0,
-                      random_bytes=seeded_random(3))
-    for i in range(40):
-        server.receive_datagram(hello_from_new_client(i), ("198.51.100.5", 20_000 + i), 1000.0)
-    kinds = [d[0] for d, _ in server.datagrams_to_send(1000.0)]
-    assert kinds.count(PacketType.CHALLENGE) == 5
-    assert kinds.count(PacketType.REJECT) == 35
-    assert len(server.sessions) == 5
-    assert server.stats.drops["session_limit"] == 35
-    server.handle_timer(1000.0 + 2 * server.config.connect_timeout)
-    server.datagrams_to_send(1000.0 + 2 * server.config.connect_timeout)
-    assert not server.sessions and server.acceptor.pending == 0  # slots come back
-
-
-# --------------------------------------------------------------- malicious peer holding the seed
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    """Yield a list that holds the tracemalloc peak (bytes) once the block ends."""
-    result: list[int] = []
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    try:
-        yield result
-    finally:
-        result.append(tracemalloc.get_traced_memory()[1] - base)
-        tracemalloc.stop()
-
-
-def stream_open_frames(first_id: int, count: int) -> bytes:
-    from stt_core.wire import StreamOpenFrame
-    return b"".join(StreamOpenFrame(first_id + 2 * i, 0, 1024, "x").encode()
-                    for i in range(count))
-
-
-def attacked_pair(seed: int, **server_overrides: object) -> tuple[Established, Established]:
-    """An offender and a bystander session on one server."""
-    server = raw_config(b"server", server=True, **server_overrides)
-    offender = establish(seed=seed, server=server)
-    bystander = establish(seed=seed + 1, net=offender.net, client_addr=("192.0.2.66", 2))
-    return offender, bystander
-
-
-def bystander_works(bystander: Established, tag: bytes) -> bool:
-    stream = bystander.client.open_stream(bystander.client_ref)
-    bystander.client.send_message(bystander.client_ref, stream, tag)
-    bystander.net.run(1.0)
-    return tag in received(bystander.server_events)
-
-
-def test_malicious_peer_opening_100000_streams() -> None:
-    offender, bystander = attacked_pair(51)
-    raw = RawPeer(offender)
-    with peak_memory() as peak:
-        for first in range(1, 200_000, 2 * 150):
-            raw.send(stream_open_frames(first, 150))
-        offender.net.run(0.5)
-    assert peak[0] < 24 * 1024 * 1024
-    closed = closed_events(offender.client_events, offender.client_ref)
-    assert closed and closed[0].code == ErrorCode.STREAM_LIMIT_ERROR
-    assert offender.server.session_state(offender.server_ref) is SessionState.CLOSED
-    assert bystander_works(bystander, b"after 100k streams")
-
-
-def test_malicious_peer_churning_streams_stays_bounded() -> None:
-    """Open-and-reset cycles never hit the stream limit, and memory stays flat."""
-    from stt_core.wire import StreamCloseFrame
-    offender, bystander = attacked_pair(53)
-    raw = RawPeer(offender)
-    with peak_memory() as peak:
-        for first in range(1, 24_000, 2 * 60):
-            ids = range(first, first + 2 * 60, 2)
-            raw.send(stream_open_frames(first, 60)
-                     + b"".join(StreamCloseFrame(i, 16).encode() for i in ids))
-        offender.net.run(0.5)
-    assert peak[0] < 24 * 1024 * 1024
-    session = offender.server.sessions[offender.server_ref]
-    assert len(session.streams) <= 60
-    assert offender.server.session_state(offender.server_ref) is SessionState.ESTABLISHED
-    assert bystander_works(bystander, b"after churn")
-
-
-def test_malicious_peer_announcing_huge_messages() -> None:
-    """Each stream announcing a message over the limit is reset alone (MESSAGE_TOO_LARGE)."""
-    from stt_core.wire import StreamCloseFrame, StreamOpenFrame, parse_frames
-    offender, bystander = attacked_pair(55)
-    raw = RawPeer(offender)
-    huge = encode_varint((1 << 62) - 1)
-    with capture_plaintexts() as sealed, peak_memory() as peak:
-        for i in range(2000):
-            announce = StreamOpenFrame(2 * i + 1, 0, 1024, "big").encode() if i % 2 else b""
-            raw.send(announce + DataFrame(2 * i + 1, 0, huge + b"z" * 900).encode())
-        offender.net.run(1.0)
-    assert peak[0] < 24 * 1024 * 1024
-    resets = [f for payload in sealed for f in parse_frames(payload)[0]
-              if isinstance(f, StreamCloseFrame)]
-    assert len({f.stream_id for f in resets}) == 2000
-    assert {f.code for f in resets} == {ErrorCode.MESSAGE_TOO_LARGE}
-    reported = [e for e in offender.server_events if isinstance(e, StreamClosed)]
-    assert len(reported) == 1000  # the announced half; the others were never shown
-    assert {(e.code, e.by_peer) for e in reported} == {(ErrorCode.MESSAGE_TOO_LARGE, False)}
-    assert offender.server.session_state(offender.server_ref) is SessionState.ESTABLISHED
-    assert len(offender.server.sessions[offender.server_ref].streams) == 0
-    assert received(offender.server_events) == []
-    assert bystander_works(bystander, b"after huge")
-
-
-def test_malicious_peer_sending_past_the_flow_control_window() -> None:
-    offender, bystander = attacked_pair(57)
-    raw = RawPeer(offender)
-    window = offender.server.config.stream_receive_window
-    raw.send(DataFrame(1, window + 10_000, b"w" * 100).encode())
-    offender.net.run(1.0)
-    (closed,) = closed_events(offender.client_events, offender.client_ref)
-    assert closed.code == ErrorCode.FLOW_CONTROL_ERROR and closed.by_peer
-    assert bystander_works(bystander, b"after window")
-
-
-def test_malicious_peer_exceeding_the_session_window_across_streams() -> None:
-    offender, bystander = attacked_pair(59)
-    raw = RawPeer(offender)
-    session_window = offender.server.config.session_receive_window
-    per_stream = offender.server.config.stream_receive_window - 1
-    chunk = 1000
-    for i in range(session_window // per_stream + 2):
-        for offset in range(0, per_stream - chunk, 16 * chunk):
-            raw.send(DataFrame(2 * i + 1, offset, b"q" * chunk).encode())
-    offender.net.run(1.0)
-    (closed,) = closed_events(offender.client_events, offender.client_ref)
-    assert closed.code == ErrorCode.FLOW_CONTROL_ERROR and closed.by_peer
-    # Nothing was consumed past the window: the server buffered at most the window.
-    session = offender.server.sessions.get(offender.server_ref)
-    assert session is None or session.state is SessionState.CLOSED
-    assert bystander_works(bystander, b"after session window")
-
-
-def test_malicious_peer_withholding_acks_keeps_the_server_bounded() -> None:
-    """The peer stays alive with bare KEEP_ALIVEs but never acknowledges anything."""
-    offender, bystander = attacked_pair(61)
-    raw = RawPeer(offender)
-    client_addr = offender.client_addr
-
-    def silence_client(datagram: bytes, src: Address, dst: Address) -> bool:
-        return src == client_addr  # the real client's ACKs never reach the server
-
-    offender.net.drop = silence_client
-    server, sref = offender.server, offender.server_ref
-    stream = server.open_stream(sref, purpose="push")
-    queued = refused = 0
-    with peak_memory() as peak:
-        for _ in range(60):
-            while server.can_send(sref, stream):
-                server.send_message(sref, stream, b"p" * 60_000)
-                queued += 1
-            refused += 1
-            raw.send(SimpleFrame(0x13).encode())  # KEEP_ALIVE, no ACK frame
-            offender.net.run(1.0)
-    session = server.sessions[sref]
-    stats = server.session_stats(sref)
-    assert server.session_state(sref) is SessionState.ESTABLISHED  # alive, but stalled
-    assert session.send_buffered <= server.config.session_send_buffer_bytes + 60_000
-    # Without ACKs only the first window plus a few PTO probes (exponential
-    # backoff, RFC 9002 §6.2) ever leave: 60 s of stalling cost ~30 KB.
-    assert stats.bytes_in_flight <= 64 * 1024
-    assert stats.stream_bytes_sent <= 64 * 1024
-    assert stats.packets_sent < 200
-    assert queued * 60_000 <= server.config.stream_send_buffer_bytes + 60_000
-    assert peak[0] < 32 * 1024 * 1024
-    offender.net.drop = None
-    assert bystander_works(bystander, b"after withheld acks")
-    del refused
-
-
-def test_other_session_keeps_its_data_through_every_attack() -> None:
-    """One bystander exchanges messages while an offender runs every attack above."""
-    from stt_core.wire import StreamCloseFrame
-    offender, bystander = attacked_pair(63)
-    raw = RawPeer(offender)
-    stream = bystander.client.open_stream(bystander.client_ref, purpose="steady")
-    sent: list[bytes] = []
-    huge = encode_varint((1 << 62) - 1)
-    attacks: list[bytes] = [
-        DataFrame(1001, 0, huge + b"h" * 100).encode(),
-        stream_open_frames(5001, 100) + StreamCloseFrame(5001, 1).encode(),
-        b"\x00" * 500 + SimpleFrame(0x13).encode(),
-    ]
-    for i in range(60):
-        message = b"steady-%d-" % i + bytes(1000)
-        bystander.client.send_message(bystander.client_ref, stream, message)
-        sent.append(message)
-        raw.send(attacks[i % len(attacks)])
-        offender.net.run(0.05)
-    raw.send(DataFrame(7, 10 << 20, b"!").encode())  # finally, a fatal violation
-    offender.net.run(2.0)
-    assert received(bystander.server_events, stream) == sent
-    assert closed_events(offender.client_events, offender.client_ref)[0].code \
-        == ErrorCode.FLOW_CONTROL_ERROR
-
-
 def test_config_replace_keeps_secret_out_of_repr() -> None:
     config = replace(make_config(b"n"), shared_seed=b"replaced-secret-seed")
     assert "replaced-secret-seed" not in repr(config)
@@ -683,19 +379,6 @@ def test_tampered_session_packets_are_dropped_not_fatal(aead: str) -> None:
     pair.run_for(1.0)
     assert received(pair.server_events, stream) == [b"intact"]
     assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
-
-
-def test_nack_claiming_a_huge_range_costs_nothing() -> None:
-    """A NACK range's length is the peer's claim: it must not be expanded (Appendix B)."""
-    from stt_core.wire import NackFrame
-    offender, bystander = attacked_pair(65)
-    raw = RawPeer(offender)
-    with peak_memory() as peak:
-        raw.send(NackFrame([range(0, 1 << 22), range(1 << 30, 1 << 40)]).encode())
-        offender.net.run(0.5)
-    assert peak[0] < 8 * 1024 * 1024  # the expanded list alone would be ~150 MB
-    assert offender.server.session_state(offender.server_ref) is SessionState.ESTABLISHED
-    assert bystander_works(bystander, b"after nack")
 
 
 @pytest.mark.xfail(strict=True, reason="ResumeTokenReceived.token (a ticket holding the "
@@ -771,21 +454,6 @@ def test_resumed_session_still_moves_data_once_the_client_answers() -> None:
     pair.net.run(2.0)
     assert payload in [e.data for e in pair.client_events
                        if isinstance(e, MessageReceived) and e.ref == ref]
-
-
-@pytest.mark.parametrize("closing", [0x30, 0xFF])
-def test_frames_after_a_close_in_the_same_packet_reach_nobody(closing: int) -> None:
-    """SessionClosed is the last event of a session, whatever follows in the packet."""
-    from stt_core.wire import CloseFrame, StreamOpenFrame
-    pair = establish(seed=79)
-    raw = RawPeer(pair)
-    before = len(pair.server_events)
-    raw.send(CloseFrame(closing, 2, "bye").encode()
-             + StreamOpenFrame(1, 0, 1024, "late").encode()
-             + DataFrame(1, 0, encode_varint(5) + b"hello").encode())
-    pair.net.run(5.0)
-    events = [e for e in pair.server_events[before:] if e.ref == pair.server_ref]
-    assert [type(e) for e in events] == [SessionClosed]
 
 
 def test_no_secret_bytes_in_trace_records() -> None:
