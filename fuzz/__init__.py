@@ -1,0 +1,1 @@
+"""Fuzz targets for stt_core (atheris), their shared harness and seed corpus."""
