@@ -69,6 +69,14 @@ class Config:
 
     max_datagram_size: int = 1200
     """Largest datagram we send (bytes, 1200-65507). Raise it for loopback/LAN."""
+    pmtu_probe_limit: int = 1452
+    """Largest datagram size path MTU discovery may probe for (bytes, 1200-65507).
+
+    After the handshake the sender tries larger datagrams (padded probes) up to
+    this size and keeps the largest the peer acknowledged (protocol.md §8.3).
+    1452 suits the internet (1500-byte Ethernet); LANs with jumbo frames and
+    loopback carry far more, and raising the limit there cuts per-packet cost.
+    """
     max_frame_size: int = 16384
     """Default largest DATA frame payload per stream (bytes, up to 65536)."""
     max_message_size: int = 16 * 1024 * 1024
@@ -123,6 +131,10 @@ class Config:
         if not MIN_DATAGRAM_SIZE <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
             raise ConfigError(
                 f"max_datagram_size must be {MIN_DATAGRAM_SIZE}-{MAX_DATAGRAM_SIZE} bytes"
+            )
+        if not MIN_DATAGRAM_SIZE <= self.pmtu_probe_limit <= MAX_DATAGRAM_SIZE:
+            raise ConfigError(
+                f"pmtu_probe_limit must be {MIN_DATAGRAM_SIZE}-{MAX_DATAGRAM_SIZE} bytes"
             )
         if not 64 <= self.max_frame_size <= 65536:
             raise ConfigError("max_frame_size must be 64-65536 bytes")

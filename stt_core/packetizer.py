@@ -15,6 +15,7 @@ closed congestion window so that credit updates can never deadlock.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .crypto import TAG_SIZE, PacketProtection, next_generation_secret
@@ -43,12 +44,14 @@ __all__ = ["datagrams", "on_ack_frame", "on_nack_frame", "requeue_lost"]
 
 _DATA = 0
 _CONTROL = 1
+_PMTU_PROBE = 2
 _KEEP_ALIVE = SimpleFrame(FrameType.KEEP_ALIVE)
 _KEEP_ALIVE_ACK = SimpleFrame(FrameType.KEEP_ALIVE_ACK)
 _NOT_RETRANSMITTED = frozenset((
     FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.PATH_CHALLENGE,
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
+_SENDING_STATES = frozenset((SessionState.ESTABLISHED, SessionState.CLOSING))
 MAX_NACKED_PER_FRAME = 1024
 """Packet numbers one NACK frame may declare lost."""
 MIN_USEFUL_DATA = 32
@@ -69,6 +72,10 @@ def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
             out.append((packet, session.address))
         return out
     _send_path_probes(session, now, out)
+    _send_pmtu_probe(session, now, out)
+    if session.close_frame_due() and session.close_frame is not None:
+        session.close_frame_queued = True
+        session.control.append(session.close_frame)
     if session.keep_alive_due(now) and not session.control:
         session.control.append(_KEEP_ALIVE)
     if session.keep_alive_ack_due:
@@ -102,6 +109,47 @@ def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Addre
         out.append((packet, addr))
 
 
+def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:
+    """Try the next larger datagram size: a padded KEEP_ALIVE (protocol.md §8.3).
+
+    The probe is not counted in flight, so losing it (the path is too narrow)
+    is not read as congestion; an ACK raises the path's datagram size.
+    """
+    if session.pmtu_probe_size or not session.pmtu_candidates or session.path.reliable \
+            or session.state is not SessionState.ESTABLISHED:
+        return
+    size = session.pmtu_candidates[0]
+    header_size = len(encode_session_header(session.send_phase, session.session_id,
+                                            session.next_packet_number))
+    padding = size - header_size - TAG_SIZE - 1
+    if padding < 0:
+        session.pmtu_candidates.pop(0)
+        return
+    session.pmtu_probe_size = size
+    parts = [_KEEP_ALIVE.encode(), bytes(padding)]
+    out.append((_seal(session, parts, [(_PMTU_PROBE, size)], now, ack_eliciting=True,
+                      in_flight=False), session.address))
+
+
+def _on_pmtu_probe_acked(session: Session, size: int) -> None:
+    if size == session.pmtu_probe_size:
+        session.pmtu_probe_size = 0
+        if session.pmtu_candidates and session.pmtu_candidates[0] == size:
+            session.pmtu_candidates.pop(0)
+    if size > session.path.max_datagram_size:
+        session.path = replace(session.path, max_datagram_size=size)
+        controller = session.recovery.congestion
+        controller.max_datagram_size = size
+        controller.minimum_window = max(controller.minimum_window, 2 * size)
+        controller.congestion_window = max(controller.congestion_window, 2 * size)
+
+
+def _on_pmtu_probe_lost(session: Session, size: int) -> None:
+    if size == session.pmtu_probe_size:
+        session.pmtu_probe_size = 0
+        session.pmtu_candidates = []  # the path is narrower: stop at what works
+
+
 def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | None:
     """Pack one packet, or return None when there is nothing worth sending."""
     max_size = session.path.max_datagram_size
@@ -115,7 +163,7 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     records: list[tuple[object, ...]] = []
     probing = session.probe_packets > 0
     recovery = session.recovery
-    data_ok = allow_data and session.state is SessionState.ESTABLISHED and (
+    data_ok = allow_data and session.state in _SENDING_STATES and (
         probing or recovery.can_send())
     ready = data_ok and bool(session.streams.ready_streams())
     if ready and not probing:
@@ -219,7 +267,7 @@ def _pack_data(session: Session, parts: list[bytes], records: list[tuple[object,
 
 
 def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]], now: float,
-          *, ack_eliciting: bool) -> bytes:
+          *, ack_eliciting: bool, in_flight: bool = True) -> bytes:
     """Protect the payload under the current key, record it, maybe rotate keys."""
     protection = session.send_protection
     if protection is None:
@@ -240,7 +288,7 @@ def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]
         session.amplification_sent += size
     if ack_eliciting:
         session.last_sent_ack_eliciting = now
-        session.recovery.on_packet_sent(SentPacket(pn, now, size, True, True, records))
+        session.recovery.on_packet_sent(SentPacket(pn, now, size, True, in_flight, records))
     session.packets_under_key += 1
     if session.packets_under_key >= session.config.key_update_interval_packets:
         _maybe_update_keys(session, pn)
@@ -321,6 +369,9 @@ def _on_record_acked(session: Session, record: tuple[object, ...], now: float) -
         if fin:
             maybe_forget(session, stream)
         return
+    if record[0] == _PMTU_PROBE:
+        _on_pmtu_probe_acked(session, int(record[1]))  # type: ignore[call-overload]
+        return
     frame = record[1]
     if isinstance(frame, CloseFrame) and frame.frame_type == FrameType.SESSION_CLOSE:
         session.finish_close(now)
@@ -341,8 +392,10 @@ def requeue_lost(session: Session, packets: list[SentPacket], now: float = 0.0) 
                     stream.sender.on_lost(offset, length, fin)
                     session.streams.mark_ready(stream)
                 continue
-            frame = record[1]
-            session.control.append(_refresh(session, frame))
+            if record[0] == _PMTU_PROBE:
+                _on_pmtu_probe_lost(session, record[1])
+                continue
+            session.control.append(_refresh(session, record[1]))
 
 
 def _refresh(session: Session, frame: Frame) -> Frame:

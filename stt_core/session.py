@@ -84,6 +84,8 @@ class _PathProbe:
     sent_at: float = -1.0
 
 
+PMTU_PROBE_SIZES = (1452, 8952, 16384, 32768, 65507)
+"""Datagram sizes path MTU discovery tries, in order (Ethernet, jumbo frames, loopback)."""
 MAX_HANDSHAKE_RETRANSMIT_INTERVAL = 2.0
 """Backoff cap for handshake retransmissions: a long connect timeout on a bad
 path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."""
@@ -121,6 +123,7 @@ class Session:
         self.drain_until: float | None = None
         self.close_reported = False
         self.close_frame: CloseFrame | None = None
+        self.close_frame_queued = False
         self.probes: dict[Address, _PathProbe] = {}
         self.control: list[Frame] = []
         self.keep_alive_ack_due = False
@@ -128,6 +131,12 @@ class Session:
         self.pacing_at: float | None = None
         self.nack_floor = 0
         self.last_path_challenge = b""
+        # Path MTU discovery (protocol.md §8.3): sizes still to try, and the probe out.
+        self.pmtu_candidates = [size for size in PMTU_PROBE_SIZES
+                                if path.max_datagram_size < size <= config.pmtu_probe_limit]
+        if path.max_datagram_size < config.pmtu_probe_limit not in self.pmtu_candidates:
+            self.pmtu_candidates.append(config.pmtu_probe_limit)
+        self.pmtu_probe_size = 0
         self.streams = StreamTable(
             initiator=initiator,
             max_peer_streams=config.max_streams_per_session,
@@ -143,6 +152,7 @@ class Session:
         self.data_received = 0
         self.data_consumed = 0
         self.send_buffered = 0
+        self.early_credit: dict[int, int] = {}
         self.recovery = self._new_recovery()
         self.acks = AckTracker()
         # Keys (protocol.md §6.4): per direction, rotated independently.
@@ -265,9 +275,16 @@ class Session:
             self.fail("graceful", code, reason or "closed before establishment")
             return
         self.set_state(SessionState.CLOSING, now)
+        # SESSION_CLOSE waits until every queued stream byte is acknowledged, so
+        # "send, then close" loses nothing; close_timeout bounds the wait.
         self.close_frame = CloseFrame(FrameType.SESSION_CLOSE, code, reason)
-        self.control.append(self.close_frame)
         self.close_deadline = now + self.config.close_timeout
+
+    def close_frame_due(self) -> bool:
+        """True once a closing session has flushed its streams (queue SESSION_CLOSE)."""
+        if self.close_frame is None or self.close_frame_queued:
+            return False
+        return all(stream.sender.all_acked or stream.reset for stream in self.streams)
 
     def close_with_error(self, error: ProtocolError, now: float) -> None:
         """The peer violated the protocol: send ERROR once and drop the session."""

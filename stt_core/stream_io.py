@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 MAX_PRIORITY = 255
+MAX_EARLY_CREDITS = 64
+"""MAX_STREAM_DATA frames kept for streams not seen yet (reordering, bounded)."""
 MAX_PURPOSE_BYTES = 255
 
 
@@ -65,12 +67,12 @@ def open_stream(session: Session, *, purpose: str, stream_id: int | None, priori
                                         priority=priority, max_frame_size=max_frame_size)
     if stream.sender.peer_max_stream_data == 0:
         stream.sender.on_max_stream_data(INITIAL_STREAM_CREDIT)
-    if existing is None:
-        _grant_stream_window(session, stream)
     if stream.open_frame_pending:
         session.control.append(StreamOpenFrame(stream.stream_id, stream.priority,
                                                stream.max_frame_size, stream.purpose))
         stream.open_frame_pending = False
+    if existing is None:  # after STREAM_OPEN, so the peer knows the stream it credits
+        _grant_stream_window(session, stream)
     return stream.stream_id
 
 
@@ -203,7 +205,8 @@ def _remote_stream(session: Session, stream_id: int) -> Stream | None:
     stream = session.streams.get_or_open_remote(stream_id)
     if stream is None:
         return None
-    stream.sender.on_max_stream_data(INITIAL_STREAM_CREDIT)
+    stream.sender.on_max_stream_data(
+        max(INITIAL_STREAM_CREDIT, session.early_credit.pop(stream_id, 0)))
     _grant_stream_window(session, stream)
     return stream
 
@@ -330,6 +333,14 @@ def on_limit_frame(session: Session, frame: Frame, now: float) -> None:
                 session.streams.mark_ready(stream)
         return
     stream = session.streams.get(frame.stream_id)
-    if stream is not None and not stream.reset:
+    if stream is None:
+        # Credit can overtake the STREAM_OPEN it follows when packets reorder:
+        # keep it (bounded) until that stream appears, instead of opening it.
+        early = session.early_credit
+        early[frame.stream_id] = max(frame.limit, early.get(frame.stream_id, 0))
+        if len(early) > MAX_EARLY_CREDITS:
+            del early[next(iter(early))]
+        return
+    if not stream.reset:
         stream.sender.on_max_stream_data(frame.limit)
         session.streams.mark_ready(stream)

@@ -74,10 +74,6 @@ def test_echo_of_a_message_larger_than_a_frame(example: str) -> None:
     assert load(example).main(message, timeout=5) == message
 
 
-@pytest.mark.xfail(strict=True, raises=(TimeoutError, ExceptionGroup), reason=(
-    "core bug: on a stream the client opened, the server may send only the initial "
-    "64 KiB of credit back; the opener's MAX_STREAM_DATA is queued before its "
-    "STREAM_OPEN, so the peer ignores it (stt_core/stream_io.py open_stream)"))
 def test_echo_of_a_message_larger_than_the_initial_stream_credit() -> None:
     message = os.urandom(100_000)
     assert load("echo_trio").main(message, timeout=2) == message

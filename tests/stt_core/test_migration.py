@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from stt_core import PathChanged
-from stt_core.sim import LinkConfig
+from stt_core.sim import DropCause, LinkConfig
 
 from .simload import SERVER_ADDR, Scenario
 
@@ -85,3 +85,25 @@ def test_migration_to_a_slower_path_reconverges_rtt() -> None:
     assert [e.new_address for e in scenario.net.events("server")
             if isinstance(e, PathChanged)] == [new_address]
     assert scenario.received_for(flow, 1) == flow.sent[1]
+
+
+def test_path_mtu_discovery_settles_on_the_largest_size_the_path_carries() -> None:
+    scenario = Scenario(24)
+    flow = scenario.add_flow("client", LinkConfig(delay=0.005, mtu=9000),
+                             pmtu_probe_limit=65507)
+    scenario.queue(flow, "bulk", [bytes(100_000) for _ in range(50)])
+    assert scenario.run(timeout=30.0)
+    session = flow.endpoint.sessions[flow.ref]
+    assert session.path.max_datagram_size == 8952
+    assert session.pmtu_candidates == []
+    assert scenario.received_for(flow, 1) == flow.sent[1]
+    stats = scenario.net.link_stats(flow.address, SERVER_ADDR)
+    assert stats.dropped == {DropCause.MTU: 1}  # exactly one probe (16384 bytes) was too large
+
+
+def test_path_mtu_discovery_is_off_above_the_configured_limit() -> None:
+    scenario = Scenario(25)
+    flow = scenario.add_flow("client", LinkConfig(delay=0.005))
+    scenario.queue(flow, "bulk", [bytes(50_000) for _ in range(10)])
+    assert scenario.run(timeout=30.0)
+    assert flow.endpoint.sessions[flow.ref].path.max_datagram_size == 1452  # the default limit
