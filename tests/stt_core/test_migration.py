@@ -3,6 +3,7 @@ replays, and RTT re-convergence on a new path (protocol.md §8.2)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from stt_core import PathChanged
@@ -20,7 +21,7 @@ def test_client_address_changes_several_times_under_loss_without_losing_data() -
     addresses = [flow.address] + [(f"10.0.9.{i}", 50000 + i) for i in range(1, 4)]
     for new in addresses[1:]:
         scenario.net.set_link(new, SERVER_ADDR, link)
-    for step, (old, new) in enumerate(zip(addresses, addresses[1:], strict=False)):
+    for step, (old, new) in enumerate(itertools.pairwise(addresses)):
         moved_at = 0.5 + step * 0.6
         scenario.net.call_at(moved_at,
                              lambda old=old, new=new: scenario.net.rebind("client", old, new))
