@@ -15,8 +15,8 @@ demo: $(BIN)/stt
 	$(BIN)/stt demo
 
 test: $(BIN)/stt
-	$(BIN)/ruff check stt_core stt_anyio stt_asyncio_compat tests
-	$(BIN)/mypy stt_core
+	$(BIN)/ruff check .
+	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
 	$(BIN)/pytest
 
 lint: $(BIN)/stt

@@ -14,7 +14,7 @@ Drain events with ``Endpoint.next_event()`` after every call that feeds input
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NewType
 
 __all__ = [
@@ -158,8 +158,9 @@ class PathChanged(Event):
 class ResumeTokenReceived(Event):
     """The server issued a resume token for this session (client side)."""
 
-    token: bytes
-    """Opaque, encrypted, single-use token; pass it to ``Endpoint.resume``."""
+    token: bytes = field(repr=False)
+    """Opaque single-use ticket for ``Endpoint.resume``. It holds the session's
+    resumption secret: store it like a password (never shown in ``repr``)."""
     expires_at: float
     """Absolute time (same clock as ``now``) after which the server refuses it."""
 

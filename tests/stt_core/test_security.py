@@ -381,9 +381,6 @@ def test_tampered_session_packets_are_dropped_not_fatal(aead: str) -> None:
     assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
 
 
-@pytest.mark.xfail(strict=True, reason="ResumeTokenReceived.token (a ticket holding the "
-                   "resumption secret) is shown by the event's repr; events.py is shared "
-                   "vocabulary, the fix (field(repr=False)) is the lead's call")
 def test_resume_ticket_not_in_event_repr() -> None:
     event = ResumeTokenReceived(ref=SessionRef(1), token=b"ticket-with-secret",
                                 expires_at=1.0)
