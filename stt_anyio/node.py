@@ -32,7 +32,7 @@ import os
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -61,6 +61,7 @@ from stt_core.events import (
 from stt_core.trace import NULL_TRACE
 
 from . import clock
+from .migration import FailoverPath, Migrator, SessionPaths, WsOptions, plan_paths
 from .session import Session, _Signal, closed_error
 from .tracing import TraceWriter, resolve_trace_dir
 from .udp import DEFAULT_BUFFER_SIZE, UdpAddress, UdpCarrier
@@ -110,6 +111,7 @@ class Node:
         self._timer_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
+        self._migrator = Migrator(self)
 
     # -- what sessions need (session._Link) -----------------------------------
 
@@ -152,7 +154,10 @@ class Node:
     async def connect(self, addr: tuple[str, int], *, peer_node_id: bytes | None = None,
                       timeout: float | None = None, transport: TransportName | None = None,
                       path: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None) -> Session:
+                      server_hostname: str | None = None,
+                      paths: Mapping[str, tuple[str, int]] | None = None,
+                      failover: Sequence[FailoverPath] | None = None,
+                      failover_after: float | None = None) -> Session:
         """Open a session to ``addr`` and wait until it is established.
 
         Args:
@@ -161,14 +166,22 @@ class Node:
             timeout: seconds for the whole attempt (default: ``connect_timeout``).
             transport: ``"udp"`` or ``"websocket"``; default: the node's first.
             path, ssl_context, server_hostname: WebSocket only (URL path, TLS).
+            paths: the same server's address on other transports, e.g.
+                ``{"websocket": ("host", 8443)}``, for :meth:`Session.migrate`.
+            failover: ``[(transport, (host, port)), ...]``: turn on automatic
+                failover to these paths, in order (docs/continuity.md).
+            failover_after: seconds of silence with data in flight before
+                failing over (default 3 s when ``failover`` is given).
 
         Raises:
             AuthenticationError: wrong shared seed, or a different peer node id.
             ConnectionTimeoutError: no answer within ``timeout``.
             ConnectionRefusedError: nothing listens there, or the peer refused.
+            ValueError, InvalidStateError: a bad ``paths``/``failover`` entry.
         """
         return await self._open(addr, peer_node_id, None, timeout, transport,
-                                (path, ssl_context, server_hostname))
+                                (path, ssl_context, server_hostname),
+                                (paths, failover, failover_after))
 
     async def resume(self, addr: tuple[str, int], ticket: bytes, *,
                      timeout: float | None = None, transport: TransportName | None = None,
@@ -193,25 +206,62 @@ class Node:
     async def _open(self, addr: tuple[str, int], peer_node_id: bytes | None,
                     ticket: bytes | None, timeout: float | None,
                     transport: TransportName | None,
-                    ws_options: tuple[str | None, ssl.SSLContext | None, str | None]
-                    ) -> Session:
+                    ws_options: WsOptions,
+                    alternatives: tuple[Mapping[str, tuple[str, int]] | None,
+                                        Sequence[FailoverPath] | None, float | None]
+                    = (None, None, None)) -> Session:
         """Shared body of :meth:`connect` and :meth:`resume`."""
         self._require_running()
         kind = transport or self._primary
         if kind not in self.local_addresses:
             raise InvalidStateError(f"this node has no {kind!r} transport")
+        plan = plan_paths(kind, addr, paths=alternatives[0], failover=alternatives[1],
+                          failover_after=alternatives[2],
+                          idle_timeout=self.config.idle_timeout, ws_options=ws_options,
+                          available=self.local_addresses)
         limit = self.config.connect_timeout if timeout is None else timeout
         deadline = anyio.current_time() + limit
-        if kind == "websocket":
-            core_addr: Address = await self._ws_connect(addr, limit, *ws_options)
-        else:
-            core_addr = await _resolve(addr)
+        core_addr = await self._open_carrier(_TRANSPORT_BY_NAME[kind], addr, limit, ws_options)
         session = await self._handshake(core_addr, peer_node_id,
                                         max(deadline - anyio.current_time(), 0.001),
                                         ticket=ticket)
         if session is None:
             raise ConnectionTimeoutError(f"no session with {addr!r} within {limit} s")
+        self._migrator.register(session, plan)
         return session
+
+    async def _open_carrier(self, kind: TransportName, addr: tuple[str, int], limit: float,
+                            ws_options: WsOptions) -> Address:
+        """The core address of ``addr`` on ``kind``: a new WebSocket, or the UDP tuple."""
+        if kind == "websocket":
+            return await self._ws_connect(addr, limit, *ws_options)
+        return await _resolve(addr)
+
+    # -- what migration needs (migration._NodeLink) ---------------------------
+
+    def paths_of(self, session: Session) -> SessionPaths | None:
+        """The paths this node knows for a session it opened (None for accepted ones)."""
+        return self._migrator.paths_of(session.ref)
+
+    async def _migrate(self, session: Session, transport: str,
+                       address: tuple[str, int] | None, timeout: float | None) -> None:
+        await self._migrator.migrate(session, transport, address, timeout)
+
+    def _own_ws(self, ref: SessionRef, peer: Address | None) -> None:
+        """``peer`` is now the WebSocket opened for session ``ref`` (closed with it)."""
+        if isinstance(peer, WsPeer):
+            self._owned_ws[ref] = peer
+        else:
+            self._owned_ws.pop(ref, None)
+
+    def _close_path(self, addr: Address) -> None:
+        """Close ``addr`` if it is a WebSocket (no session uses it any more)."""
+        if isinstance(addr, WsPeer) and self._ws is not None and self._tg is not None:
+            self._tg.start_soon(self._ws.close, addr)
+
+    def _spawn(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(task)
 
     async def _handshake(self, core_addr: Address, peer_node_id: bytes | None,
                          timeout: float, *, ticket: bytes | None = None) -> Session | None:
@@ -289,6 +339,9 @@ class Node:
     # -- carrier callbacks ---------------------------------------------------
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        left = self._migrator.filter
+        if left.active and left.drops(data, addr):
+            return  # a session moved away from this path (stt_anyio.migration rule 3)
         self._endpoint.receive_datagram(data, addr, clock.now())
         self._dirty = True
 
@@ -393,6 +446,7 @@ class Node:
     def _on_session_closed(self, event: SessionClosed, session: Session) -> None:
         del self._sessions[event.ref]
         session._on_closed(event)
+        self._migrator.forget(session)
         logger.info("session %s closed: %s%s (code %d) %r", event.session_id.hex() or "-",
                     event.reason, " by peer" if event.by_peer else "", event.code,
                     event.message)

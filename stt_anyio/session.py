@@ -65,6 +65,9 @@ class _Link(Protocol):
 
     def _kick(self) -> None: ...
 
+    async def _migrate(self, session: Session, transport: str,
+                       address: tuple[str, int] | None, timeout: float | None) -> None: ...
+
 
 class _Signal:
     """Wakes every current waiter when something changed; waiters re-check.
@@ -462,6 +465,37 @@ class Session:
                 await self._changed.wait()
         return self._incoming.popleft()
 
+    # -- paths ---------------------------------------------------------------
+
+    async def migrate(self, transport: str = "websocket", address: tuple[str, int] | None = None,
+                      *, timeout: float | None = None) -> None:
+        """Move this session to another transport or address of the same server.
+
+        Only the side that opened the session moves it; the server validates
+        the new path and follows. Opens the carrier if needed (a WebSocket to
+        the server's listener), switches, and returns once the server
+        acknowledged a packet sent on the new path. Streams, message order
+        and unacknowledged data carry over. Details: docs/continuity.md.
+
+        Args:
+            transport: ``"udp"`` or ``"websocket"``.
+            address: the server's ``(host, port)`` on that transport; default:
+                the address given to ``node.connect`` (``addr``, ``paths=`` or
+                ``failover=``) or used by the last move there.
+            timeout: seconds for the whole move (default 5).
+
+        Raises:
+            ConnectionTimeoutError: no acknowledgement in time; the session is
+                back on its previous path.
+            ConnectionRefusedError: the carrier could not be opened.
+            InvalidStateError: this side accepted the session, or the node
+                lacks that transport.
+            ValueError: no address known for ``transport``.
+            SessionClosedError: the session ended.
+        """
+        self._raise_if_closed()
+        await self._link._migrate(self, transport, address, timeout)
+
     # -- closing -------------------------------------------------------------
 
     async def close(self, code: int = 0, reason: str = "", *,
@@ -526,6 +560,7 @@ class Session:
 
     def _on_path_changed(self, address: Address) -> None:
         self._peer_address = address
+        self._changed.fire()
 
     def _on_closed(self, event: SessionClosed) -> None:
         if self._close_event is not None:
