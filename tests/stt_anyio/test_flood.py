@@ -17,7 +17,7 @@ Claims checked (docs/security.md §3.6):
   endpoint and was not an authenticated packet of a live session was counted
   under a drop reason.
 
-Marked slow: it runs for about half a minute. The figures are printed (run
+Marked slow: it runs for about a minute and a half. The figures are printed (run
 with ``-s`` to see them) and attached to the test report.
 """
 
@@ -44,10 +44,13 @@ MESSAGE_SIZE = 4096
 BASELINE_SECONDS = 4.0
 FLOOD_DATAGRAMS = 200_000
 FLOOD_HELLOS = 20_000
-FLOOD_RATE = int(os.environ.get("STT_FLOOD_RATE", "10000"))
-"""Hostile datagrams per second the flooder aims for (about 0.35 of a core's
-worth of work for a Python endpoint: each costs it 8-50 us, see
-docs/security.md §3.6; set STT_FLOOD_RATE to try others)."""
+FLOOD_RATE = int(os.environ.get("STT_FLOOD_RATE", "5000"))
+"""Hostile datagrams per second the flooder aims for (set STT_FLOOD_RATE to try
+others). Each costs the Python endpoint 8-50 us, and past the server's reading
+rate the kernel drops datagrams from its full socket buffer, the live
+sessions' among them. Measured on the 2-core CI machine (other work running):
+5000/s kept 55 % of the throughput, 10000/s 18-52 % (depending on load),
+25000/s 14 %; docs/security.md §3.6."""
 OVERRIDES = {"max_datagram_size": 1452, "close_timeout": 1.0}
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -188,6 +191,11 @@ def accepted_packets(server: Node) -> int:
     return sum(s.stats.packets_received for s in server.sessions)
 
 
+def lost_packets(client: Node) -> int:
+    """Packets the clients declared lost (on loopback: dropped by a full socket buffer)."""
+    return sum(s.stats.packets_lost for s in client.sessions)
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_flood_does_not_hurt_live_sessions(anyio_backend: str) -> None:
     traffic = Traffic()
@@ -208,7 +216,9 @@ async def test_flood_does_not_hurt_live_sessions(anyio_backend: str) -> None:
         def sample() -> None:
             peak[0] = max(peak[0], rss_bytes())
 
+        lost_start = lost_packets(client)
         baseline, baseline_cpu = await measure(traffic, BASELINE_SECONDS, sample)
+        lost_baseline = lost_packets(client) - lost_start
 
         context = multiprocessing.get_context("spawn")
         started, done, results = context.Event(), context.Event(), context.Queue()
@@ -224,8 +234,10 @@ async def test_flood_does_not_hurt_live_sessions(anyio_backend: str) -> None:
         udp_before = server.get_stats()["udp"]["datagrams_received"]
         sessions_before = len(server.endpoint.sessions)
         await anyio.sleep(0.5)
+        lost_start = lost_packets(client)
         under_flood, flood_cpu = await measure(
             traffic, min(8.0, 0.6 * FLOOD_DATAGRAMS / FLOOD_RATE), sample)
+        lost_flood = lost_packets(client) - lost_start
         while not done.is_set():
             await anyio.sleep(0.1)
             sample()
@@ -250,6 +262,8 @@ async def test_flood_does_not_hurt_live_sessions(anyio_backend: str) -> None:
         "cpu_share_baseline": round(baseline_cpu, 2),
         "cpu_share_under_flood": round(flood_cpu, 2),
         "flood_rate": FLOOD_RATE,
+        "packets_lost_baseline": lost_baseline,
+        "packets_lost_under_flood": lost_flood,
         "flood_sent": flood_report["sent"],
         "flood_seconds": round(flood_report["seconds"], 2),
         "udp_datagrams_read": udp_delta,
