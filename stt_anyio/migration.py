@@ -344,6 +344,9 @@ class Migrator:
         if not session.closed:
             with contextlib.suppress(SessionClosedError):
                 self._switch(session, new, old)
+                # Mirror it now rather than at the next pump step, so the caller
+                # that catches the error sees the session where it is.
+                session._on_path_changed(old)
         self._node._close_path(new)
 
     async def _wait_acknowledged(self, session: Session, deadline: float) -> bool:
@@ -367,16 +370,21 @@ class Migrator:
         interval = min(after / 4, MAX_WATCH_INTERVAL)
         heard = -1
         quiet_since = clock.now()
+        was_outstanding = False
         while self._paths.get(session.ref) is paths and not session.closed:
             await anyio.sleep(interval)
             stats = session.stats
             now = clock.now()
-            if stats.packets_received != heard or stats.bytes_in_flight == 0 \
+            outstanding = stats.bytes_in_flight > 0
+            # Silence counts from the first sample that saw data in flight and
+            # nothing new received: late by up to one interval, never early.
+            if stats.packets_received != heard or not (outstanding and was_outstanding) \
                     or paths.lock.locked():
                 heard, quiet_since = stats.packets_received, now
             elif now - quiet_since >= after:
                 await self._fail_over(session, paths, now - quiet_since)
                 heard, quiet_since = session.stats.packets_received, clock.now()
+            was_outstanding = outstanding
 
     async def _fail_over(self, session: Session, paths: SessionPaths, silence: float) -> None:
         """Try every other path of the ring once, in order, until one works."""
