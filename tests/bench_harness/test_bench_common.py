@@ -152,3 +152,23 @@ def test_stall_watch_fails_only_without_progress() -> None:
 def test_describe_error_flattens_groups() -> None:
     group = ExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [KeyError("b")])])
     assert common.describe_error(group) == "ValueError: a; KeyError: 'b'"
+
+
+def test_format_report_ratios_targets_and_failures() -> None:
+    variants = run.select_variants(run.build_variants(quick=True), "rtt")
+    impls = run.build_impls(None, ["asyncio"])
+    rep = run.Report()
+    rep.outcomes[("rtt", "stt-asyncio")] = report.Outcome(
+        runs=[{"rtt_p50_us": 150.0, "udp_rcvbuf_drops": 0.0}]
+    )
+    rep.outcomes[("rtt", "aioquic")] = report.Outcome(
+        runs=[{"rtt_p50_us": 300.0, "udp_rcvbuf_drops": 2.0}], errors=["boom"]
+    )
+    rep.outcomes[("rtt", "bare-udp")] = report.Outcome(runs=[{"rtt_p50_us": 100.0}])
+    text = run.format_report(variants, impls, rep)
+    p50_row = next(line for line in text.splitlines() if "round trip p50" in line)
+    assert p50_row.rstrip().endswith("0.50x")
+    drops_row = next(line for line in text.splitlines() if "drops" in line)
+    assert "x" not in drops_row.split("]")[-1]  # diagnostic rows get no ratio
+    assert "stt-asyncio rtt p50 is 1.50x bare UDP (meets the 1.5x goal)" in text
+    assert "rtt / aioquic: FAILED: boom" in text

@@ -21,6 +21,7 @@ __all__ = [
     "Summary",
     "format_number",
     "format_summary",
+    "is_compared",
     "metric_label",
     "render_table",
     "summarize_ratio",
@@ -34,6 +35,8 @@ class MetricInfo:
     label: str
     unit: str
     higher_is_better: bool
+    compared: bool = True
+    """False for diagnostic rows (drops, sizes used): no ratio, no better/worse."""
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -49,9 +52,13 @@ METRICS: dict[str, MetricInfo] = {
     "rss_kib_per_session": MetricInfo("server RSS per idle session", "KiB", False),
     "traced_kib_per_session": MetricInfo("server tracemalloc per idle session", "KiB", False),
     "connect_all_s": MetricInfo("time to open all sessions", "s", False),
-    "sessions_pending": MetricInfo("sessions still handshaking on the server", "sessions", False),
-    "datagram_bytes": MetricInfo("largest datagram used", "bytes", True),
-    "udp_rcvbuf_drops": MetricInfo("UDP receive-buffer drops (whole host)", "datagrams", False),
+    "sessions_pending": MetricInfo(
+        "sessions still handshaking on the server", "sessions", False, compared=False
+    ),
+    "datagram_bytes": MetricInfo("largest datagram used", "bytes", True, compared=False),
+    "udp_rcvbuf_drops": MetricInfo(
+        "UDP receive-buffer drops (whole host)", "datagrams", False, compared=False
+    ),
 }
 """Every metric a case may report. Cases report only names from this table."""
 
@@ -127,5 +134,13 @@ def metric_label(name: str) -> str:
     if name not in info:
         return name
     m = info[name]
+    if not m.compared:
+        return f"{m.label} [{m.unit}, for information]"
     arrow = "higher" if m.higher_is_better else "lower"
     return f"{m.label} [{m.unit}, {arrow} is better]"
+
+
+def is_compared(name: str) -> bool:
+    """Whether a ratio between columns means anything for this metric."""
+    info = METRICS.get(name)
+    return info is None or info.compared

@@ -38,6 +38,7 @@ from tests.benchmarks.report import (
     METRICS,
     Outcome,
     format_summary,
+    is_compared,
     metric_label,
     render_table,
     summarize_ratio,
@@ -205,7 +206,7 @@ def format_report(variants: Sequence[Variant], impls: Sequence[Impl], report: Re
             row = [variant.name, metric_label(metric)]
             row += [format_summary(summaries.get(i.name, {}).get(metric)) for i in shown]
             if has_aioquic:
-                base = summaries.get("aioquic", {}).get(metric)
+                base = summaries.get("aioquic", {}).get(metric) if is_compared(metric) else None
                 row += [summarize_ratio(summaries.get(n, {}).get(metric), base) for n in stt]
             rows.append(row)
     parts = [render_table(headers, rows)] if rows else ["(no results)"]
