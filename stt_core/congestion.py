@@ -100,6 +100,10 @@ class Pacer:
         if self._srtt > 0:
             self._rate = PACING_GAIN * congestion_window / self._srtt
 
+    def set_max_datagram_size(self, size: int) -> None:
+        """The path now carries larger datagrams (path MTU discovery): resize the bucket."""
+        self._capacity = float(PACER_BURST_PACKETS * size)
+
     def set_rate(self, bytes_per_second: float) -> None:
         """Pace at an explicit rate (model-based controllers such as BBR)."""
         self._rate = max(0.0, bytes_per_second)
@@ -114,6 +118,7 @@ class Pacer:
         if self._rate <= 0:
             return now
         tokens = self._tokens_at(now)
+        size = min(size, int(self._capacity))  # a bucket smaller than a datagram must not stall
         # The tolerance absorbs float rounding: a caller that waits until the
         # returned time must then be allowed to send, not re-arm a 1e-17 s timer.
         if tokens >= size - PACER_TOLERANCE_BYTES:

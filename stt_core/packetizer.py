@@ -140,6 +140,7 @@ def _on_pmtu_probe_acked(session: Session, size: int) -> None:
         session.path = replace(session.path, max_datagram_size=size)
         controller = session.recovery.congestion
         controller.max_datagram_size = size
+        controller.pacer.set_max_datagram_size(size)
         controller.minimum_window = max(controller.minimum_window, 2 * size)
         controller.congestion_window = max(controller.congestion_window, 2 * size)
 

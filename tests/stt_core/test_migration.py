@@ -108,3 +108,14 @@ def test_path_mtu_discovery_is_off_above_the_configured_limit() -> None:
     scenario.queue(flow, "bulk", [bytes(50_000) for _ in range(10)])
     assert scenario.run(timeout=30.0)
     assert flow.endpoint.sessions[flow.ref].path.max_datagram_size == 1452  # the default limit
+
+
+def test_transfer_continues_after_the_path_grows_to_64_kib_datagrams() -> None:
+    # Regression: the pacer's bucket was sized for 1200-byte datagrams and
+    # never held enough tokens for one 64 KiB datagram, so sending stalled.
+    scenario = Scenario(26, server_overrides={"pmtu_probe_limit": 65507})
+    flow = scenario.add_flow("client", LinkConfig(delay=0.0005), pmtu_probe_limit=65507)
+    scenario.queue(flow, "bulk", [bytes(1_000_000) for _ in range(4)])
+    assert scenario.run(timeout=5.0)
+    assert flow.endpoint.sessions[flow.ref].path.max_datagram_size == 65507
+    assert scenario.received_for(flow, 1) == flow.sent[1]
