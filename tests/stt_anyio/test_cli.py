@@ -181,7 +181,7 @@ class Listener:
             self._queue.put(line)
         self._queue.put(None)
 
-    def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """The first (new) output line matching ``pattern``."""
         while True:
             try:
@@ -197,7 +197,7 @@ class Listener:
     def port(self, transport: str) -> int:
         return int(self.wait_for(rf"listening on {transport} 127\.0\.0\.1:(\d+)").group(1))
 
-    def finish(self, timeout: float = 15.0) -> int:
+    def finish(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout=timeout)
         while (line := self._queue.get(timeout=timeout)) is not None:
             self.lines.append(line)
