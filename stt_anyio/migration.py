@@ -171,6 +171,11 @@ class PathFilter:
                 del self._left[addr]
         self.active = bool(self._left)
 
+    def discard_address(self, addr: Address) -> None:
+        """``addr`` is gone for good (a closed WebSocket): nothing to filter there."""
+        self._left.pop(addr, None)
+        self.active = bool(self._left)
+
     def forget(self, session_id: bytes) -> None:
         """The session ended: stop filtering for it anywhere."""
         for addr in [a for a, ids in self._left.items() if session_id in ids]:
@@ -297,7 +302,8 @@ class Migrator:
         if limit <= 0:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
         async with paths.lock:
-            await self._move(session, paths, (kind, target), limit)
+            if (kind, target) != paths.current:
+                await self._move(session, paths, (kind, target), limit)
         paths.known[kind] = target
 
     async def _move(self, session: Session, paths: SessionPaths,
@@ -310,6 +316,8 @@ class Migrator:
         new = await node._open_carrier(_kind(entry[0]), entry[1], limit, paths.ws_options)
         old = session.peer_address
         if old is None or new == old:
+            if new != old:
+                node._close_path(new)
             paths.current = entry
             return
         acknowledged = False

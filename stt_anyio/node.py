@@ -359,6 +359,7 @@ class Node:
                                            reliable=True)
 
     def _on_ws_closed(self, peer: WsPeer) -> None:
+        self._migrator.filter.discard_address(peer)
         self._endpoint.path_closed(peer)
         self._kick()
 

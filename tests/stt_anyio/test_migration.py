@@ -232,7 +232,10 @@ async def test_migrate_there_and_back_keeps_streams_and_session_id() -> None:
         assert peer.stats.path_changes == 2
         assert session.session_id == peer.session_id
         await session.migrate("udp", timeout=5)  # already there: nothing happens
-        assert peer.stats.path_changes == 2
+        await session.migrate("websocket", timeout=5)
+        await session.migrate("websocket", timeout=5)  # no second WebSocket either
+        await wait_until(lambda: peer.stats.path_changes == 3)
+        assert r.client.get_stats()["websocket"]["connections_opened"] == 2
 
 
 @pytest.mark.anyio
@@ -392,6 +395,10 @@ def test_path_filter_drops_only_the_sessions_that_left_the_address() -> None:
     assert not left.drops(header(a), UDP) and left.drops(header(a), WS)
     left.forget(a)
     assert not filtering(left) and not left.drops(header(a), WS)
+    left.leave(WS, a)
+    left.leave(WS, b)
+    left.discard_address(WS)
+    assert not filtering(left) and not left.drops(header(b), WS)
 
 
 @given(st.binary(max_size=64))
