@@ -61,10 +61,9 @@ class Rig:
 
 @asynccontextmanager
 async def rig() -> AsyncIterator[Rig]:
+    """Server, relay, client; torn down in reverse so the client closes through the relay."""
     async with open_node(node_id=b"server", shared_seed=SEED, transport=("udp", "websocket"),
-                         config_overrides=FAST) as server, \
-            open_node(node_id=b"client", shared_seed=SEED, transport=("udp", "websocket"),
-                      server_mode=False, config_overrides=FAST) as client:
+                         config_overrides=FAST) as server:
         relay = await CuttableRelay.open(server.local_addresses["udp"], loss=0.0, seed=0)
         if not isinstance(relay, CuttableRelay):
             raise TypeError("LossyRelay.open did not build the subclass")
@@ -72,7 +71,10 @@ async def rig() -> AsyncIterator[Rig]:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.run)
                 try:
-                    yield Rig(server, client, relay)
+                    async with open_node(node_id=b"client", shared_seed=SEED,
+                                         transport=("udp", "websocket"), server_mode=False,
+                                         config_overrides=FAST) as client:
+                        yield Rig(server, client, relay)
                 finally:
                     tg.cancel_scope.cancel()  # before closing: a send in progress would fail
         finally:
