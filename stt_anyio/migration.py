@@ -201,10 +201,13 @@ def _kind(transport: str) -> TransportName:
 
 
 def _address(addr: object) -> tuple[str, int]:
-    if not (isinstance(addr, tuple) and len(addr) == 2 and isinstance(addr[0], str)
-            and isinstance(addr[1], int)):
-        raise ValueError(f"address must be (host, port), not {addr!r}")
-    return (addr[0], addr[1])
+    """``(host, port)`` as the node's ``connect`` takes it (a numeric string port too)."""
+    if isinstance(addr, tuple) and len(addr) == 2 and isinstance(addr[0], str):
+        try:
+            return (addr[0], int(addr[1]))
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"address must be (host, port), not {addr!r}")
 
 
 def _usable(transport: str, addr: object, have: set[str]) -> tuple[TransportName, tuple[str, int]]:
