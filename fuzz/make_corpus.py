@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -45,6 +44,7 @@ from . import fuzz_datagram, fuzz_handshake
 from .harness import CLIENT_ADDR, SERVER_ADDR, SPLIT, Net, establish, make_config, seeded_random
 
 ROOT = pathlib.Path(__file__).resolve().parent / "corpus"
+KEPT_PREFIXES = ("found-", "regression-")
 
 
 class Corpus:
@@ -60,10 +60,15 @@ class Corpus:
         self.files[f"{what}-{digest}"] = data
 
     def write(self) -> int:
-        """Replace the target's directory with the collected files; returns bytes."""
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        """Replace the target's generated files; returns their bytes.
+
+        Inputs the fuzzers found (``found-*``) and crash regressions
+        (``regression-*``) are kept: they are not reproducible from sessions.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for old in self.dir.iterdir():
+            if not old.name.startswith(KEPT_PREFIXES):
+                old.unlink()
         for name, data in sorted(self.files.items()):
             (self.dir / name).write_bytes(data)
         return sum(len(d) for d in self.files.values())
