@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +38,9 @@ from .trace import NULL_TRACE, TraceSink
 from .wire import HANDSHAKE_TYPES, PacketType, WireError, parse_header
 
 __all__ = ["Endpoint", "EndpointStats"]
+
+PMTU_CACHE_SIZE = 4096
+"""Peer addresses whose path MTU the endpoint remembers."""
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class Endpoint:
         self.by_session_id: dict[bytes, Session] = {}
         self.by_handshake_id: dict[bytes, Session] = {}
         self.paths: dict[Address, PathProperties] = {}
+        self.pmtu_cache: OrderedDict[Address, int] = OrderedDict()
         self.stateless_out: list[tuple[bytes, Address]] = []
         self.acceptor = acceptor.Acceptor(self, now)
         self.tokens = TokenIssuer(key=random_bytes(32), lifetime=config.resume_token_lifetime,
@@ -98,7 +102,8 @@ class Endpoint:
         session = Session(ref=ref, config=self.config, initiator=initiator, address=address,
                           path=self.path_for(address), now=now,
                           random_bytes=self.random_bytes, emit=self._events.append,
-                          path_for=self.path_for, trace=self.trace)
+                          path_for=self.path_for, trace=self.trace,
+                          pmtu_learned=self.pmtu_learned)
         self.sessions[ref] = session
         return session
 
@@ -106,8 +111,19 @@ class Endpoint:
         """What we know about the path to ``address`` (UDP defaults otherwise)."""
         path = self.paths.get(address)
         if path is None:
-            return PathProperties(self.config.max_datagram_size, False)
+            # Start from what an earlier session proved the path carries, if any.
+            size = max(self.config.max_datagram_size, self.pmtu_cache.get(address, 0))
+            return PathProperties(size, False)
         return path
+
+    def pmtu_learned(self, address: Address, size: int) -> None:
+        """A session proved ``address`` carries ``size``-byte datagrams: remember it,
+        so later sessions to the same address start there instead of probing again."""
+        cache = self.pmtu_cache
+        cache[address] = max(size, cache.get(address, 0))
+        cache.move_to_end(address)
+        while len(cache) > PMTU_CACHE_SIZE:
+            cache.popitem(last=False)
 
     def count_drop(self, reason: DropReason, now: float | None = None) -> None:
         """Count a dropped datagram under its reason (and trace it)."""

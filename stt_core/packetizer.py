@@ -138,6 +138,8 @@ def _on_pmtu_probe_acked(session: Session, size: int) -> None:
             session.pmtu_candidates.pop(0)
     if size > session.path.max_datagram_size:
         session.path = replace(session.path, max_datagram_size=size)
+        if session.pmtu_learned is not None:
+            session.pmtu_learned(session.address, size)
         controller = session.recovery.congestion
         controller.max_datagram_size = size
         controller.pacer.set_max_datagram_size(size)

@@ -98,7 +98,8 @@ class Session:
                  address: Address, path: PathProperties, now: float,
                  random_bytes: Callable[[int], bytes], emit: Callable[[Event], None],
                  path_for: Callable[[Address], PathProperties] | None = None,
-                 trace: TraceSink = NULL_TRACE) -> None:
+                 trace: TraceSink = NULL_TRACE,
+                 pmtu_learned: Callable[[Address, int], None] | None = None) -> None:
         self.ref = ref
         self.config = config
         self.initiator = initiator
@@ -107,6 +108,7 @@ class Session:
         self.random_bytes = random_bytes
         self.emit = emit
         self.trace = trace
+        self.pmtu_learned = pmtu_learned
         self.path_for: Callable[[Address], PathProperties] = path_for or (lambda _: path)
         self.state = SessionState.INIT
         self.session_id: bytes = b""
@@ -339,7 +341,7 @@ class Session:
             self.trace.event(now, self.ref, "packet_received", {
                 "packet_number": pn, "size": len(data),
                 "frames": [f.frame_type for f in frames]})
-        if addr != self.address and not self._on_packet_from_new_address(
+        if addr != self.address and not self.initiator and not self._on_packet_from_new_address(
                 addr, len(data), frames, now):
             return None
         if self.state is SessionState.CLOSED:
@@ -393,6 +395,10 @@ class Session:
     def _on_packet_from_new_address(self, addr: Address, size: int, frames: list[Frame],
                                     now: float) -> bool:
         """An authenticated packet arrived from an address we do not send to.
+
+        Only the responder follows its peer: the initiator chose the server's
+        address and moves only when its application says so (``Endpoint.migrate``),
+        so late packets on a path it left never pull it back.
 
         Never redirects traffic by itself (a captured packet replayed from a
         spoofed address must not hijack the session): we start path validation

@@ -589,7 +589,9 @@ def parse_frames(payload: bytes) -> tuple[list[Frame], bool]:
     while pos < end:
         frame_type = payload[pos]
         if frame_type == FrameType.PADDING:
-            # Skip the whole run at C speed (probes carry kilobytes of padding).
+            # Skip the run at C speed: PMTU probes end in up to 64 KiB of padding.
+            if payload.count(0, pos, end) == end - pos:
+                break
             found = _NOT_PADDING.search(payload, pos)
             pos = found.start() if found is not None else end
             continue

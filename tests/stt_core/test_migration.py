@@ -119,3 +119,17 @@ def test_transfer_continues_after_the_path_grows_to_64_kib_datagrams() -> None:
     assert scenario.run(timeout=5.0)
     assert flow.endpoint.sessions[flow.ref].path.max_datagram_size == 65507
     assert scenario.received_for(flow, 1) == flow.sent[1]
+
+
+def test_later_sessions_start_at_the_path_mtu_an_earlier_one_learned() -> None:
+    scenario = Scenario(27, server_overrides={"pmtu_probe_limit": 65507})
+    first = scenario.add_flow("first", LinkConfig(delay=0.001), pmtu_probe_limit=65507)
+    scenario.queue(first, "bulk", [bytes(10_000)])
+    assert scenario.run(timeout=5.0)
+    scenario.net.run(scenario.net.now + 1.0)  # let the probes finish
+    assert first.endpoint.sessions[first.ref].path.max_datagram_size == 65507
+    second_ref = scenario.net.call("first", lambda: first.endpoint.connect(SERVER_ADDR,
+                                                                             scenario.net.now))
+    scenario.net.run(scenario.net.now + 0.05)
+    second = first.endpoint.sessions[second_ref]
+    assert second.path.max_datagram_size == 65507 and second.pmtu_candidates == []
