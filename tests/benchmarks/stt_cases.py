@@ -9,7 +9,8 @@ or about how processes are started and measured (``common`` does that).
 STT streams carry messages, not bytes, so the bulk protocol is message-framed: the client's
 first message on a stream is the 8-byte big-endian count of bytes that follow, then
 ``chunk_size`` messages; the server replies with one 8-byte message, the count it received.
-Settings that differ from the ``Config`` defaults: ``max_datagram_size`` and ``idle_timeout``
+Settings that differ from the ``Config`` defaults: ``max_datagram_size`` (with
+``pmtu_probe_limit`` pinned to it) and ``idle_timeout``
 follow the case, exactly as for aioquic.
 """
 
@@ -87,6 +88,9 @@ def _open_node(workload: Workload, *, server_mode: bool) -> AbstractAsyncContext
         server_mode=server_mode,
         config_overrides={
             "max_datagram_size": workload.datagram_size,
+            # Path MTU discovery stays at the case's size: a 1200-byte case
+            # compares like with like instead of growing to 64 KiB datagrams.
+            "pmtu_probe_limit": workload.datagram_size,
             "idle_timeout": workload.idle_timeout,
         },
     )
