@@ -62,7 +62,7 @@ from stt_core.trace import NULL_TRACE
 
 from . import clock
 from .migration import FailoverPath, Migrator, SessionPaths, WsOptions, plan_paths
-from .session import Session, _Signal, closed_error
+from .session import ChangeSignal, Session, closed_error
 from .tracing import TraceWriter, resolve_trace_dir
 from .udp import DEFAULT_BUFFER_SIZE, UdpAddress, UdpCarrier
 from .websocket import DEFAULT_PATH, WebSocketCarrier, WsPeer
@@ -104,7 +104,7 @@ class Node:
         self._sessions: dict[SessionRef, Session] = {}
         self._owned_ws: dict[SessionRef, WsPeer] = {}
         self._accept_queue: deque[Session] = deque()
-        self._accept_signal = _Signal()
+        self._accept_signal = ChangeSignal()
         self._dirty = False
         self._wake: anyio.Event | None = None
         self._armed: float | None = None

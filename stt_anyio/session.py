@@ -13,7 +13,7 @@ Rules:
 1. State lives in the core; these objects only mirror what the events said
    (messages not yet taken, delivered message ids, closes) so that waiters
    can decide without asking the core.
-2. Waiters loop "check, then wait for a change". One :class:`_Signal` per
+2. Waiters loop "check, then wait for a change". One :class:`ChangeSignal` per
    object wakes all its waiters on any change; they re-check. That keeps
    every wake-up path (event, close, node shutdown) in one place.
 3. A message taken by the application returns its flow-control credit
@@ -69,7 +69,7 @@ class _Link(Protocol):
                        address: tuple[str, int] | None, timeout: float | None) -> None: ...
 
 
-class _Signal:
+class ChangeSignal:
     """Wakes every current waiter when something changed; waiters re-check.
 
     The event is created lazily so objects can be built outside a running
@@ -142,7 +142,7 @@ class Stream:
         self._eof = False
         self._reset_code: int | None = None
         self._local_closed = False
-        self._changed = _Signal()
+        self._changed = ChangeSignal()
 
     def __repr__(self) -> str:
         return (f"<Stream {self.stream_id} purpose={self.purpose!r} "
@@ -361,7 +361,7 @@ class Session:
         self._incoming: deque[Stream] = deque()
         self._close_event: SessionClosed | None = None
         self._last_stats = SessionStats()
-        self._changed = _Signal()
+        self._changed = ChangeSignal()
         self.resume_token: bytes | None = None
         """The latest resume token the server issued for this session, if any."""
 

@@ -32,6 +32,7 @@ import anyio
 
 import stt_anyio
 from stt_anyio.node import TransportName, build_config
+from stt_anyio.session import ChangeSignal
 from stt_anyio.udp import DEFAULT_BUFFER_SIZE
 from stt_core import Config
 from stt_core.errors import (
@@ -70,25 +71,6 @@ ClosedCallback = Callable[[bytes, str], object]
 def live_nodes() -> list[STTNode]:
     """Nodes that were started and not stopped (CryptoSessionContinuity finds them here)."""
     return [node for node in bound_or_running() if isinstance(node, STTNode)]
-
-
-class _Signal:
-    """Wakes every waiter on a change; waiters re-check (created lazily, in the loop)."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def fire(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
 
 
 class STTNode(NodeLifecycle):
@@ -142,7 +124,7 @@ class STTNode(NodeLifecycle):
         self._manager = SessionManager()
         self._watching: dict[Session, None] = {}
         self._backlog: deque[Session] = deque(maxlen=ACCEPT_BACKLOG)
-        self._backlog_signal = _Signal()
+        self._backlog_signal = ChangeSignal()
         self._on_session: list[SessionCallback] = []
         self._on_closed: list[ClosedCallback] = []
         self._token_waiters: list[ResumeToken] = []
