@@ -49,8 +49,8 @@ FLOOD_RATE = int(os.environ.get("STT_FLOOD_RATE", "5000"))
 others). Each costs the Python endpoint 8-50 us, and past the server's reading
 rate the kernel drops datagrams from its full socket buffer, the live
 sessions' among them. Measured on the 2-core CI machine (other work running):
-5000/s kept 55 % of the throughput, 10000/s 18-52 % (depending on load),
-25000/s 14 %; docs/security.md §3.6."""
+5000/s kept 55-105 % of the throughput (two runs), 10000/s 18-52 %
+(depending on the machine's other load), 25000/s 14 %; docs/security.md §3.6."""
 OVERRIDES = {"max_datagram_size": 1452, "close_timeout": 1.0}
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
