@@ -34,9 +34,11 @@ def transfer(megabytes: int, datagram_size: int) -> tuple[float, int, int]:
     seed = b"benchmark-shared-seed"
     client = Endpoint(Config(shared_seed=seed, node_id=b"client",
                              max_datagram_size=datagram_size,
+                             pmtu_probe_limit=datagram_size,
                              stream_send_buffer_bytes=4 * 1024 * 1024), now=0.0)
     server = Endpoint(Config(shared_seed=seed, node_id=b"server", server_mode=True,
-                             max_datagram_size=datagram_size), now=0.0)
+                             max_datagram_size=datagram_size,
+                             pmtu_probe_limit=datagram_size), now=0.0)
     now = 0.0
     ref = client.connect(SERVER, now)
     for _ in range(6):
