@@ -317,6 +317,10 @@ class Session:
         Returns:
             None when the packet was accepted, else why it was dropped.
         """
+        if header.packet_number in self.acks.received:
+            # A replay or duplicate: a set lookup instead of a decryption.
+            self.stats.duplicates_dropped += 1
+            return DropReason.DUPLICATE_PACKET
         plaintext = self._decrypt(header, data)
         if plaintext is None:
             self.stats.decrypt_failures += 1
@@ -517,6 +521,13 @@ class Session:
                       f"no packet from the peer for {self.config.idle_timeout:g} s")
             return
         if self.close_deadline is not None and now >= self.close_deadline:
+            if self.close_frame is not None and not self.close_frame_queued:
+                # The flush ran out of time: say goodbye anyway, and give the
+                # SESSION_CLOSE a short while of its own to be acknowledged.
+                self.close_frame_queued = True
+                self.control.append(self.close_frame)
+                self.close_deadline = now + min(1.0, self.config.close_timeout)
+                return
             self.finish_close(now)
             return
         if self.pacing_at is not None and now >= self.pacing_at:
