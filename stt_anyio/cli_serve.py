@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,7 +307,21 @@ async def run_listener(options: ListenOptions, console: Console) -> int:
             listener.say(f"listening on {kind} {host}:{port}")
         listener.say(f"node id {escape(show_node_id(node.node_id))}; "
                      f"files go to {escape(str(options.out_dir))}")
+        interrupted = False
+
+        async def stop_on_signal(scope: anyio.CancelScope) -> None:
+            # Ctrl-C / SIGTERM become a cancellation, so the node closes its
+            # sessions with its pump still running; a KeyboardInterrupt raised
+            # at an arbitrary point could stop the pump mid-shutdown.
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    scope.cancel()
+                    return
+
         async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, tg.cancel_scope)
             tg.start_soon(listener.run, node)
             await listener.done.wait()
             if listener.last_session is not None:
@@ -319,6 +334,8 @@ async def run_listener(options: ListenOptions, console: Console) -> int:
                 # long enough to answer it, or the sender waits close_timeout.
                 await anyio.sleep(DRAIN_LINGER)
             tg.cancel_scope.cancel()
+    if interrupted:
+        raise KeyboardInterrupt  # the CLI reports it as the usual exit code 130
     return 0 if listener.files_failed == 0 else 1
 
 
