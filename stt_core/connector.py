@@ -56,19 +56,47 @@ def start(endpoint: Endpoint, addr: Address, now: float, *, peer_node_id: bytes 
                                          and 1 <= len(peer_node_id) <= 64):
         raise ValueError("peer_node_id must be 1-64 bytes or None")
     session = endpoint.new_session(initiator=True, address=addr, now=now)
-    handshake = Initiator(psk=endpoint.psk, node_id=config.node_id,
-                          random_bytes=endpoint.random_bytes,
-                          expected_peer_node_id=peer_node_id, pad_to=HELLO_SIZE)
     session.set_state(SessionState.HANDSHAKING)
-    session.handshake = handshake
-    session.handshake_id = handshake.handshake_id
-    _queue_hello(session, b"")
+    session.expected_peer_node_id = peer_node_id
+    _new_initiator(endpoint, session)
     session.hs_interval = config.handshake_retransmit_interval
     session.hs_retransmit_at = now + session.hs_interval
     session.hs_deadline = now + (timeout if timeout is not None else config.connect_timeout)
-    endpoint.by_handshake_id[handshake.handshake_id] = session
     endpoint.stats.sessions_connected += 1
     return session
+
+
+def _new_initiator(endpoint: Endpoint, session: Session) -> None:
+    """A fresh handshake (new nonce and ephemeral key) for an initiator session."""
+    handshake = Initiator(psk=endpoint.psk, node_id=endpoint.config.node_id,
+                          random_bytes=endpoint.random_bytes,
+                          expected_peer_node_id=session.expected_peer_node_id,
+                          pad_to=HELLO_SIZE)
+    session.handshake = handshake
+    session.handshake_id = handshake.handshake_id
+    session.hs_proof_attempts = 0
+    endpoint.by_handshake_id[handshake.handshake_id] = session
+    _queue_hello(session, b"")
+
+
+def restart(endpoint: Endpoint, session: Session, now: float) -> None:
+    """Start the handshake over when AUTH_PROOF keeps going unanswered.
+
+    The responder forgets a half-open handshake after its own connect timeout,
+    which may be shorter than ours; once it has, our AUTH_PROOF can never be
+    answered. A fresh HELLO (protocol.md §6.7) gets a fresh CHALLENGE instead of
+    retrying into the void until our deadline.
+    """
+    session.hs_restart_due = False
+    if endpoint.by_handshake_id.get(session.handshake_id) is session:
+        del endpoint.by_handshake_id[session.handshake_id]
+    if session.session_id and endpoint.by_session_id.get(session.session_id) is session:
+        del endpoint.by_session_id[session.session_id]
+    session.session_id = b""
+    _new_initiator(endpoint, session)
+    session.hs_interval = endpoint.config.handshake_retransmit_interval
+    session.hs_retransmit_at = now + session.hs_interval
+    endpoint.touch(session)
 
 
 def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: float, *,

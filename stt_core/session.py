@@ -86,6 +86,8 @@ class _PathProbe:
 
 PMTU_PROBE_SIZES = (1452, 8952, 16384, 32768, 65507)
 """Datagram sizes path MTU discovery tries, in order (Ethernet, jumbo frames, loopback)."""
+PROOF_ATTEMPTS_BEFORE_RESTART = 5
+"""Unanswered AUTH_PROOF retransmissions after which the initiator sends a new HELLO."""
 MAX_HANDSHAKE_RETRANSMIT_INTERVAL = 2.0
 """Backoff cap for handshake retransmissions: a long connect timeout on a bad
 path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."""
@@ -183,6 +185,9 @@ class Session:
         self.auth_proof_packet = b""
         self.counted_pending = initiator
         self.auth_rejects = 0
+        self.expected_peer_node_id: bytes | None = None
+        self.hs_proof_attempts = 0
+        self.hs_restart_due = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -546,6 +551,11 @@ class Session:
                       "handshake did not complete before the connect timeout")
             return
         if self.hs_retransmit_at is not None and now >= self.hs_retransmit_at:
+            if self.initiator and self.session_id and not self.resumed:
+                self.hs_proof_attempts += 1  # AUTH_PROOF phase: CHALLENGE was seen
+                if self.hs_proof_attempts >= PROOF_ATTEMPTS_BEFORE_RESTART:
+                    self.hs_restart_due = True  # the endpoint starts over (connector.restart)
+                    return
             self.hs_send_due = True
             self.hs_interval = min(self.hs_interval * 2, MAX_HANDSHAKE_RETRANSMIT_INTERVAL)
             self.hs_retransmit_at = now + self.hs_interval

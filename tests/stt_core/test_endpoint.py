@@ -212,3 +212,20 @@ def test_garbage_datagrams_are_dropped_and_counted_without_harm() -> None:
     pair.run_for(1.0)
     received = [e for e in pair.server_events if isinstance(e, MessageReceived)]
     assert [e.data for e in received] == [b"still alive"]
+
+
+def test_initiator_starts_over_when_the_responder_forgot_the_handshake() -> None:
+    # The responder gives up on half-open handshakes after 2 s; our AUTH_PROOFs
+    # are lost for 4 s, so retrying them can never work: a new HELLO must.
+    pair = Pair(client=make_config(b"client", connect_timeout=30.0),
+                server=make_config(b"server", server_mode=True, connect_timeout=2.0))
+    lost_until = pair.now + 4.0
+    pair.drop = lambda datagram, source, destination: (
+        datagram[0] == PacketType.AUTH_PROOF and pair.now < lost_until)
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(30.0, stop=lambda: bool(established(pair.client_events)
+                                         or closed(pair.client_events)))
+    (event,) = established(pair.client_events)
+    assert event.ref == ref
+    hellos = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.HELLO]
+    assert len({hello[2:10] for hello in hellos}) >= 2  # a second handshake id
