@@ -48,3 +48,40 @@ async def test_resume_keeps_the_session_id(second_transport: str) -> None:
         # Tickets are single use: the same one again is refused.
         with pytest.raises(AuthenticationError):
             await client.resume(server.local_addresses["udp"], ticket, timeout=5)
+
+
+async def test_resume_after_losing_the_path_for_twice_the_idle_timeout() -> None:
+    """The client's path dies without a goodbye; after 2x the idle timeout both sides
+    have given the session up. A new client node (a restarted process holding the
+    ticket) resumes in one round trip and keeps sending; the ticket then is spent."""
+    from stt_anyio.cli_relay import LossyRelay
+
+    short = {**FAST, "idle_timeout": 1.0, "keep_alive_interval": 0.3}
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=short) as server, \
+            anyio.create_task_group() as relay_tasks:
+        relay = await LossyRelay.open(server.local_address, loss=0.0, seed=1)
+        relay_tasks.start_soon(relay.run)
+        async with open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                             config_overrides=short) as client:
+            first = await client.connect(relay.address, timeout=5)
+            ticket = await wait_for_ticket(first)
+            server_side = await server.accept(timeout=5)
+            await relay.aclose()  # the path is gone: nothing more reaches the server
+            relay_tasks.cancel_scope.cancel()
+            with anyio.fail_after(5):
+                closed = await server_side.wait_closed()
+            assert closed.reason == "timeout"
+            await anyio.sleep(2.0)  # 2x the idle timeout in all
+        async with open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                             config_overrides=short) as restarted:
+            resumed = await restarted.resume(server.local_address, ticket, timeout=5)
+            assert resumed.session_id == first.session_id
+            peer = await server.accept(timeout=5)
+            stream = resumed.open_stream("after-restart")
+            for index in range(20):
+                await stream.send(b"message %d" % index, timeout=5)
+            incoming = await peer.accept_stream(timeout=5)
+            assert [await incoming.receive(timeout=5) for _ in range(20)] == \
+                [b"message %d" % i for i in range(20)]
+            with pytest.raises(AuthenticationError):
+                await restarted.resume(server.local_address, ticket, timeout=5)
