@@ -1,7 +1,7 @@
 """Crypto: HKDF helpers, the PSK derivation, packet protection and key update.
 
 This module owns the cryptographic building blocks every other layer uses
-(protocol.md §5 "Packet protection" and §6 "Handshake key schedule"):
+(protocol.md §6.4 "Packet protection" and §6.1-§6.3 "Handshake"):
 
 * ``hkdf_extract`` / ``hkdf_expand_label``: HKDF-SHA256 (RFC 5869) with STT's
   label convention ``info = b"stt " + label + b"\\x00" + context``, in the
@@ -112,7 +112,7 @@ def derive_psk(shared_seed: bytes) -> bytes:
 
 
 def next_generation_secret(secret: bytes) -> bytes:
-    """The traffic secret of the next key phase (key update, protocol.md §5.3).
+    """The traffic secret of the next key phase (key update, protocol.md §6.4).
 
     One-way: holding a later generation reveals nothing about earlier ones.
     """

@@ -138,7 +138,7 @@ class HandshakeKeys:
     receive_secret: bytes = field(repr=False)
     """Traffic secret for packets this side receives."""
     resumption_secret: bytes = field(repr=False)
-    """Secret for resume tokens (protocol.md §8)."""
+    """Secret for resume tokens (protocol.md §6.8 and §12)."""
     session_id: bytes
     """The 8-byte session id both sides computed."""
     peer_node_id: bytes
