@@ -60,6 +60,7 @@ from .common import (
     pattern_bytes,
     percentile,
     rss_bytes,
+    server_metrics,
 )
 
 SUPPORTED_CASES = frozenset({"handshake", "bulk", "streams", "rtt", "memory"})
@@ -196,27 +197,6 @@ async def _serve_stream(
     writer.write_eof()
 
 
-def _server_metrics(
-    workload: Workload, cpu: float, rss_delta: int, traced_delta: int, handshakes: int
-) -> Metrics:
-    """Turn the server's raw deltas into the per-unit figures of ``report.METRICS``."""
-    metrics: Metrics = {}
-    if workload.case == "handshake":
-        check_count("server handshakes", workload.sessions, handshakes)
-        metrics["server_cpu_ms_per_handshake"] = cpu * 1000 / workload.sessions
-    elif workload.case in ("bulk", "streams"):
-        metrics["server_cpu_ms_per_mib"] = cpu * 1000 / (workload.total_bytes / MiB)
-    elif workload.case == "memory":
-        # Not a failure: the server holds state for a handshake still in flight too, so the
-        # per-session figure stays right; the count is shown so that it is not hidden.
-        metrics["sessions_pending"] = float(workload.sessions - handshakes)
-        if workload.tracemalloc:
-            metrics["traced_kib_per_session"] = traced_delta / 1024 / workload.sessions
-        else:
-            metrics["rss_kib_per_session"] = rss_delta / 1024 / workload.sessions
-    return metrics
-
-
 async def _await_handshakes(counter: _HandshakeCounter, expected: int) -> None:
     """Give the last handshakes a moment to finish on this side.
 
@@ -264,7 +244,7 @@ async def _server(workload: Workload, link: Link) -> None:
     gc.collect()
     rss_delta = rss_bytes() - rss0
     traced_delta = tracemalloc.get_traced_memory()[0] - traced0
-    link.send_result(_server_metrics(workload, cpu, rss_delta, traced_delta, counter.completed))
+    link.send_result(server_metrics(workload, cpu, rss_delta, traced_delta, counter.completed))
     quic_server.close()
 
 

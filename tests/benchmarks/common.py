@@ -427,3 +427,28 @@ def _choreograph(
     if drops0 is not None and drops1 is not None:
         merged["udp_rcvbuf_drops"] = float(drops1 - drops0)
     return merged
+
+
+def server_metrics(
+    workload: Workload, cpu: float, rss_delta: int, traced_delta: int, accepted: int
+) -> Metrics:
+    """Turn a server's raw deltas into the per-unit figures of ``report.METRICS``.
+
+    ``accepted`` is how many sessions (handshakes) the server completed; both
+    implementations' servers report through this one function.
+    """
+    metrics: Metrics = {}
+    if workload.case == "handshake":
+        check_count("server sessions accepted", workload.sessions, accepted)
+        metrics["server_cpu_ms_per_handshake"] = cpu * 1000 / workload.sessions
+    elif workload.case in ("bulk", "streams"):
+        metrics["server_cpu_ms_per_mib"] = cpu * 1000 / (workload.total_bytes / MiB)
+    elif workload.case == "memory":
+        # Not a failure: the server holds state for a handshake still in flight too, so the
+        # per-session figure stays right; the count is shown so that it is not hidden.
+        metrics["sessions_pending"] = float(workload.sessions - accepted)
+        if workload.tracemalloc:
+            metrics["traced_kib_per_session"] = traced_delta / 1024 / workload.sessions
+        else:
+            metrics["rss_kib_per_session"] = rss_delta / 1024 / workload.sessions
+    return metrics

@@ -43,6 +43,7 @@ from .common import (
     pattern_bytes,
     percentile,
     rss_bytes,
+    server_metrics,
 )
 
 SUPPORTED_CASES = frozenset({"handshake", "bulk", "streams", "rtt", "memory"})
@@ -158,27 +159,6 @@ class _Acceptor:
                 await anyio.sleep(0.05)
 
 
-def _server_metrics(
-    workload: Workload, cpu: float, rss_delta: int, traced_delta: int, accepted: int
-) -> Metrics:
-    """Turn the server's raw deltas into the per-unit figures of ``report.METRICS``."""
-    metrics: Metrics = {}
-    if workload.case == "handshake":
-        check_count("server sessions accepted", workload.sessions, accepted)
-        metrics["server_cpu_ms_per_handshake"] = cpu * 1000 / workload.sessions
-    elif workload.case in ("bulk", "streams"):
-        metrics["server_cpu_ms_per_mib"] = cpu * 1000 / (workload.total_bytes / MiB)
-    elif workload.case == "memory":
-        # Not a failure: the server holds state for a handshake still in flight too, so the
-        # per-session figure stays right; the count is shown so that it is not hidden.
-        metrics["sessions_pending"] = float(workload.sessions - accepted)
-        if workload.tracemalloc:
-            metrics["traced_kib_per_session"] = traced_delta / 1024 / workload.sessions
-        else:
-            metrics["rss_kib_per_session"] = rss_delta / 1024 / workload.sessions
-    return metrics
-
-
 async def _server(workload: Workload, link: Link) -> None:
     """Serve until the parent says stop; measure CPU and memory between ready and stop."""
     acceptor = _Acceptor()
@@ -196,7 +176,7 @@ async def _server(workload: Workload, link: Link) -> None:
         gc.collect()
         rss_delta = rss_bytes() - rss0
         traced_delta = tracemalloc.get_traced_memory()[0] - traced0
-        metrics = _server_metrics(workload, cpu, rss_delta, traced_delta, acceptor.accepted)
+        metrics = server_metrics(workload, cpu, rss_delta, traced_delta, acceptor.accepted)
         link.send_result(metrics)
         tg.cancel_scope.cancel()
 
