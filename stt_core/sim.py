@@ -19,15 +19,14 @@ virtual instant always run in the same order. Timers are re-armed lazily: a
 node keeps the sequence number of its live timer entry, and entries with an
 older number are skipped when they surface (cheaper than deleting from a heap).
 
-Size: this module runs past the 500-line guideline (about 530 lines of code,
-the rest docstrings). The natural split is the link records and impairment
-helpers into a module of their own; it waits for an agreed file name.
+The link vocabulary (``LinkConfig``, ``LinkStats``, ``DropCause``,
+``Partition``, ``TraceRecord`` and the per-link state) lives in
+``sim_links.py``; it is re-exported here, the public home of the simulator.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import heapq
 import math
@@ -35,10 +34,20 @@ import random
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigError, LocalError
 from .events import Address, Event
+from .sim_links import (
+    DropCause,
+    LinkConfig,
+    LinkQueue,
+    LinkState,
+    LinkStats,
+    Partition,
+    TraceRecord,
+    check_seconds,
+)
 
 __all__ = [
     "DropCause",
@@ -89,210 +98,6 @@ class SimEndpoint(Protocol):
 
 class SimulationError(LocalError):
     """The simulator was misused, or an endpoint spun its timer in place."""
-
-
-class DropCause(enum.Enum):
-    """Why the network dropped a datagram; counted in :attr:`LinkStats.dropped`."""
-
-    MTU = "mtu"
-    """Larger than the link's ``mtu``."""
-    PARTITION = "partition"
-    """Sent, or due to arrive, while a partition separated the two addresses."""
-    QUEUE = "queue"
-    """Tail drop: the link's serialization queue was full."""
-    LOSS = "loss"
-    """Random loss (``loss``, or ``loss_in_bad`` counts as BURST_LOSS)."""
-    BURST_LOSS = "burst_loss"
-    """Lost while the Gilbert-Elliott model was in its bad state."""
-    NO_ROUTE = "no_route"
-    """No node owns the destination address when the datagram arrives."""
-
-
-def _check_probability(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1], not {value!r}")
-
-
-def _check_seconds(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ConfigError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkConfig:
-    """Behaviour of one direction of a link. The defaults are a perfect 10 ms link.
-
-    Order in which a datagram meets the impairments: MTU check, partition,
-    bandwidth queue (tail drop), loss (a lost datagram has still used its
-    serialization time), corruption, then delay + jitter + reordering for the
-    datagram and, independently, for a duplicate copy.
-    """
-
-    delay: float = 0.010
-    """One-way propagation delay in seconds: the minimum latency of the link."""
-    jitter: float = 0.0
-    """Extra random delay per datagram in seconds (see ``jitter_distribution``)."""
-    jitter_distribution: Literal["uniform", "exponential"] = "uniform"
-    """``uniform``: extra delay uniform in [0, jitter]; ``exponential``: mean ``jitter``."""
-    preserve_order: bool = False
-    """When True jitter never lets a datagram overtake an earlier one on this
-    link direction (``reorder`` still applies). When False jitter reorders."""
-    bandwidth_bps: float | None = None
-    """Serialization rate in bits per second; None means infinitely fast."""
-    queue_bytes: int | None = None
-    """Bytes that may wait to be serialized (including the datagram on the
-    wire); beyond it datagrams are tail-dropped. None: unlimited. Needs
-    ``bandwidth_bps``."""
-    loss: float = 0.0
-    """Probability that a datagram is lost (in the good state of the burst model)."""
-    p_good_to_bad: float = 0.0
-    """Gilbert-Elliott: per-datagram probability of entering the bad state (0 disables)."""
-    p_bad_to_good: float = 1.0
-    """Gilbert-Elliott: per-datagram probability of leaving the bad state."""
-    loss_in_bad: float = 1.0
-    """Gilbert-Elliott: loss probability while in the bad state (replaces ``loss``)."""
-    duplicate: float = 0.0
-    """Probability that a datagram is delivered twice."""
-    reorder: float = 0.0
-    """Probability that a datagram is held back an extra ``reorder_delay``."""
-    reorder_delay: float = 0.020
-    """Seconds a reordered datagram is held back."""
-    corrupt: float = 0.0
-    """Probability that 1-3 distinct random bits of a datagram are flipped."""
-    mtu: int | None = None
-    """Largest datagram in bytes the link carries; larger ones are dropped. None: no limit."""
-
-    def __post_init__(self) -> None:
-        for name in ("delay", "jitter", "reorder_delay"):
-            _check_seconds(name, getattr(self, name))
-        if self.jitter_distribution not in ("uniform", "exponential"):
-            raise ConfigError("jitter_distribution must be 'uniform' or 'exponential', "
-                              f"not {self.jitter_distribution!r}")
-        for name in ("loss", "p_good_to_bad", "p_bad_to_good", "loss_in_bad",
-                     "duplicate", "reorder", "corrupt"):
-            _check_probability(name, getattr(self, name))
-        bandwidth = self.bandwidth_bps
-        if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
-            raise ConfigError(f"bandwidth_bps must be None or > 0, not {bandwidth!r}")
-        if self.queue_bytes is not None:
-            if bandwidth is None:
-                raise ConfigError("queue_bytes needs bandwidth_bps (an infinitely fast "
-                                  "link never queues)")
-            if self.queue_bytes < 1:
-                raise ConfigError(f"queue_bytes must be >= 1, not {self.queue_bytes!r}")
-        if self.mtu is not None and self.mtu < 1:
-            raise ConfigError(f"mtu must be None or >= 1, not {self.mtu!r}")
-
-    @property
-    def is_perfect(self) -> bool:
-        """True when only ``delay`` applies (the simulator then takes a fast path)."""
-        return (self.jitter == 0.0 and self.bandwidth_bps is None and self.mtu is None
-                and self.loss == 0.0 and self.p_good_to_bad == 0.0 and self.duplicate == 0.0
-                and self.reorder == 0.0 and self.corrupt == 0.0)
-
-
-@dataclass(slots=True)
-class LinkStats:
-    """Counters of one link direction (or, from :meth:`Network.stats`, of all links).
-
-    ``delivered`` can exceed ``sent`` when datagrams are duplicated.
-    """
-
-    sent: int = 0
-    """Datagrams handed to the link."""
-    delivered: int = 0
-    """Datagrams handed to the destination endpoint (duplicates included)."""
-    bytes_sent: int = 0
-    """Bytes handed to the link."""
-    bytes_delivered: int = 0
-    """Bytes handed to destination endpoints."""
-    duplicated: int = 0
-    """Extra copies created."""
-    corrupted: int = 0
-    """Datagrams whose bits were flipped."""
-    reordered: int = 0
-    """Datagrams (or copies) held back by ``reorder``."""
-    dropped: dict[DropCause, int] = field(default_factory=dict)
-    """Datagrams dropped, by cause."""
-
-    @property
-    def dropped_total(self) -> int:
-        """All drops, whatever the cause."""
-        return sum(self.dropped.values())
-
-    def add(self, other: LinkStats) -> None:
-        """Add ``other``'s counters into this one (for totals)."""
-        self.sent += other.sent
-        self.delivered += other.delivered
-        self.bytes_sent += other.bytes_sent
-        self.bytes_delivered += other.bytes_delivered
-        self.duplicated += other.duplicated
-        self.corrupted += other.corrupted
-        self.reordered += other.reordered
-        for cause, count in other.dropped.items():
-            self.dropped[cause] = self.dropped.get(cause, 0) + count
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRecord:
-    """One thing that happened in the network, handed to the ``tracer`` callback.
-
-    ``time`` is virtual; ``src``, ``dst`` and ``size`` (bytes) describe the
-    datagram of a send, deliver or drop; ``cause`` says why it was dropped;
-    ``node`` names the node whose timer fired.
-    """
-
-    time: float
-    kind: Literal["send", "deliver", "drop", "timer"]
-    src: Address | None = None
-    dst: Address | None = None
-    size: int = 0
-    cause: DropCause | None = None
-    node: str | None = None
-
-
-@dataclass(slots=True)
-class Partition:
-    """Two groups of addresses that cannot talk from ``start`` (inclusive) to ``end``.
-
-    Returned by :meth:`Network.partition`; pass it to :meth:`Network.heal` to
-    end it early. Addresses are matched as given: a node that rebinds to a new
-    address escapes a partition that named only its old one.
-    """
-
-    group_a: frozenset[Address]
-    group_b: frozenset[Address]
-    start: float
-    end: float
-
-    def separates(self, src: Address, dst: Address, time: float) -> bool:
-        """True when a datagram from ``src`` to ``dst`` at ``time`` is blocked."""
-        if not self.start <= time < self.end:
-            return False
-        a, b = self.group_a, self.group_b
-        return (src in a and dst in b) or (src in b and dst in a)
-
-
-@dataclass(slots=True)
-class _Queue:
-    """A serialization queue: free again at ``busy_until``."""
-
-    bandwidth_bps: float | None
-    queue_bytes: int | None
-    busy_until: float = -math.inf
-
-
-@dataclass(slots=True)
-class _Link:
-    """State of one link direction ``src -> dst``."""
-
-    config: LinkConfig
-    queue: _Queue
-    perfect: bool
-    explicit: bool
-    stats: LinkStats = field(default_factory=LinkStats)
-    bad: bool = False
-    last_arrival: float = -math.inf
 
 
 @dataclass(slots=True, eq=False)
@@ -346,7 +151,7 @@ class Network:
                  start_time: float = 0.0, tracer: Tracer | None = None) -> None:
         if not isinstance(seed, int):
             raise ConfigError(f"seed must be an int, not {type(seed).__name__}")
-        _check_seconds("start_time", start_time)
+        check_seconds("start_time", start_time)
         self._seed = seed
         self._rng = random.Random(seed)
         self._now = float(start_time)
@@ -356,8 +161,8 @@ class Network:
         self._nodes: dict[str, _Node] = {}
         self._owner: dict[Address, tuple[_Node, Address]] = {}
         self._address_ids: dict[Address, int] = {}
-        self._links: dict[tuple[Address, Address], _Link] = {}
-        self._queues: dict[str, _Queue] = {}
+        self._links: dict[tuple[Address, Address], LinkState] = {}
+        self._queues: dict[str, LinkQueue] = {}
         self._default = default_link if default_link is not None else LinkConfig()
         self._partitions: list[Partition] = []
         self._digest = hashlib.blake2b(digest_size=16)
@@ -512,12 +317,12 @@ class Network:
             ConfigError: ``queue`` is named without ``bandwidth_bps``, or
                 disagrees with the links already sharing it.
         """
-        shared: _Queue | None = None
+        shared: LinkQueue | None = None
         if queue is not None:
             if config.bandwidth_bps is None:
                 raise ConfigError("a shared queue needs bandwidth_bps")
             shared = self._queues.setdefault(
-                queue, _Queue(config.bandwidth_bps, config.queue_bytes))
+                queue, LinkQueue(config.bandwidth_bps, config.queue_bytes))
             if (shared.bandwidth_bps, shared.queue_bytes) != (config.bandwidth_bps,
                                                               config.queue_bytes):
                 raise ConfigError(f"links sharing queue {queue!r} must have the same "
@@ -531,7 +336,7 @@ class Network:
             if shared is not None:
                 link.queue = shared
             elif any(link.queue is q for q in self._queues.values()):
-                link.queue = _Queue(None, None)
+                link.queue = LinkQueue(None, None)
 
     def set_default_link(self, config: LinkConfig) -> None:
         """Use ``config`` for every link direction not set with :meth:`set_link`."""
@@ -660,7 +465,7 @@ class Network:
         action that made it true); False at the timeout, with ``now`` advanced
         to ``now + timeout``.
         """
-        _check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout)
         deadline = self._now + timeout
         if predicate():
             return True
@@ -770,17 +575,17 @@ class Network:
 
     # -- links: the per-datagram path ---------------------------------------------
 
-    def _link(self, src: Address, dst: Address) -> _Link:
+    def _link(self, src: Address, dst: Address)  -> LinkState:
         link = self._links.get((src, dst))
         if link is None:
             link = self._links[(src, dst)] = self._make_link(self._default, explicit=False)
         return link
 
     @staticmethod
-    def _make_link(config: LinkConfig, *, explicit: bool) -> _Link:
-        return _Link(config, _Queue(None, None), config.is_perfect, explicit)
+    def _make_link(config: LinkConfig, *, explicit: bool)  -> LinkState:
+        return LinkState(config, LinkQueue(None, None), config.is_perfect, explicit)
 
-    def _transmit(self, link: _Link, data: bytes, src: Address, dst: Address,
+    def _transmit(self, link: LinkState, data: bytes, src: Address, dst: Address,
                   now: float) -> None:
         """Put one datagram on ``link`` at ``now``: count it, impair it, schedule it."""
         stats = link.stats
@@ -821,7 +626,7 @@ class Network:
             self._schedule(link, cfg, departure + cfg.delay, data, src, dst)
 
     @staticmethod
-    def _serialize(link: _Link, cfg: LinkConfig, size: int, now: float) -> float | None:
+    def _serialize(link: LinkState, cfg: LinkConfig, size: int, now: float) -> float | None:
         """Queue ``size`` bytes; return when the last bit leaves, or None for a tail drop.
 
         The backlog is computed from when the queue becomes free, which is
@@ -840,7 +645,7 @@ class Network:
         queue.busy_until = finish
         return finish
 
-    def _loss(self, link: _Link, cfg: LinkConfig) -> DropCause | None:
+    def _loss(self, link: LinkState, cfg: LinkConfig) -> DropCause | None:
         """Decide random and burst loss; advances the Gilbert-Elliott state per datagram."""
         rand = self._rng.random
         if cfg.p_good_to_bad:
@@ -855,7 +660,7 @@ class Network:
             return DropCause.LOSS
         return None
 
-    def _schedule(self, link: _Link, cfg: LinkConfig, arrival: float, data: bytes,
+    def _schedule(self, link: LinkState, cfg: LinkConfig, arrival: float, data: bytes,
                   src: Address, dst: Address) -> None:
         """Add jitter and reordering to one copy and put it on the heap."""
         jitter = cfg.jitter
@@ -891,14 +696,14 @@ class Network:
             parts[:] = [p for p in parts if p.end > now]
         return any(p.separates(src, dst, time) for p in parts)
 
-    def _drop(self, link: _Link, cause: DropCause, src: Address, dst: Address,
+    def _drop(self, link: LinkState, cause: DropCause, src: Address, dst: Address,
               size: int) -> None:
         dropped = link.stats.dropped
         dropped[cause] = dropped.get(cause, 0) + 1
         if self._tracer is not None:
             self._tracer(TraceRecord(self._now, "drop", src, dst, size, cause))
 
-    def _deliver(self, link: _Link, data: bytes, src: Address, dst: Address) -> None:
+    def _deliver(self, link: LinkState, data: bytes, src: Address, dst: Address) -> None:
         """Hand a datagram that reached ``dst`` to the node owning it, then pump the node."""
         now = self._now
         if self._partitions and self._partitioned(src, dst, now):
