@@ -96,6 +96,25 @@ path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."
 class Session:
     """One session. Created and driven by ``Endpoint``; not used directly."""
 
+    # Slots: a server holds thousands of idle sessions; no per-instance dict.
+    __slots__ = (
+        "acks", "address", "address_validated", "amplification_received", "amplification_sent",
+        "auth_proof_packet", "auth_rejects", "close_deadline", "close_frame",
+        "close_frame_queued", "close_reported", "config", "control", "counted_pending",
+        "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
+        "early_credit", "emit", "expected_peer_node_id", "final_packet", "handshake",
+        "handshake_id", "hs_deadline", "hs_interval", "hs_packet", "hs_proof_attempts",
+        "hs_restart_due", "hs_retransmit_at", "hs_send_due", "initiator", "keep_alive_ack_due",
+        "last_path_challenge", "last_received", "last_sent_ack_eliciting", "local_max_data",
+        "nack_floor", "next_packet_number", "pacing_at", "packets_under_key", "path",
+        "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
+        "pmtu_probe_size", "probe_packets", "probes", "random_bytes", "recovery", "recv_next",
+        "recv_phase", "recv_phase_start", "recv_previous", "recv_protection", "recv_secret",
+        "ref", "resumed", "resumption_secret", "send_buffered", "send_phase",
+        "send_phase_start", "send_protection", "send_secret", "session_id", "state", "stats",
+        "streams", "trace",
+    )
+
     def __init__(self, *, ref: SessionRef, config: Config, initiator: bool,
                  address: Address, path: PathProperties, now: float,
                  random_bytes: Callable[[int], bytes], emit: Callable[[Event], None],
