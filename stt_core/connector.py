@@ -25,7 +25,7 @@ from .handshake import (
 )
 from .resumption import ResumeInitiator, Ticket
 from .states import SessionState
-from .wire import FrameType, LimitFrame, PacketType, SimpleFrame, encode_handshake_header
+from .wire import FrameType, LimitFrame, PacketType, encode_handshake_header
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -39,11 +39,6 @@ AUTH_REJECTS_TO_FAIL = 2
 """REJECT(auth) answers needed before a connect fails with an authentication error."""
 HELLO_SIZE = 1200
 """HELLO datagrams are padded to this size (protocol.md §6.1)."""
-
-
-def keep_alive_frame() -> SimpleFrame:
-    """A KEEP_ALIVE frame (ack-eliciting, carries nothing)."""
-    return SimpleFrame(FrameType.KEEP_ALIVE)
 
 
 def start(endpoint: Endpoint, addr: Address, now: float, *, peer_node_id: bytes | None,

@@ -35,7 +35,7 @@ from .resumption import TokenIssuer
 from .session import Session
 from .states import PathProperties, SessionState, SessionStats
 from .trace import NULL_TRACE, TraceSink
-from .wire import HANDSHAKE_TYPES, PacketType, WireError, parse_header
+from .wire import HANDSHAKE_TYPES, Header, PacketType, WireError, parse_header
 
 __all__ = ["Endpoint", "EndpointStats"]
 
@@ -198,11 +198,8 @@ class Endpoint:
             return self.acceptor.on_resume(cid, data, addr, now)
         return connector.on_handshake_reply(self, packet_type, cid, data, addr, now)
 
-    def _receive_session_packet(self, header: object, data: bytes, addr: Address,
+    def _receive_session_packet(self, header: Header, data: bytes, addr: Address,
                                 now: float) -> DropReason | None:
-        from .wire import Header
-        if not isinstance(header, Header):
-            return DropReason.BAD_HEADER
         session = self.by_session_id.get(header.connection_id)
         if session is None:
             return DropReason.UNKNOWN_SESSION
@@ -250,8 +247,6 @@ class Endpoint:
             heapq.heappop(heap)
         candidates = [t for t in (heap[0][0] if heap else None, self._flush_again_at,
                                   self.acceptor.next_timer()) if t is not None]
-        if self._dirty and not candidates:
-            return None
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> None:
@@ -304,7 +299,7 @@ class Endpoint:
         session = self._session(ref)
         session.require_open()
         session.migrate_to(addr, now)
-        session.control.append(connector.keep_alive_frame())
+        session.control.append(packetizer.KEEP_ALIVE)
         self.touch(session)
 
     # ------------------------------------------------------------------ commands

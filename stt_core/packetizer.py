@@ -45,8 +45,9 @@ __all__ = ["datagrams", "on_ack_frame", "on_nack_frame", "requeue_lost"]
 _DATA = 0
 _CONTROL = 1
 _PMTU_PROBE = 2
-_KEEP_ALIVE = SimpleFrame(FrameType.KEEP_ALIVE)
-_KEEP_ALIVE_ACK = SimpleFrame(FrameType.KEEP_ALIVE_ACK)
+KEEP_ALIVE = SimpleFrame(FrameType.KEEP_ALIVE)
+"""The KEEP_ALIVE frame (ack-eliciting, no fields); one shared instance."""
+KEEP_ALIVE_ACK = SimpleFrame(FrameType.KEEP_ALIVE_ACK)
 _NOT_RETRANSMITTED = frozenset((
     FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.PATH_CHALLENGE,
     FrameType.PATH_RESPONSE, FrameType.ERROR,
@@ -77,10 +78,10 @@ def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
         session.close_frame_queued = True
         session.control.append(session.close_frame)
     if session.keep_alive_due(now) and not session.control:
-        session.control.append(_KEEP_ALIVE)
+        session.control.append(KEEP_ALIVE)
     if session.keep_alive_ack_due:
         session.keep_alive_ack_due = False
-        session.control.append(_KEEP_ALIVE_ACK)
+        session.control.append(KEEP_ALIVE_ACK)
     while len(out) < MAX_DATAGRAMS_PER_FLUSH:
         packet = _build_packet(session, now, allow_data=True)
         if packet is None:
@@ -100,10 +101,13 @@ def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Addre
         retry_interval = max(3 * session.recovery.rtt.smoothed_rtt, 0.05)
         if probe.sent_at >= 0 and now - probe.sent_at < retry_interval:
             continue
-        frame = PathFrame(FrameType.PATH_CHALLENGE, probe.challenge)
-        packet = _seal(session, [frame.encode()], [], now, ack_eliciting=False)
-        if probe.bytes_sent + len(packet) > AMPLIFICATION_FACTOR * probe.bytes_received:
-            continue
+        payload = PathFrame(FrameType.PATH_CHALLENGE, probe.challenge).encode()
+        header_size = len(encode_session_header(session.send_phase, session.session_id,
+                                                session.next_packet_number))
+        if probe.bytes_sent + header_size + len(payload) + TAG_SIZE \
+                > AMPLIFICATION_FACTOR * probe.bytes_received:
+            continue  # checked before sealing: a discarded packet would burn a number
+        packet = _seal(session, [payload], [], now, ack_eliciting=False)
         probe.bytes_sent += len(packet)
         probe.sent_at = now
         out.append((packet, addr))
@@ -126,7 +130,7 @@ def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Addres
         session.pmtu_candidates.pop(0)
         return
     session.pmtu_probe_size = size
-    parts = [_KEEP_ALIVE.encode(), bytes(padding)]
+    parts = [KEEP_ALIVE.encode(), bytes(padding)]
     out.append((_seal(session, parts, [(_PMTU_PROBE, size)], now, ack_eliciting=True,
                       in_flight=False), session.address))
 
@@ -192,7 +196,7 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
         remaining = _pack_data(session, parts, records, remaining)
     ack_eliciting = len(parts) > has_ack
     if probing and not ack_eliciting:
-        parts.append(_KEEP_ALIVE.encode())
+        parts.append(KEEP_ALIVE.encode())
         ack_eliciting = True
     if not parts:
         return None

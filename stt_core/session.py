@@ -369,9 +369,8 @@ class Session:
             self.trace.event(now, self.ref, "packet_received", {
                 "packet_number": pn, "size": len(data),
                 "frames": [f.frame_type for f in frames]})
-        if addr != self.address and not self.initiator and not self._on_packet_from_new_address(
-                addr, len(data), frames, now):
-            return None
+        if addr != self.address and not self.initiator:
+            self._on_packet_from_new_address(addr, len(data))
         if self.state is SessionState.CLOSED:
             return None  # draining: the ACK tracker noted it; nothing else to do
         try:
@@ -420,8 +419,7 @@ class Session:
                              {"direction": "receive", "phase": self.recv_phase})
         return plaintext
 
-    def _on_packet_from_new_address(self, addr: Address, size: int, frames: list[Frame],
-                                    now: float) -> bool:
+    def _on_packet_from_new_address(self, addr: Address, size: int) -> None:
         """An authenticated packet arrived from an address we do not send to.
 
         Only the responder follows its peer: the initiator chose the server's
@@ -431,7 +429,7 @@ class Session:
         Never redirects traffic by itself (a captured packet replayed from a
         spoofed address must not hijack the session): we start path validation
         and move only when the PATH_RESPONSE comes back (protocol.md §8.2).
-        Returns whether the frames should still be processed.
+        The packet's frames are processed as usual.
         """
         probe = self.probes.get(addr)
         if probe is None:
@@ -439,7 +437,6 @@ class Session:
                 self.probes.pop(next(iter(self.probes)))
             probe = self.probes[addr] = _PathProbe(self.random_bytes(8))
         probe.bytes_received += size
-        return True
 
     # ------------------------------------------------------------------ frame handlers
 
