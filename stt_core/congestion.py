@@ -61,7 +61,18 @@ CUBIC_ALPHA = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA)
 PACING_GAIN = 1.25
 """RFC 9002 §7.7: pace slightly faster than cwnd/srtt so the window is not underused."""
 PACER_BURST_PACKETS = 10
-"""Datagrams the pacer lets out back to back (the bucket depth)."""
+"""Datagrams the pacer always lets out back to back (the smallest bucket depth)."""
+PACER_BURST_INTERVAL = 0.001
+"""Seconds of sending at the pacing rate the bucket may hold (the bucket depth at high rates).
+
+Why: a binding's timer fires late by up to a scheduler tick (about 1 ms on
+asyncio and trio). With a bucket of a fixed 10 datagrams, each late wake-up
+forfeits the credit it accumulated, so at high rates the sender is capped at
+10 datagrams per loop turn (a timer wake-up, a flush and a deadline reset per
+10 datagrams) and never reaches the rate it computed. Holding one
+millisecond of credit is what Linux TCP allows for one segmentation-offload
+burst (``tcp_tso_autosize``: rate >> 10); at 100 Mbit/s it is still 10
+datagrams, on loopback it lets a flush send a full batch."""
 PACER_TOLERANCE_BYTES = 1e-6
 """Token shortfall treated as none (float rounding)."""
 
@@ -75,10 +86,11 @@ class Pacer:
     (a PTO probe); the debt is repaid before the next paced packet.
     """
 
-    __slots__ = ("_capacity", "_last_time", "_rate", "_srtt", "_tokens")
+    __slots__ = ("_capacity", "_floor_capacity", "_last_time", "_rate", "_srtt", "_tokens")
 
     def __init__(self, max_datagram_size: int) -> None:
-        self._capacity = float(PACER_BURST_PACKETS * max_datagram_size)
+        self._floor_capacity = float(PACER_BURST_PACKETS * max_datagram_size)
+        self._capacity = self._floor_capacity
         self._tokens = self._capacity
         self._rate = 0.0  # bytes per second; 0 means unpaced
         self._srtt = 0.0
@@ -98,15 +110,21 @@ class Pacer:
         if smoothed_rtt is not None and smoothed_rtt > 0:
             self._srtt = smoothed_rtt
         if self._srtt > 0:
-            self._rate = PACING_GAIN * congestion_window / self._srtt
+            self._set(PACING_GAIN * congestion_window / self._srtt)
 
     def set_max_datagram_size(self, size: int) -> None:
         """The path now carries larger datagrams (path MTU discovery): resize the bucket."""
-        self._capacity = float(PACER_BURST_PACKETS * size)
+        self._floor_capacity = float(PACER_BURST_PACKETS * size)
+        self._set(self._rate)
 
     def set_rate(self, bytes_per_second: float) -> None:
         """Pace at an explicit rate (model-based controllers such as BBR)."""
-        self._rate = max(0.0, bytes_per_second)
+        self._set(max(0.0, bytes_per_second))
+
+    def _set(self, rate: float) -> None:
+        """New rate; the bucket depth follows it (see :data:`PACER_BURST_INTERVAL`)."""
+        self._rate = rate
+        self._capacity = max(self._floor_capacity, rate * PACER_BURST_INTERVAL)
 
     def _tokens_at(self, now: float) -> float:
         if self._last_time is None or now <= self._last_time:
@@ -135,6 +153,7 @@ class Pacer:
 
     def reset(self) -> None:
         """Back to unpaced with a full bucket (path change)."""
+        self._capacity = self._floor_capacity
         self._tokens = self._capacity
         self._rate = 0.0
         self._srtt = 0.0
