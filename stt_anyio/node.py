@@ -162,17 +162,20 @@ class Node:
             tuple[bytes, UdpAddress]]:
         """Hand WebSocket datagrams to their connections; return (or send) the UDP ones."""
         udp_batch: list[tuple[bytes, UdpAddress]] = []
-        backlog = self._backlog
-        udp = self._udp
         for data, addr in out:
-            if isinstance(addr, WsPeer):
-                if self._ws is not None:
-                    self._ws.send(data, addr)
-            elif isinstance(addr, tuple):
-                if inline and not backlog and udp is not None and udp.try_send(data, addr):
-                    continue
-                (backlog if inline else udp_batch).append((data, addr))
-        return udp_batch
+            if isinstance(addr, tuple):
+                udp_batch.append((data, addr))
+            elif isinstance(addr, WsPeer) and self._ws is not None:
+                self._ws.send(data, addr)
+        if not inline:
+            return udp_batch
+        udp = self._udp
+        if udp_batch and not self._backlog and udp is not None:
+            # One pass of non-blocking (segmented) sends; the rest waits for the pump.
+            sent = udp.try_send_many(udp_batch)
+            del udp_batch[:sent]
+        self._backlog += udp_batch
+        return []
 
     # -- public API ----------------------------------------------------------
 
@@ -494,11 +497,13 @@ class Node:
 
     async def _open_udp(self, stack: contextlib.AsyncExitStack, host: str, port: int, *,
                         recv_buffer_size: int, send_buffer_size: int,
-                        reuse_port: bool) -> None:
+                        reuse_port: bool, offload: bool) -> None:
         udp = await UdpCarrier.bind(
             host, port, on_datagram=self._on_datagram, on_drained=self._on_drained,
             on_unreachable=self._on_unreachable, recv_buffer_size=recv_buffer_size,
             send_buffer_size=send_buffer_size, reuse_port=reuse_port)
+        if not offload:
+            udp.set_offload(gso=False, gro=False)
         stack.push_async_callback(udp.aclose)
         self._udp = udp
         self.local_addresses["udp"] = udp.local_address
@@ -635,6 +640,7 @@ async def open_node(
     recv_buffer_size: int = DEFAULT_BUFFER_SIZE,
     send_buffer_size: int = DEFAULT_BUFFER_SIZE,
     reuse_port: bool = False,
+    udp_offload: bool = True,
     config_overrides: Mapping[str, Any] | None = None,
     ws_port: int | None = None,
     ws_path: str = DEFAULT_PATH,
@@ -652,6 +658,9 @@ async def open_node(
             for :meth:`Node.connect` and gives :attr:`Node.local_address`.
         server_mode: accept sessions from peers (:meth:`Node.accept`).
         recv_buffer_size, send_buffer_size, reuse_port: UDP socket options.
+        udp_offload: let the kernel segment sends and coalesce receives (UDP
+            GSO/GRO) where it offers them; False sends and reads one datagram
+            per system call (the wire is the same either way).
         config_overrides: extra ``stt_core.Config`` fields (e.g.
             ``{"max_datagram_size": 1452, "idle_timeout": 60}``).
         ws_port: WebSocket listen port; default ``port`` (TCP and UDP ports are
@@ -675,7 +684,8 @@ async def open_node(
             stack.callback(node.tracer.close)
         if "udp" in kinds:
             await node._open_udp(stack, host, port, recv_buffer_size=recv_buffer_size,
-                                 send_buffer_size=send_buffer_size, reuse_port=reuse_port)
+                                 send_buffer_size=send_buffer_size, reuse_port=reuse_port,
+                                 offload=udp_offload)
         if "websocket" in kinds:
             await node._open_websocket(stack, host, port if ws_port is None else ws_port,
                                        ssl_context=ssl_context, reuse_port=reuse_port)

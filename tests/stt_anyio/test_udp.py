@@ -114,7 +114,7 @@ async def test_buffer_sizes_reported_and_reuse_port() -> None:
                                        reuse_port=True)
         assert second.local_address == first.local_address
         await second.aclose()
-        assert isinstance(first.gso_supported, bool)
+        assert isinstance(first.gso_enabled, bool)
     finally:
         await first.aclose()
 
