@@ -351,6 +351,11 @@ class Stream:
 class Session:
     """One established STT session. Obtain it from ``Node.connect``/``Node.accept``."""
 
+    # Slots: a server holds one handle per idle session, thousands of them.
+    __slots__ = ("_changed", "_close_event", "_incoming", "_last_stats", "_link",
+                 "_peer_address", "_peer_node_id", "_session_id", "_streams", "ref",
+                 "resume_token")
+
     def __init__(self, link: _Link, ref: SessionRef) -> None:
         self._link = link
         self.ref = ref
@@ -358,9 +363,12 @@ class Session:
         self._peer_node_id: bytes | None = None
         self._peer_address: Address | None = None
         self._streams: dict[int, Stream] = {}
-        self._incoming: deque[Stream] = deque()
+        # Created with the first stream the peer opens (an empty deque is ~0.7 KiB,
+        # and an idle session never needs one).
+        self._incoming: deque[Stream] | None = None
         self._close_event: SessionClosed | None = None
-        self._last_stats = SessionStats()
+        # The stats kept once the core forgot the session; taken at close.
+        self._last_stats: SessionStats | None = None
         self._changed = ChangeSignal()
         self.resume_token: bytes | None = None
         """The latest resume token the server issued for this session, if any."""
@@ -409,7 +417,7 @@ class Session:
         if self._close_event is None:
             with contextlib.suppress(SessionClosedError):
                 self._last_stats = self._link.endpoint.session_stats(self.ref)
-        return self._last_stats
+        return self._last_stats if self._last_stats is not None else SessionStats()
 
     # -- streams -------------------------------------------------------------
 
@@ -464,6 +472,12 @@ class Session:
                 self._raise_if_closed()
                 await self._changed.wait()
         return self._incoming.popleft()
+
+    def _queue_incoming(self, stream: Stream) -> None:
+        """Hand a stream the peer opened to the next ``accept_stream``."""
+        if self._incoming is None:
+            self._incoming = deque()
+        self._incoming.append(stream)
 
     # -- paths ---------------------------------------------------------------
 
@@ -538,7 +552,7 @@ class Session:
         if stream is None:
             stream = self._streams[stream_id] = Stream(self, stream_id, purpose=purpose,
                                                        priority=priority)
-            self._incoming.append(stream)
+            self._queue_incoming(stream)
         else:
             stream.purpose, stream.priority = purpose, priority
         self._changed.fire()
@@ -550,7 +564,7 @@ class Session:
             # peer stream that arrives without STREAM_OPEN (stream 0 included).
             stream = self._streams[stream_id] = Stream(self, stream_id)
             if stream_id != 0:
-                self._incoming.append(stream)
+                self._queue_incoming(stream)
                 self._changed.fire()
         return stream
 

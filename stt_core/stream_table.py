@@ -70,8 +70,10 @@ class StreamTable:
     def __init__(self, *, initiator: bool, max_peer_streams: int, send_buffer_bytes: int,
                  receive_window: int, max_message_size: int, max_frame_size: int) -> None:
         self._by_id: dict[int, Stream] = {}
-        self._closed: set[int] = set()
-        self._closed_order: deque[int] = deque()
+        # Created at the first close: most sessions never finish a stream, and an
+        # empty set and deque cost about 1 KiB per idle session between them.
+        self._closed: set[int] | None = None
+        self._closed_order: deque[int] | None = None
         self._initiator = initiator
         self._next_auto_id = 1 if initiator else 2
         self._max_peer_streams = max_peer_streams
@@ -114,14 +116,15 @@ class StreamTable:
         both peers may name the same explicit id, and stream 0 always exists.
         """
         if stream_id is None:
-            while self._next_auto_id in self._by_id or self._next_auto_id in self._closed:
+            while self._next_auto_id in self._by_id or self._was_closed(self._next_auto_id):
                 self._next_auto_id += 2
             stream_id = self._next_auto_id
             self._next_auto_id += 2
         stream = self._by_id.get(stream_id)
         frame_size = max_frame_size or self._max_frame_size
         if stream is None:
-            self._closed.discard(stream_id)
+            if self._closed is not None:
+                self._closed.discard(stream_id)
             stream = self._create(stream_id, local=True, max_frame_size=frame_size)
         stream.purpose = purpose
         stream.priority = priority
@@ -142,7 +145,7 @@ class StreamTable:
         stream = self._by_id.get(stream_id)
         if stream is not None:
             return stream
-        if stream_id in self._closed:
+        if self._was_closed(stream_id):
             return None
         if stream_id != 0:
             if self._peer_opened >= self._max_peer_streams:
@@ -157,10 +160,16 @@ class StreamTable:
             return
         if not stream.local and stream.stream_id != 0:
             self._peer_opened -= 1
+        if self._closed is None or self._closed_order is None:
+            self._closed, self._closed_order = set(), deque()
         self._closed.add(stream.stream_id)
         self._closed_order.append(stream.stream_id)
         if len(self._closed_order) > RECENTLY_CLOSED_MEMORY:
             self._closed.discard(self._closed_order.popleft())
+
+    def _was_closed(self, stream_id: int) -> bool:
+        """Is ``stream_id`` among the recently closed ids (late frames must not reopen it)?"""
+        return self._closed is not None and stream_id in self._closed
 
     # ------------------------------------------------------------ send scheduling
 
