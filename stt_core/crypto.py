@@ -131,9 +131,16 @@ class PacketProtection:
     The caller guarantees each packet number is sealed at most once under one
     secret: that is what keeps every nonce unique (``iv XOR pn`` is a bijection
     on 64-bit packet numbers).
+
+    The cipher context behind the AEAD object lives in OpenSSL's memory, about
+    2.5 KiB each (more than the rest of an idle session), so an owner that goes
+    quiet may ``release`` it. The key stays, and the next ``seal`` or ``open``
+    rebuilds the context (under a microsecond). The slot is simply emptied:
+    reading it sits in a ``try`` that costs nothing while the context exists,
+    so the per-packet path gains no test.
     """
 
-    __slots__ = ("_aead", "_iv", "algorithm")
+    __slots__ = ("_aead", "_factory", "_iv", "_key", "algorithm")
 
     def __init__(self, aead: str, secret: bytes) -> None:
         """Derive key and IV from ``secret``.
@@ -153,8 +160,24 @@ class PacketProtection:
         self.algorithm = aead
         key = hkdf_expand_label(secret, "key", b"", AEAD_KEY_SIZE)
         iv = hkdf_expand_label(secret, "iv", b"", AEAD_NONCE_SIZE)
+        self._factory = factory
+        self._key = key
         self._aead: AESGCM | ChaCha20Poly1305 = factory(key)
         self._iv = int.from_bytes(iv, "big")
+
+    @property
+    def holds_context(self) -> bool:
+        """True while the cipher context exists (built, and not released since)."""
+        return hasattr(self, "_aead")
+
+    def release(self) -> None:
+        """Free the cipher context; the key is kept, and the next use rebuilds it."""
+        if hasattr(self, "_aead"):
+            del self._aead
+
+    def _rebuild(self) -> AESGCM | ChaCha20Poly1305:
+        self._aead = aead = self._factory(self._key)
+        return aead
 
     def __repr__(self) -> str:
         return f"PacketProtection({self.algorithm!r}, <secret hidden>)"
@@ -168,7 +191,11 @@ class PacketProtection:
         if not 0 <= packet_number <= MAX_PACKET_NUMBER:
             raise ValueError(f"packet number {packet_number} does not fit in 64 bits")
         nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
-        return self._aead.encrypt(nonce, plaintext, header)
+        try:
+            aead = self._aead
+        except AttributeError:  # released while the owner was quiet
+            aead = self._rebuild()
+        return aead.encrypt(nonce, plaintext, header)
 
     def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
         """Decrypt and authenticate ciphertext || tag; returns the plaintext.
@@ -184,6 +211,10 @@ class PacketProtection:
             raise DecryptError(f"packet number {packet_number} does not fit in 64 bits")
         nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
         try:
-            return self._aead.decrypt(nonce, ciphertext, header)
+            aead = self._aead
+        except AttributeError:  # released while the owner was quiet
+            aead = self._rebuild()
+        try:
+            return aead.decrypt(nonce, ciphertext, header)
         except InvalidTag:
             raise DecryptError("packet failed authentication") from None

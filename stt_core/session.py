@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -91,6 +92,13 @@ PROOF_ATTEMPTS_BEFORE_RESTART = 5
 MAX_HANDSHAKE_RETRANSMIT_INTERVAL = 2.0
 """Backoff cap for handshake retransmissions: a long connect timeout on a bad
 path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."""
+CIPHER_RELEASE_INTERVAL = 1.0
+"""Seconds without a packet in or an ack-eliciting packet out after which an
+established session frees its cipher contexts (``PacketProtection.release``).
+They are about 2.5 KiB of OpenSSL memory each, most of what an idle session
+holds; rebuilding one costs under a microsecond, so a session quiet this long
+loses nothing measurable when it next speaks. Keys and packet numbers are
+untouched: the very same AEAD key is rebuilt."""
 
 
 class Session:
@@ -99,7 +107,7 @@ class Session:
     # Slots: a server holds thousands of idle sessions; no per-instance dict.
     __slots__ = (
         "acks", "address", "address_validated", "amplification_received", "amplification_sent",
-        "auth_proof_packet", "auth_rejects", "close_deadline", "close_frame",
+        "auth_proof_packet", "auth_rejects", "cipher_release_mark", "close_deadline", "close_frame",
         "close_frame_queued", "close_reported", "config", "control", "counted_pending",
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
         "early_credit", "emit", "expected_peer_node_id", "final_packet", "handshake",
@@ -191,6 +199,9 @@ class Session:
         self.recv_secret = b""
         self.recv_phase = 0
         self.recv_phase_start = 0
+        # The quiet-since time at which the cipher contexts were last released;
+        # the release is due again only after fresh activity (no timer spin).
+        self.cipher_release_mark = -math.inf
         self.resumption_secret = b""
         self.resumed = False
         # Handshake phase (protocol.md §6): the packet we (re)send and its timers.
@@ -516,8 +527,10 @@ class Session:
             return min(t for t in (self.hs_deadline, self.hs_retransmit_at) if t is not None)
         deadlines = [self.last_received + self.config.idle_timeout]
         if self.state in (SessionState.ESTABLISHED, SessionState.CLOSING):
-            deadlines.append(max(self.last_received, self.last_sent_ack_eliciting)
-                             + self.config.keep_alive_interval)
+            quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
+            deadlines.append(quiet_since + self.config.keep_alive_interval)
+            if quiet_since != self.cipher_release_mark:
+                deadlines.append(quiet_since + CIPHER_RELEASE_INTERVAL)
             loss = self.recovery.loss_detection_deadline()
             if loss is not None:
                 deadlines.append(loss)
@@ -529,6 +542,23 @@ class Session:
             if self.pacing_at is not None:
                 deadlines.append(self.pacing_at)
         return min(deadlines)
+
+    def _release_ciphers_if_quiet(self, now: float) -> None:
+        """Free every cipher context once the session has been quiet for a while.
+
+        Only memory changes: the next packet in or out rebuilds the context it
+        needs from the same key (see ``CIPHER_RELEASE_INTERVAL``).
+        """
+        quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
+        if quiet_since == self.cipher_release_mark:
+            return
+        if now < quiet_since + CIPHER_RELEASE_INTERVAL:
+            return
+        self.cipher_release_mark = quiet_since
+        for protection in (self.send_protection, self.recv_protection,
+                           self.recv_previous, self.recv_next):
+            if protection is not None:
+                protection.release()
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due: idle death, close timeout, loss detection."""
@@ -551,6 +581,7 @@ class Session:
                 return
             self.finish_close(now)
             return
+        self._release_ciphers_if_quiet(now)
         if self.pacing_at is not None and now >= self.pacing_at:
             self.pacing_at = None  # the flush that follows sends what the pacer held
         lost, probes = self.recovery.on_loss_detection_timeout(now)

@@ -201,3 +201,21 @@ def test_constructor_validation_and_repr() -> None:
 def test_round_trip_property(payload: bytes, header: bytes, pn: int, aead: str) -> None:
     protection = PacketProtection(aead, SECRET)
     assert protection.open(pn, header, protection.seal(pn, header, payload)) == payload
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_released_context_is_rebuilt_from_the_same_key(aead: str) -> None:
+    kept = PacketProtection(aead, SECRET)
+    released = PacketProtection(aead, SECRET)
+    released.release()
+    assert not released.holds_context
+    sealed = released.seal(5, b"header", b"payload")
+    assert released.holds_context
+    assert sealed == kept.seal(5, b"header", b"payload")
+    released.release()
+    released.release()  # idempotent
+    assert released.open(5, b"header", sealed) == b"payload"
+    released.release()
+    with pytest.raises(DecryptError):
+        released.open(5, b"headeR", sealed)
+    assert "secret hidden" in repr(released)

@@ -1,0 +1,83 @@
+"""An established session frees its cipher contexts when quiet, and rebuilds them
+transparently: delivery, key updates and keep-alives behave exactly as before."""
+
+from __future__ import annotations
+
+from stt_core import Endpoint, SessionState
+from stt_core.events import SessionRef
+from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
+
+from .helpers import make_config
+from .security_helpers import open_pair, received
+
+
+def _session(endpoint: Endpoint, ref: SessionRef) -> Session:
+    return endpoint.sessions[ref]
+
+
+def _holding(session: Session) -> list[bool]:
+    """Which of the session's current packet protections hold a cipher context."""
+    return [protection.holds_context
+            for protection in (session.send_protection, session.recv_protection)
+            if protection is not None]
+
+
+def test_quiet_session_releases_both_directions_after_the_interval() -> None:
+    pair, ref, server_ref = open_pair()
+    client, server = _session(pair.client, ref), _session(pair.server, server_ref)
+    assert _holding(client) == _holding(server) == [True, True]
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    assert _holding(client) == _holding(server) == [False, False]
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+
+
+def test_released_session_still_delivers_both_ways_and_holds_contexts_again() -> None:
+    pair, ref, server_ref = open_pair()
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    up = pair.client.open_stream(ref, purpose="up")
+    pair.client.send_message(ref, up, b"after a quiet spell")
+    pair.run_for(0.1)
+    assert received(pair.server_events, up) == [b"after a quiet spell"]
+    down = pair.server.open_stream(server_ref, purpose="down")
+    pair.server.send_message(server_ref, down, b"and back")
+    pair.run_for(0.1)
+    assert received(pair.client_events, down) == [b"and back"]
+    assert _holding(_session(pair.client, ref)) == [True, True]
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    assert _holding(_session(pair.client, ref)) == [False, False]
+
+
+def test_released_timer_does_not_spin_and_keep_alives_continue() -> None:
+    pair, ref, server_ref = open_pair()
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    client = _session(pair.client, ref)
+    quiet_since = max(client.last_received, client.last_sent_ack_eliciting)
+    # Released: the next deadline is the keep-alive, not an already-past release.
+    assert client.next_timer() == quiet_since + client.config.keep_alive_interval
+    sent_before = len(pair.sent)
+    pair.run_for(60.0)
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+    # one keep-alive exchange (plus acks) per 10 s, as without the release
+    assert 6 <= len(pair.sent) - sent_before <= 30
+
+
+def test_key_updates_across_quiet_spells_keep_every_message() -> None:
+    client_config = make_config(b"client", key_update_interval_packets=3)
+    server_config = make_config(b"server", server_mode=True, key_update_interval_packets=3)
+    pair, ref, server_ref = open_pair(client=client_config, server=server_config)
+    stream = pair.client.open_stream(ref, purpose="bursts")
+    sent: list[bytes] = []
+    for burst in range(6):
+        for index in range(4):
+            message = b"burst %d message %d" % (burst, index)
+            sent.append(message)
+            pair.client.send_message(ref, stream, message)
+        pair.run_for(0.2)
+        pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)  # quiet: everything released
+        client = _session(pair.client, ref)
+        assert _holding(client) == [False, False]
+        assert client.recv_previous is None or not client.recv_previous.holds_context
+    assert received(pair.server_events, stream) == sent
+    assert pair.client.session_stats(ref).key_updates >= 3
+    assert pair.server.session_stats(server_ref).key_updates >= 3
