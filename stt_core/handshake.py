@@ -36,6 +36,7 @@ a reviewer check that each side hashes and seals exactly what the other does.
 
 from __future__ import annotations
 
+import hashlib
 import hmac as _hmac
 from collections import OrderedDict
 from collections.abc import Callable
@@ -43,11 +44,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .crypto import SECRET_SIZE, TAG_SIZE, hkdf_expand_label, hkdf_extract
+from .crypto import SECRET_SIZE, TAG_SIZE, hkdf_expand_label, hkdf_extract, hmac_sha256
 
 __all__ = [
     "HEADER_SIZE",
@@ -149,17 +149,13 @@ class HandshakeKeys:
 
 
 def _sha256(*parts: bytes) -> bytes:
-    digest = hashes.Hash(hashes.SHA256())
-    for part in parts:
-        digest.update(part)
-    return digest.finalize()
+    """SHA-256 of the concatenated parts (the transcript hashes h1, h2, h3)."""
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def _finished_mac(secret: bytes, transcript: bytes) -> bytes:
     """Key confirmation as in TLS 1.3's Finished (RFC 8446 §4.4.4)."""
-    mac = hmac.HMAC(hkdf_expand_label(secret, "finished", b"", SECRET_SIZE), hashes.SHA256())
-    mac.update(transcript)
-    return mac.finalize()
+    return hmac_sha256(hkdf_expand_label(secret, "finished", b"", SECRET_SIZE), transcript)
 
 
 def _open(key: bytes, nonce: bytes, aad: bytes, sealed: bytes) -> bytes:
@@ -238,10 +234,17 @@ def compute_session_id(nonce_i: bytes, nonce_r: bytes, node_i: bytes, node_r: by
     the first 8 bytes come from the nonces alone; the node part is kept so the
     formula stays the documented one.
     """
-    nonce_xor = bytes(a ^ b for a, b in zip(nonce_i, nonce_r, strict=True))
+    if len(nonce_i) != len(nonce_r):
+        raise ValueError("both nonces must have the same length")
+    # XOR as big integers: one C operation instead of a Python loop per byte.
+    # Right-padding the shorter node id with zeros is shifting it left.
+    nonce_xor = (int.from_bytes(nonce_i, "big") ^ int.from_bytes(nonce_r, "big")).to_bytes(
+        len(nonce_i), "big")
+    if len(nonce_xor) >= 8:
+        return nonce_xor[:8]
     width = max(len(node_i), len(node_r))
-    node_xor = bytes(a ^ b for a, b in zip(node_i.ljust(width, b"\x00"),
-                                           node_r.ljust(width, b"\x00"), strict=True))
+    node_xor = (int.from_bytes(node_i.ljust(width, b"\x00"), "big")
+                ^ int.from_bytes(node_r.ljust(width, b"\x00"), "big")).to_bytes(width, "big")
     return (nonce_xor + node_xor)[:8]
 
 
