@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 COOKIE_BUCKET_INTERVAL = 10.0
 """Cookies are valid for the bucket they were made in and the previous one."""
 COOKIE_MAC_SIZE = 16
+_ESTABLISHED_STATES = (SessionState.ESTABLISHED, SessionState.CLOSING)
 
 
 def issue_token(endpoint: Endpoint, session: Session, now: float) -> None:
@@ -246,8 +247,12 @@ class Acceptor:
         if len(data) < HELLO_SIZE:
             return DropReason.BAD_HANDSHAKE
         existing = endpoint.by_handshake_id.get(cid)
-        if existing is not None and not existing.initiator and existing.final_packet:
-            if existing.auth_proof_packet == data:  # our RESUME_OK was lost
+        # An established session drops its RESUME_OK (or FINAL) once the client's
+        # first packet proves it arrived; a copy of RESUME after that is still a replay.
+        if existing is not None and not existing.initiator and (
+                existing.final_packet or existing.state in _ESTABLISHED_STATES):
+            if existing.final_packet and existing.auth_proof_packet == data:
+                # our RESUME_OK was lost
                 existing.hs_packet = existing.final_packet
                 existing.hs_send_due = True
                 endpoint.touch(existing)

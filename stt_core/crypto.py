@@ -163,13 +163,15 @@ class PacketProtection:
 
     The cipher context behind the AEAD object lives in OpenSSL's memory, about
     2.5 KiB each (more than the rest of an idle session), so an owner that goes
-    quiet may ``release`` it. The key stays, and the next ``seal`` or ``open``
-    rebuilds the context (under a microsecond). The slot is simply emptied:
+    quiet may ``release`` it. The secret stays (the owner keeps that very
+    object for key updates anyway, so holding it here costs a pointer), and the
+    next ``seal`` or ``open`` derives the key again and rebuilds the context
+    (a few microseconds, once per quiet spell). The slot is simply emptied:
     reading it sits in a ``try`` that costs nothing while the context exists,
     so the per-packet path gains no test.
     """
 
-    __slots__ = ("_aead", "_factory", "_iv", "_key", "algorithm")
+    __slots__ = ("_aead", "_factory", "_iv", "_secret", "algorithm")
 
     def __init__(self, aead: str, secret: bytes) -> None:
         """Derive key and IV from ``secret``.
@@ -190,7 +192,7 @@ class PacketProtection:
         key = hkdf_expand_label(secret, "key", b"", AEAD_KEY_SIZE)
         iv = hkdf_expand_label(secret, "iv", b"", AEAD_NONCE_SIZE)
         self._factory = factory
-        self._key = key
+        self._secret = secret
         self._aead: AESGCM | ChaCha20Poly1305 = factory(key)
         self._iv = int.from_bytes(iv, "big")
 
@@ -200,12 +202,13 @@ class PacketProtection:
         return hasattr(self, "_aead")
 
     def release(self) -> None:
-        """Free the cipher context; the key is kept, and the next use rebuilds it."""
+        """Free the cipher context; the next use derives the key and rebuilds it."""
         if hasattr(self, "_aead"):
             del self._aead
 
     def _rebuild(self) -> AESGCM | ChaCha20Poly1305:
-        self._aead = aead = self._factory(self._key)
+        key = hkdf_expand_label(self._secret, "key", b"", AEAD_KEY_SIZE)
+        self._aead = aead = self._factory(key)
         return aead
 
     def __repr__(self) -> str:

@@ -543,11 +543,14 @@ class Session:
                 deadlines.append(self.pacing_at)
         return min(deadlines)
 
-    def _release_ciphers_if_quiet(self, now: float) -> None:
-        """Free every cipher context once the session has been quiet for a while.
+    def _release_when_quiet(self, now: float) -> None:
+        """Free what a quiet session can rebuild or no longer needs.
 
-        Only memory changes: the next packet in or out rebuilds the context it
-        needs from the same key (see ``CIPHER_RELEASE_INTERVAL``).
+        Every cipher context goes (the next packet in or out rebuilds the one
+        it needs from the same secret; see ``CIPHER_RELEASE_INTERVAL``), and so
+        do the handshake packets kept for retransmission once nothing can ask
+        for them again. Done here, off the per-packet path, because a quiet
+        session is the one whose memory matters.
         """
         quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
         if quiet_since == self.cipher_release_mark:
@@ -559,6 +562,22 @@ class Session:
                            self.recv_previous, self.recv_next):
             if protection is not None:
                 protection.release()
+        self._forget_handshake_packets()
+
+    def _forget_handshake_packets(self) -> None:
+        """Drop the last handshake packet and its trigger once the peer is past them.
+
+        The responder keeps FINAL (or RESUME_OK) and the AUTH_PROOF it answered,
+        to resend FINAL if that AUTH_PROOF comes again (protocol.md §6.7). The
+        initiator installs traffic keys only on FINAL, so one authenticated
+        packet from it proves FINAL arrived; a later copy of AUTH_PROOF is then
+        a replay and is dropped as one. The initiator's own AUTH_PROOF is dead
+        weight once it is established.
+        """
+        if self.hs_send_due:
+            return
+        if self.initiator or self.stats.packets_received > 0:
+            self.hs_packet = self.final_packet = self.auth_proof_packet = b""
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due: idle death, close timeout, loss detection."""
@@ -581,7 +600,7 @@ class Session:
                 return
             self.finish_close(now)
             return
-        self._release_ciphers_if_quiet(now)
+        self._release_when_quiet(now)
         if self.pacing_at is not None and now >= self.pacing_at:
             self.pacing_at = None  # the flush that follows sends what the pacer held
         lost, probes = self.recovery.on_loss_detection_timeout(now)

@@ -1,14 +1,17 @@
-"""An established session frees its cipher contexts when quiet, and rebuilds them
-transparently: delivery, key updates and keep-alives behave exactly as before."""
+"""A quiet established session frees its cipher contexts, and rebuilds them
+transparently: delivery, key updates and keep-alives behave exactly as before.
+It also forgets the handshake packets kept for retransmission once the peer is
+provably past them; a late copy is then dropped as the replay it is."""
 
 from __future__ import annotations
 
-from stt_core import Endpoint, SessionState
+from stt_core import DropReason, Endpoint, ResumeTokenReceived, SessionEstablished, SessionState
 from stt_core.events import SessionRef
 from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
+from stt_core.wire import PacketType
 
-from .helpers import make_config
-from .security_helpers import open_pair, received
+from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
+from .security_helpers import established, open_pair, received
 
 
 def _session(endpoint: Endpoint, ref: SessionRef) -> Session:
@@ -81,3 +84,65 @@ def test_key_updates_across_quiet_spells_keep_every_message() -> None:
     assert received(pair.server_events, stream) == sent
     assert pair.client.session_stats(ref).key_updates >= 3
     assert pair.server.session_stats(server_ref).key_updates >= 3
+
+
+def _replays(endpoint: Endpoint) -> int:
+    return endpoint.stats.drops.get(DropReason.REPLAYED_HANDSHAKE.value, 0)
+
+
+def test_quiet_session_forgets_handshake_packets_and_a_late_auth_proof_is_a_replay() -> None:
+    pair, ref, server_ref = open_pair()
+    server = _session(pair.server, server_ref)
+    assert server.final_packet and server.auth_proof_packet
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    client = _session(pair.client, ref)
+    assert server.final_packet == server.auth_proof_packet == server.hs_packet == b""
+    assert client.hs_packet == b""
+    auth_proof = next(d for who, d in pair.sent
+                      if who == "client" and d[0] == PacketType.AUTH_PROOF)
+    sent_before = len(pair.sent)
+    pair.server.receive_datagram(auth_proof, CLIENT_ADDR, pair.now)
+    pair.run_for(0.5)
+    assert _replays(pair.server) == 1
+    assert not any(d[0] == PacketType.FINAL for _, d in pair.sent[sent_before:])
+    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+    stream = pair.client.open_stream(ref, purpose="still fine")
+    pair.client.send_message(ref, stream, b"hello")
+    pair.run_for(0.2)
+    assert received(pair.server_events, stream) == [b"hello"]
+
+
+def test_final_lost_for_longer_than_the_interval_is_still_resent() -> None:
+    pair = Pair()
+
+    def drop(datagram: bytes, source: object, destination: object) -> bool:
+        return datagram[0] == PacketType.FINAL and pair.now < 1000.0 + 3 * CIPHER_RELEASE_INTERVAL
+
+    pair.drop = drop
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(10.0, stop=lambda: bool(established(pair.client_events)))
+    assert established(pair.client_events)[0].ref == ref
+    assert pair.now >= 1000.0 + 3 * CIPHER_RELEASE_INTERVAL
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+
+
+def test_resumed_session_forgets_resume_ok_and_a_late_resume_is_a_replay() -> None:
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: any(isinstance(e, ResumeTokenReceived)
+                                       for e in pair.client_events))
+    ticket = next(e for e in pair.client_events if isinstance(e, ResumeTokenReceived)).token
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    new_ref = pair.client.resume(SERVER_ADDR, ticket, pair.now)
+    pair.run_for(0.5)
+    server_ref = [e for e in pair.server_events if isinstance(e, SessionEstablished)][-1].ref
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    assert _session(pair.server, server_ref).final_packet == b""
+    resume = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.RESUME][-1]
+    replays = _replays(pair.server)
+    pair.server.receive_datagram(resume, CLIENT_ADDR, pair.now)
+    pair.run_for(0.5)
+    assert _replays(pair.server) == replays + 1
+    assert pair.client.session_state(new_ref) is SessionState.ESTABLISHED
+    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
