@@ -269,6 +269,11 @@ class StreamReceiver:
                 announces more than max_message_size (before its bytes are
                 buffered); PROTOCOL_VIOLATION when the FIN cuts a message.
         """
+        if self._contig < self._msg_end and self._final_size is None:
+            # Mid-message, no FIN yet: nothing can complete, be cut or compacted
+            # (on_data already released what rule (a) allows). The common case
+            # of a bulk transfer: one packet of a large message.
+            return []
         out: list[bytes] = []
         while True:
             if self._msg_end < 0 and not self._parse_header():

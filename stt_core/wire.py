@@ -35,6 +35,7 @@ __all__ = [
     "Header",
     "PacketType",
     "WireError",
+    "encode_data_frame_header",
     "encode_handshake_header",
     "encode_session_header",
     "encode_varint",
@@ -233,13 +234,18 @@ class DataFrame:
     frame_type: int = FrameType.DATA
 
     def encode(self) -> bytes:
-        return b"".join((
-            b"\x10\x01" if self.fin else b"\x10\x00",
-            encode_varint(self.stream_id),
-            encode_varint(self.offset),
-            encode_varint(len(self.data)),
-            self.data,
-        ))
+        return encode_data_frame_header(self.stream_id, self.offset, len(self.data),
+                                        self.fin) + self.data
+
+
+def encode_data_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
+    """Everything of a DATA frame but its payload (the send path appends the payload).
+
+    Same bytes as :meth:`DataFrame.encode` without building the frame object,
+    which the send path would create and discard once per packet.
+    """
+    return (b"\x10\x01" if fin else b"\x10\x00") + encode_varint(stream_id) \
+        + encode_varint(offset) + encode_varint(length)
 
 
 def data_frame_overhead(stream_id: int, offset: int, length: int) -> int:
