@@ -443,12 +443,27 @@ class Node:
                                           else clock.loop_deadline(self._armed))
 
     async def _flush(self) -> None:
-        udp_batch, self._backlog = self._backlog, []
-        udp_batch += self._route(self._endpoint.datagrams_to_send(clock.now()), inline=False)
-        if udp_batch and self._udp is not None:
-            # Shielded so a timer firing mid-batch does not lose datagrams.
+        """Send what is due; wait for writability only while a backlog remains.
+
+        The backlog stays in place while the pump waits, so datagrams sealed
+        meanwhile by an inline flush queue behind it instead of overtaking it:
+        handing a sealed batch to a task that yields before sending would put
+        later packet numbers on the wire first, which the peer reads as loss.
+        """
+        self._route(self._endpoint.datagrams_to_send(clock.now()), inline=True)
+        udp = self._udp
+        if self._backlog and udp is not None:
+            # Shielded so a timer firing mid-wait does not lose datagrams.
             with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT):
-                await self._udp.send_batch(udp_batch)
+                await self._send_backlog(udp)
+            self._backlog.clear()  # after FLUSH_TIMEOUT: dropped, loss recovery repairs
+
+    async def _send_backlog(self, udp: UdpCarrier) -> None:
+        backlog = self._backlog
+        while backlog:
+            if not await udp.wait_writable():
+                return
+            del backlog[:udp.try_send_many(backlog)]
 
     def _dispatch(self) -> None:
         endpoint = self._endpoint

@@ -11,7 +11,11 @@ Receive path. One task (:meth:`UdpCarrier.run`) waits for readiness with
 every datagram to ``on_datagram(bytes, addr)``. After each batch it calls
 ``on_drained()`` so the owner can process all of the batch's consequences at
 once (one flush per batch rather than per datagram). A batch is capped at
-:data:`MAX_BATCH` datagrams so a flood cannot starve the other tasks.
+:data:`MAX_BATCH` datagrams so a flood cannot starve the other tasks. Within a
+long batch ``on_drained()`` also runs every :data:`DRAIN_FLUSH_INTERVAL`
+datagrams: the owner's flush is where acknowledgements leave, and holding them
+until the end of a 512-datagram batch (several milliseconds of work) would
+inflate the peer's RTT samples and stall its window.
 
 Send path. ``sendto`` directly on the non-blocking socket; on
 ``BlockingIOError`` :meth:`UdpCarrier.send_batch` waits for writability and
@@ -81,6 +85,8 @@ DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024
 """Default SO_RCVBUF/SO_SNDBUF request (bytes): room for bursts at high rates."""
 MAX_BATCH = 512
 """Datagrams read per readiness wake-up before yielding to other tasks."""
+DRAIN_FLUSH_INTERVAL = 64
+"""Datagrams delivered between two ``on_drained`` calls inside one long batch."""
 RECEIVE_BUFFER_BYTES = 65536 + 4096
 """Size of the reused receive buffer: more than any UDP payload (65535 - headers),
 also when GRO coalesces a run of datagrams into one read."""
@@ -179,6 +185,7 @@ class UdpCarrier:
         self._recverr = False
         self._gso = False
         self._gro = False
+        self._unflushed = 0
         self.stats = UdpStats()
 
     @classmethod
@@ -301,7 +308,9 @@ class UdpCarrier:
             count = self._drain()
             if count:
                 self.stats.batches += 1
-                self._on_drained()
+                if self._unflushed:
+                    self._unflushed = 0
+                    self._on_drained()
             elif self._recverr:
                 # Woken with nothing to read: only the error queue can be why.
                 self._report_icmp(0)
@@ -314,7 +323,11 @@ class UdpCarrier:
         count = 0
         gro = self._gro
         sock = self._sock
+        flushed = 0
         while count < MAX_BATCH and not self._closed:
+            if count - flushed >= DRAIN_FLUSH_INTERVAL:
+                flushed = count
+                self._on_drained()
             try:
                 if gro:
                     size, ancdata, _, addr = sock.recvmsg_into((self._buffer,), _GRO_CMSG_SPACE)
@@ -343,6 +356,7 @@ class UdpCarrier:
             self.stats.datagrams_received += 1
             self.stats.bytes_received += size
             self._on_datagram(bytes(self._view[:size]), (str(addr[0]), int(addr[1])))
+        self._unflushed = count - flushed
         return count
 
     def _split(self, size: int, ancdata: list[tuple[int, int, bytes]], addr: UdpAddress) -> int:
@@ -531,6 +545,15 @@ class UdpCarrier:
         self.stats.send_errors += end - index
         return True
 
+    async def wait_writable(self) -> bool:
+        """Wait until the kernel takes datagrams again; False once the socket is closed."""
+        self.stats.send_blocked += 1
+        try:
+            await anyio.wait_writable(self._sock)
+        except (anyio.ClosedResourceError, OSError):
+            return False
+        return not self._closed
+
     async def send_batch(self, datagrams: Sequence[tuple[bytes, UdpAddress]]) -> None:
         """Send datagrams in order, waiting for writability when the kernel is full.
 
@@ -541,10 +564,7 @@ class UdpCarrier:
         async with self._send_lock:
             index = 0
             while (index := self.try_send_many(datagrams, index)) < len(datagrams):
-                self.stats.send_blocked += 1
-                try:
-                    await anyio.wait_writable(self._sock)
-                except (anyio.ClosedResourceError, OSError):
+                if not await self.wait_writable():
                     return
 
     async def send(self, data: bytes, addr: UdpAddress) -> None:

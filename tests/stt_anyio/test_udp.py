@@ -77,7 +77,8 @@ async def test_echo_many_datagrams_in_batches() -> None:
         assert server.stats.datagrams_received == count
         assert client.stats.datagrams_sent == count
         assert server.stats.batches >= 1
-        assert server_in.batches == server.stats.batches
+        # on_drained runs after each batch and inside long ones (DRAIN_FLUSH_INTERVAL).
+        assert server_in.batches >= server.stats.batches
         await server.aclose()
         await client.aclose()
 
