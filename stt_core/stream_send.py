@@ -262,14 +262,16 @@ class StreamSender:
 
     # -------------------------------------------------------------- session side
 
-    def next_frame(self, max_payload: int, credit: int
+    def next_frame(self, max_payload: int, credit: int, *, whole: bool = False
                    ) -> tuple[int, bytes | memoryview, bool] | None:
         """The next chunk to put in a DATA frame, or None when nothing is due.
 
         Lost ranges go first (retransmissions cost no credit), then new data
         up to ``credit`` new bytes. The payload is at most
-        ``min(max_payload, max_frame_size)``. The FIN rides on the chunk that
-        ends at the final size, or goes alone as an empty chunk.
+        ``min(max_payload, max_frame_size)``, or ``max_payload`` when
+        ``whole`` (the stream has the packet to itself: the frame size only
+        exists to let other streams interleave). The FIN rides on the chunk
+        that ends at the final size, or goes alone as an empty chunk.
 
         Returns:
             ``(offset, payload, fin)``. The caller sends it and later reports
@@ -277,7 +279,7 @@ class StreamSender:
         """
         if self._reset:
             return None
-        limit = min(max_payload, self._max_frame_size)
+        limit = max_payload if whole else min(max_payload, self._max_frame_size)
         if self._lost and limit > 0:
             taken = self._lost.take_first(limit)
             if taken is not None:

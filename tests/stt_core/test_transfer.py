@@ -10,6 +10,7 @@ import pytest
 
 from stt_core import (
     BufferFullError,
+    Endpoint,
     MessageDelivered,
     MessageReceived,
     SessionEstablished,
@@ -17,8 +18,9 @@ from stt_core import (
     StreamOpened,
     StreamWritable,
 )
+from stt_core.trace import ListTrace
 
-from .helpers import SERVER_ADDR, Pair, make_config
+from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config, seeded_random
 
 
 def open_pair(**kwargs: object) -> tuple[Pair, int, int]:
@@ -154,3 +156,63 @@ def test_slow_reader_pushes_back_on_the_sender() -> None:
     before = len(got)
     pair.run_for(2.0)
     assert len(received(pair.server_events)) > before
+
+
+def _traced_large_datagram_pair() -> tuple[Pair, ListTrace, int]:
+    big = {"max_datagram_size": 60000, "pmtu_probe_limit": 60000,
+           "stream_send_buffer_bytes": 4 * 1024 * 1024}
+    trace = ListTrace()
+    pair = Pair(client=make_config(b"client", **big),
+                server=make_config(b"server", server_mode=True, **big))
+    pair.client = Endpoint(make_config(b"client", **big), now=pair.now,
+                           random_bytes=seeded_random(5), trace=trace)
+    pair.addr[id(pair.client)] = CLIENT_ADDR
+    pair.by_addr[SERVER_ADDR] = pair.client
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
+                                       for e in pair.client_events))
+    return pair, trace, ref
+
+
+def _data_frames_per_packet(trace: ListTrace, stream_ids: set[int]) -> list[list[int]]:
+    """Payload sizes of the DATA frames of each packet that carried any of these streams."""
+    packets = []
+    for data in trace.named("packet_sent"):
+        records = data["stream_data"]
+        assert isinstance(records, list)
+        frames = [length for stream, _, length in records if stream in stream_ids]
+        if frames:
+            packets.append(frames)
+    return packets
+
+
+def test_a_stream_alone_fills_a_large_datagram_with_one_frame() -> None:
+    pair, trace, ref = _traced_large_datagram_pair()
+    stream = pair.client.open_stream(ref, purpose="alone", max_frame_size=16384)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    pair.client.send_message(ref, stream, payload)
+    pair.run_for(5.0)
+    assert received(pair.server_events, stream) == [payload]
+    packets = _data_frames_per_packet(trace, {stream})
+    assert all(len(frames) == 1 for frames in packets)
+    assert max(frames[0] for frames in packets) > 50_000  # not cut at 16 KiB
+
+
+def test_streams_of_equal_priority_keep_their_frame_size_and_share_packets() -> None:
+    pair, trace, ref = _traced_large_datagram_pair()
+    first = pair.client.open_stream(ref, purpose="a", max_frame_size=16384)
+    second = pair.client.open_stream(ref, purpose="b", max_frame_size=16384)
+    payload = b"s" * 512 * 1024
+    pair.client.send_message(ref, first, payload)
+    pair.client.send_message(ref, second, payload)
+    pair.run_for(5.0)
+    assert received(pair.server_events, first) == [payload]
+    assert received(pair.server_events, second) == [payload]
+    shared = []
+    for data in trace.named("packet_sent"):
+        records = data["stream_data"]
+        assert isinstance(records, list)
+        if len({stream for stream, _, _ in records}) == 2:
+            shared.append([length for _, _, length in records])
+    assert len(shared) > 10  # while both have data, they share packets...
+    assert max(size for frames in shared for size in frames) <= 16384  # ...in 16 KiB frames
