@@ -160,7 +160,11 @@ class Stream:
             SessionClosedError: the session ended.
             TimeoutError: no buffer room within ``timeout`` seconds.
         """
-        with anyio.fail_after(None if timeout is None else max(timeout, 0.0)):
+        if timeout is None:
+            # No cancel scope when there is no deadline: entering and leaving
+            # one costs more than the rest of a small write.
+            return await self._queue(bytes(data))
+        with anyio.fail_after(max(timeout, 0.0)):
             return await self._queue(bytes(data))
 
     async def send(self, data: bytes, *, timeout: float | None = None) -> None:
@@ -236,7 +240,14 @@ class Stream:
             SessionClosedError: the session ended and no message is left.
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        with anyio.fail_after(None if timeout is None else max(timeout, 0.0)):
+        if timeout is None:
+            # Without a deadline no cancel scope is needed (it would cost more
+            # than the wait itself on a request/response path).
+            while not self._messages:
+                self._raise_if_finished()
+                await self._changed.wait()
+            return self._take()
+        with anyio.fail_after(max(timeout, 0.0)):
             while not self._messages:
                 self._raise_if_finished()
                 await self._changed.wait()
