@@ -138,11 +138,14 @@ class Node:
         that produced it, with no hop through the pump task (a round trip costs
         several task switches less). What the socket cannot take now goes to a
         backlog that the pump sends when the socket is writable; the pump is
-        also woken when the timer deadline moved.
+        also woken when the timer deadline moved. A command that queued nothing
+        (most credit returns) skips the flush: the core says so
+        (``Endpoint.flush_needed``).
         """
         self._dirty = True
         if not self._in_flush and self._udp is not None:
-            self._flush_inline()
+            if self._endpoint.flush_needed:
+                self._flush_inline()
             if not self._backlog and self._endpoint.next_timer() == self._armed:
                 self._dirty = False
                 return

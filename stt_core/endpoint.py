@@ -268,6 +268,17 @@ class Endpoint:
             self.touch(session)
         self.acceptor.handle_timer(now)
 
+    @property
+    def flush_needed(self) -> bool:
+        """True when a flush may produce datagrams or events or move the timer.
+
+        False means ``datagrams_to_send`` would return nothing and
+        ``next_timer`` is unchanged since the last flush: a binding may skip
+        its flush (a request/response round trip issues several commands, most
+        of which queue nothing). Pure.
+        """
+        return bool(self._dirty or self.stateless_out or self._events)
+
     def next_event(self) -> Event | None:
         """The next event, or None when there is nothing more (for now)."""
         events = self._events
@@ -384,8 +395,13 @@ class Endpoint:
         session = self.sessions.get(ref)
         if session is None or session.state is not SessionState.ESTABLISHED:
             return
+        queued = len(session.control)
         stream_io.consume(session, stream_id, nbytes)
-        self.touch(session)
+        if len(session.control) != queued:
+            # Only a credit update gives the flush something to do; most
+            # small messages return credit without one, and then the session
+            # need not be flushed nor its timer recomputed.
+            self.touch(session)
 
     def close_session(self, ref: SessionRef, *, code: int = 0, reason: str = "",
                       now: float | None = None) -> None:
