@@ -229,7 +229,7 @@ class PacketProtection:
             aead = self._rebuild()
         return aead.encrypt(nonce, plaintext, header)
 
-    def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
+    def open(self, packet_number: int, header: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and authenticate ciphertext || tag; returns the plaintext.
 
         Raises:

@@ -221,7 +221,7 @@ def on_data_frame(session: Session, frame: Frame, now: float) -> None:
     _accept_bytes(session, stream, frame.offset, frame.data, frame.fin)
 
 
-def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes,
+def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes | memoryview,
                   fin: bool) -> None:
     try:
         _accept_bytes_unchecked(session, stream, offset, data, fin)
@@ -237,8 +237,8 @@ def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes,
                                       code=int(exc.code), by_peer=False))
 
 
-def _accept_bytes_unchecked(session: Session, stream: Stream, offset: int, data: bytes,
-                            fin: bool) -> None:
+def _accept_bytes_unchecked(session: Session, stream: Stream, offset: int,
+                            data: bytes | memoryview, fin: bool) -> None:
     new_bytes = stream.receiver.on_data(offset, data, fin)
     if new_bytes:
         session.data_received += new_bytes

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "ACK_FRAME_MIN_SIZE",
@@ -166,13 +166,16 @@ def _push_bytes(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- headers
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """A decoded clear header.
 
     For handshake-class packets ``packet_number`` is -1 and ``payload_offset``
     points at the message body; for session packets the payload is the AEAD
     ciphertext and ``header_bytes`` is its associated data.
+
+    A named tuple rather than a frozen dataclass: one is built per received
+    datagram, and a frozen dataclass's ``__init__`` costs about three times as
+    much (it sets each field through ``object.__setattr__``).
     """
 
     packet_type: int
@@ -223,13 +226,21 @@ def parse_header(data: bytes) -> Header:
 # --------------------------------------------------------------------------- frames
 
 
+_VIEW_THRESHOLD = 4096
+"""DATA payloads at least this long are parsed as views of the packet."""
+
+
 @dataclass(slots=True)
 class DataFrame:
-    """DATA: a chunk of a stream's byte sequence (protocol.md §4.2)."""
+    """DATA: a chunk of a stream's byte sequence (protocol.md §4.2).
+
+    ``data`` is a ``memoryview`` of the packet for large payloads parsed from
+    the wire (it compares equal to the same bytes); treat it as read-only.
+    """
 
     stream_id: int
     offset: int
-    data: bytes
+    data: bytes | memoryview
     fin: bool = False
     frame_type: int = FrameType.DATA
 
@@ -437,10 +448,16 @@ def _parse_data(buf: bytes, pos: int) -> tuple[Frame, int]:
         raise WireError("unknown DATA flags")
     stream_id, pos = pull_varint(buf, pos + 1)
     offset, pos = pull_varint(buf, pos)
-    data, pos = _pull_bytes(buf, pos)
-    if offset + len(data) > MAX_VARINT:
+    length, pos = pull_varint(buf, pos)
+    end = pos + length
+    if end > len(buf):
+        raise WireError("truncated length-prefixed field")
+    if offset + length > MAX_VARINT:
         raise WireError("DATA beyond the maximum stream offset")
-    return DataFrame(stream_id, offset, data, flags == 1), pos
+    # A large payload is viewed, not copied: the receiver copies it into its
+    # reassembly buffer at once, and a view of a 64 KiB packet saves a 64 KiB copy.
+    data = buf[pos:end] if length < _VIEW_THRESHOLD else memoryview(buf)[pos:end]
+    return DataFrame(stream_id, offset, data, flags == 1), end
 
 
 def _parse_ack(buf: bytes, pos: int) -> tuple[Frame, int]:
