@@ -38,7 +38,10 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from .session import Session
+    from .stream_table import Stream
 
 __all__ = ["datagrams", "on_ack_frame", "on_nack_frame", "requeue_lost"]
 
@@ -172,7 +175,8 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     recovery = session.recovery
     data_ok = allow_data and session.state in _SENDING_STATES and (
         probing or recovery.can_send())
-    ready = data_ok and bool(session.streams.ready_streams())
+    queues = session.streams.ready_streams() if data_ok else []
+    ready = bool(queues)
     if ready and not probing:
         send_at = recovery.next_send_time(now)
         if send_at > now:
@@ -193,7 +197,7 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     has_ack = len(parts)
     remaining = _pack_control(session, parts, records, capacity)
     if ready:
-        remaining = _pack_data(session, parts, records, remaining)
+        remaining = _pack_data(session, queues, parts, records, remaining)
     ack_eliciting = len(parts) > has_ack
     if probing and not ack_eliciting:
         parts.append(KEEP_ALIVE.encode())
@@ -239,10 +243,9 @@ def _pack_control(session: Session, parts: list[bytes], records: list[tuple[obje
     return capacity
 
 
-def _pack_data(session: Session, parts: list[bytes], records: list[tuple[object, ...]],
-               capacity: int) -> int:
-    streams = session.streams
-    for queue in streams.ready_streams():
+def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes],
+               records: list[tuple[object, ...]], capacity: int) -> int:
+    for queue in queues:
         # A stream alone at its priority fills the packet with one frame: its
         # frames would be contiguous anyway, and each frame costs the receiver
         # a parse and a reassembly call (4 per 64 KiB datagram at 16 KiB).
@@ -250,20 +253,20 @@ def _pack_data(session: Session, parts: list[bytes], records: list[tuple[object,
         while queue and capacity >= MIN_USEFUL_DATA:
             stream = queue[0]
             sender = stream.sender
-            session_credit = session.peer_max_data - session.data_sent
-            credit = max(0, min(session_credit,
-                                sender.peer_max_stream_data - sender.highest_sent))
-            overhead = data_frame_overhead(stream.stream_id, sender.highest_sent, capacity)
+            stream_id = stream.stream_id
             before = sender.highest_sent
+            credit = max(0, min(session.peer_max_data - session.data_sent,
+                                sender.peer_max_stream_data - before))
+            overhead = data_frame_overhead(stream_id, before, capacity)
             chunk = sender.next_frame(capacity - overhead, credit, whole=alone)
             if chunk is None:
                 queue.popleft()
                 continue
             offset, payload, fin = chunk
             size = len(payload)
-            parts.append(encode_data_frame_header(stream.stream_id, offset, size, fin) + payload)
+            parts.append(encode_data_frame_header(stream_id, offset, size, fin) + payload)
             capacity -= overhead + size
-            records.append((_DATA, stream.stream_id, offset, size, fin))
+            records.append((_DATA, stream_id, offset, size, fin))
             new_bytes = sender.highest_sent - before
             if new_bytes > 0:
                 session.data_sent += new_bytes

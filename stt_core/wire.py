@@ -139,9 +139,9 @@ def pull_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
         first = buf[pos]
     except IndexError:
         raise WireError("truncated varint") from None
-    prefix = first >> 6
-    if prefix == 0:
+    if first < 0x40:
         return first, pos + 1
+    prefix = first >> 6
     length = 1 << prefix
     end = pos + length
     if end > len(buf):
