@@ -1,0 +1,170 @@
+"""Micro-benchmark: how the core's CPU cost grows with sessions, streams and message size.
+
+Two endpoints in one process, no sockets, no loss, a virtual clock (as in
+``core_throughput.py``); every figure is CPU time (``time.process_time()``)
+for both sides together. Three sweeps:
+
+- message size: one stream carrying messages of 64 B to 4 MiB; CPU per MiB
+  and per message;
+- streams: one session moving the same bytes over 1 to 256 streams at once;
+- sessions: 1 to 1,000 established sessions between the two endpoints,
+  either one of them busy and the rest idle, or all of them sending a share.
+
+    .venv/bin/python -m tests.benchmarks.core_scaling [--megabytes 16] [--datagram 1200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from stt_core import Config, Endpoint, MessageReceived, SessionState
+
+CLIENT = ("10.0.0.1", 1)
+SERVER = ("10.0.0.2", 2)
+SEED = b"scaling benchmark seed"
+STEP = 0.0005
+"""Virtual seconds per shuttle round (a 1 ms round trip)."""
+
+
+def _endpoints(datagram: int) -> tuple[Endpoint, Endpoint]:
+    common = {"shared_seed": SEED, "max_datagram_size": datagram, "pmtu_probe_limit": datagram,
+              "stream_send_buffer_bytes": 8 * 1024 * 1024, "idle_timeout": 3600.0}
+    client = Endpoint(Config(node_id=b"client", **common), now=0.0)  # type: ignore[arg-type]
+    server = Endpoint(Config(node_id=b"server", server_mode=True, **common),  # type: ignore[arg-type]
+                      now=0.0)
+    return client, server
+
+
+class Link:
+    """Shuttles datagrams between the two endpoints and counts delivered bytes."""
+
+    def __init__(self, client: Endpoint, server: Endpoint) -> None:
+        self.client, self.server = client, server
+        self.now = 0.0
+        self.delivered = 0
+        self.messages = 0
+
+    def step(self) -> None:
+        self.now += STEP
+        for source, sink, addr in ((self.client, self.server, CLIENT),
+                                   (self.server, self.client, SERVER)):
+            for datagram, _ in source.datagrams_to_send(self.now):
+                sink.receive_datagram(datagram, addr, self.now)
+        while (event := self.server.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self.delivered += len(event.data)
+                self.messages += 1
+        while self.client.next_event() is not None:
+            pass
+        for endpoint in (self.client, self.server):
+            timer = endpoint.next_timer()
+            if timer is not None and timer <= self.now:
+                endpoint.handle_timer(self.now)
+
+    def connect(self, count: int) -> list[int]:
+        """Open ``count`` sessions (not measured); returns their client-side refs."""
+        refs = [self.client.connect(SERVER, self.now) for _ in range(count)]
+        established = 0
+        while established < count:
+            self.step()
+            established = sum(1 for ref in refs
+                              if self.client.session_state(ref) is SessionState.ESTABLISHED)
+        while self.client.next_event() is not None:
+            pass
+        return refs
+
+
+def _drive(link: Link, senders: list[tuple[int, int, bytes, int]], total: int) -> float:
+    """Send every (ref, stream, message, count) until ``total`` bytes arrived; CPU seconds."""
+    pending = [[ref, stream, message, count] for ref, stream, message, count in senders]
+    start = time.process_time()
+    while link.delivered < total:
+        for item in pending:
+            ref, stream, message, count = item
+            while count and link.client.can_send(ref, stream):  # type: ignore[arg-type]
+                link.client.send_message(ref, stream, message)  # type: ignore[arg-type]
+                count -= 1  # type: ignore[operator]
+            item[3] = count
+        link.step()
+    return time.process_time() - start
+
+
+def message_sizes(megabytes: int, datagram: int) -> list[tuple[str, float, float]]:
+    rows = []
+    for size in (64, 1024, 16 * 1024, 256 * 1024, 4 * 1024 * 1024):
+        link = Link(*_endpoints(datagram))
+        (ref,) = link.connect(1)
+        stream = link.client.open_stream(ref, purpose="sizes")
+        count = max(1, megabytes * 1024 * 1024 // size // (16 if size <= 1024 else 1))
+        cpu = _drive(link, [(ref, stream, b"m" * size, count)], count * size)
+        mib = count * size / 2**20
+        rows.append((f"{size:,} B", cpu / mib * 1000, cpu / count * 1e6))
+    return rows
+
+
+def stream_counts(megabytes: int, datagram: int) -> list[tuple[str, float]]:
+    rows = []
+    total = megabytes * 1024 * 1024
+    for streams in (1, 16, 256):
+        link = Link(*_endpoints(datagram))
+        (ref,) = link.connect(1)
+        message = b"s" * (64 * 1024)
+        per_stream = max(1, total // streams // len(message))
+        senders = [(ref, link.client.open_stream(ref, purpose=f"s{i}"), message, per_stream)
+                   for i in range(streams)]
+        cpu = _drive(link, senders, per_stream * streams * len(message))
+        rows.append((f"{streams} stream{'' if streams == 1 else 's'}", cpu / (per_stream * streams * len(message) / 2**20)
+                     * 1000))
+    return rows
+
+
+def session_counts(megabytes: int, datagram: int) -> list[tuple[str, float, float]]:
+    rows = []
+    total = megabytes * 1024 * 1024
+    message = b"x" * (64 * 1024)
+    for sessions in (1, 100, 1000):
+        figures = []
+        for busy in (1, sessions):
+            link = Link(*_endpoints(datagram))
+            refs = link.connect(sessions)
+            per_session = max(1, total // busy // len(message))
+            senders = [(ref, link.client.open_stream(ref, purpose="bulk"), message, per_session)
+                       for ref in refs[:busy]]
+            cpu = _drive(link, senders, per_session * busy * len(message))
+            figures.append(cpu / (per_session * busy * len(message) / 2**20) * 1000)
+        rows.append((f"{sessions:,} session{'' if sessions == 1 else 's'}", figures[0], figures[1]))
+    return rows
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[object, ...]],
+           fmt: Callable[[object], str]) -> None:
+    print(f"\n{title}")
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join([str(row[0])] + [fmt(cell) for cell in row[1:]]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=16)
+    parser.add_argument("--datagram", type=int, default=1200)
+    args = parser.parse_args()
+
+    def fmt(value: object) -> str:
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    print(f"core only, {args.datagram}-byte datagrams, {args.megabytes} MiB per case, "
+          "CPU of both sides together")
+    _table("message size", ("message", "ms CPU per MiB", "us CPU per message"),
+           list(message_sizes(args.megabytes, args.datagram)), fmt)
+    _table("streams (one session, 64 KiB messages)", ("streams", "ms CPU per MiB"),
+           list(stream_counts(args.megabytes, args.datagram)), fmt)
+    _table("sessions (64 KiB messages)",
+           ("sessions", "ms CPU per MiB, one busy", "ms CPU per MiB, all busy"),
+           list(session_counts(args.megabytes, args.datagram)), fmt)
+
+
+if __name__ == "__main__":
+    main()
