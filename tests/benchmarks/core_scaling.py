@@ -114,9 +114,10 @@ def stream_counts(megabytes: int, datagram: int) -> list[tuple[str, float]]:
         per_stream = max(1, total // streams // len(message))
         senders = [(ref, link.client.open_stream(ref, purpose=f"s{i}"), message, per_stream)
                    for i in range(streams)]
-        cpu = _drive(link, senders, per_stream * streams * len(message))
-        rows.append((f"{streams} stream{'' if streams == 1 else 's'}", cpu / (per_stream * streams * len(message) / 2**20)
-                     * 1000))
+        moved = per_stream * streams * len(message)
+        cpu = _drive(link, senders, moved)
+        label = f"{streams} stream{'' if streams == 1 else 's'}"
+        rows.append((label, cpu / (moved / 2**20) * 1000))
     return rows
 
 
@@ -134,7 +135,8 @@ def session_counts(megabytes: int, datagram: int) -> list[tuple[str, float, floa
                        for ref in refs[:busy]]
             cpu = _drive(link, senders, per_session * busy * len(message))
             figures.append(cpu / (per_session * busy * len(message) / 2**20) * 1000)
-        rows.append((f"{sessions:,} session{'' if sessions == 1 else 's'}", figures[0], figures[1]))
+        label = f"{sessions:,} session{'' if sessions == 1 else 's'}"
+        rows.append((label, figures[0], figures[1]))
     return rows
 
 
