@@ -13,7 +13,9 @@ The pump (STYLE.md §2, the contract in ``stt_core.endpoint``):
    Each of those marks the node dirty and wakes the pump.
 2. The pump drains every event and dispatches it, flushes every datagram to
    the carrier its address belongs to (``WsPeer`` -> WebSocket, tuples -> UDP),
-   then re-arms its one timer, and only if the core's deadline changed.
+   then re-arms its one timer, and only if the core's deadline changed. An
+   inline flush (``_kick``) wakes the pump for that only when the deadline
+   moved earlier; a later one waits for the armed timer to fire early.
 3. The timer is the deadline of a long-lived cancel scope around the pump's
    wait; when it fires the pump calls ``handle_timer(max(deadline, now()))``.
 
@@ -146,11 +148,27 @@ class Node:
         if not self._in_flush and self._udp is not None:
             if self._endpoint.flush_needed:
                 self._flush_inline()
-            if not self._backlog and self._endpoint.next_timer() == self._armed:
+            if not self._backlog and self._timer_covers(self._endpoint.next_timer()):
                 self._dirty = False
                 return
         if self._wake is not None:
             self._wake.set()
+
+    def _timer_covers(self, deadline: float | None) -> bool:
+        """True when the armed timer fires no later than ``deadline`` needs it.
+
+        Only a deadline that moved *earlier* needs the pump woken to re-arm.
+        One that moved later (or went away) is left to the armed timer: it
+        fires early, ``handle_timer`` finds nothing due (harmless by the core's
+        contract) and the pump re-arms to the real deadline then. On a
+        request/response exchange the deadline moves at every packet (ACK
+        delay, then loss detection), so this trades a pump wake-up per packet
+        for one early timer per ACK-delay period.
+        """
+        armed = self._armed
+        if armed is None:
+            return deadline is None
+        return deadline is None or deadline >= armed
 
     def _flush_inline(self) -> None:
         self._in_flush = True
