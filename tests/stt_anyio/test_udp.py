@@ -165,6 +165,49 @@ async def test_aclose_ends_run_and_is_idempotent() -> None:
     await carrier.send(b"x", ("127.0.0.1", 9))
 
 
+async def test_callback_error_ends_run_with_that_error() -> None:
+    """A bug in the owner's callback is not swallowed, whichever way readiness arrives."""
+
+    def broken(data: bytes, addr: UdpAddress) -> None:
+        raise LookupError(data)
+
+    carrier = await UdpCarrier.bind("127.0.0.1", 0, on_datagram=broken)
+    sender = await _bind(Inbox())
+    try:
+        with anyio.fail_after(5), pytest.raises(ExceptionGroup) as caught:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(carrier.run)
+                await anyio.sleep(0.01)
+                await sender.send(b"boom", carrier.local_address)
+        assert caught.group_contains(LookupError, match="boom")
+    finally:
+        await sender.aclose()
+        await carrier.aclose()
+
+
+async def test_run_again_after_cancellation_still_receives() -> None:
+    """A cancelled ``run`` leaves the socket usable by the next one (no stale registration)."""
+    inbox = Inbox()
+    carrier = await _bind(inbox)
+    sender = await _bind(Inbox())
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(carrier.run)
+                await sender.send(b"one", carrier.local_address)
+                await inbox.wait_for(1)
+                tg.cancel_scope.cancel()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(carrier.run)
+                await sender.send(b"two", carrier.local_address)
+                await inbox.wait_for(2)
+                tg.cancel_scope.cancel()
+        assert [data for data, _ in inbox.items] == [b"one", b"two"]
+    finally:
+        await sender.aclose()
+        await carrier.aclose()
+
+
 async def test_send_to_invalid_address_is_counted_not_raised() -> None:
     carrier = await _bind(Inbox())
     try:
