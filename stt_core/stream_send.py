@@ -12,13 +12,10 @@ session asks :meth:`StreamSender.next_frame` for ``(offset, payload, fin)``,
 puts it in a packet, and later reports that range ACKED or LOST with
 :meth:`~StreamSender.on_acked` / :meth:`~StreamSender.on_lost`.
 
-Memory: the unacknowledged bytes live in one ``bytearray`` whose first byte
-sits at stream offset ``_buf_offset``. Acknowledged prefix bytes are not
-removed byte by byte: the dead prefix is cut off only once it is more than
-half the buffer, so freeing costs O(1) amortised per byte. Payloads handed
-out are ``bytes`` copies: a ``memoryview`` into the bytearray would pin it
-and make the next append or compaction raise ``BufferError`` while the
-session still holds the view.
+Memory: the unacknowledged bytes live in a :class:`~stt_core.send_buffer.SendBuffer`
+(immutable chunks: a large message is kept as the caller's ``bytes``, freed
+chunk by chunk as acknowledgements arrive, and payloads handed out are views
+of it where they fit in one chunk).
 
 Flow control: ``next_frame`` takes ``credit``, the number of *new* bytes
 beyond :attr:`StreamSender.highest_sent` that both the session limit
@@ -33,6 +30,7 @@ from collections import deque
 
 from .errors import BufferFullError, StreamClosedError
 from .flow import ByteRanges
+from .send_buffer import SendBuffer
 from .wire import encode_varint
 
 __all__ = ["StreamSender"]
@@ -51,7 +49,6 @@ class StreamSender:
         "_acked",
         "_acked_offset",
         "_buf",
-        "_buf_offset",
         "_buffer_limit",
         "_delivered_id",
         "_fin_acked",
@@ -85,8 +82,7 @@ class StreamSender:
         self._buffer_limit = buffer_limit
         self._max_frame_size = max_frame_size
         self._peer_max_stream_data = max(0, peer_max_stream_data)
-        self._buf = bytearray()
-        self._buf_offset = 0  # stream offset of self._buf[0]
+        self._buf = SendBuffer()
         self._write_offset = 0  # end of everything written so far
         self._highest_sent = 0  # end of the highest byte ever sent
         self._acked_offset = 0  # every byte below this is acknowledged
@@ -121,8 +117,9 @@ class StreamSender:
 
     @property
     def held_bytes(self) -> int:
-        """Bytes actually allocated for the buffer, including a not yet cut acked prefix."""
-        return len(self._buf)
+        """Bytes actually held for the buffer, including acknowledged bytes of a chunk
+        not yet acknowledged to its end."""
+        return self._buf.held
 
     def write_message(self, data: bytes | bytearray | memoryview) -> int:
         """Append one message to the stream.
@@ -149,9 +146,8 @@ class StreamSender:
                 f"bytes (limit {self._buffer_limit})"
             )
         header = encode_varint(len(data))
-        buf = self._buf
-        buf += header
-        buf += data
+        self._buf.append(header)
+        self._buf.append(data)
         self._write_offset += len(header) + len(data)
         self._message_ends.append(self._write_offset)
         message_id = self._next_id
@@ -175,8 +171,7 @@ class StreamSender:
         The final size to announce in STREAM_CLOSE is :attr:`highest_sent`.
         """
         self._reset = True
-        self._buf = bytearray()
-        self._buf_offset = self._write_offset
+        self._buf.clear(self._write_offset)
         self._lost.clear()
         self._acked.clear()
         self._message_ends.clear()
@@ -294,10 +289,9 @@ class StreamSender:
             return start, b"", True
         return None
 
-    def _chunk(self, start: int, end: int) -> tuple[int, bytes, bool]:
-        """Copy ``[start, end)`` out of the buffer, attaching FIN at the final size."""
-        base = self._buf_offset
-        payload = memoryview(self._buf)[start - base:end - base].tobytes()
+    def _chunk(self, start: int, end: int) -> tuple[int, bytes | memoryview, bool]:
+        """``[start, end)`` of the buffer (a view where possible), with FIN at the final size."""
+        payload = self._buf.read(start, end)
         fin = end == self._final_size
         if fin:
             self._fin_pending = False
@@ -339,15 +333,8 @@ class StreamSender:
         return delivered
 
     def _free_acked_prefix(self) -> None:
-        """Cut the acknowledged prefix once it is over half the buffer (O(1) amortised)."""
-        dead = self._acked_offset - self._buf_offset
-        size = len(self._buf)
-        if dead >= size:
-            self._buf = bytearray()
-            self._buf_offset = self._acked_offset
-        elif dead > size // 2:
-            del self._buf[:dead]
-            self._buf_offset = self._acked_offset
+        """Let go of every chunk the in-order acknowledged offset has passed."""
+        self._buf.free_below(self._acked_offset)
 
     def on_lost(self, offset: int, length: int, fin: bool) -> None:
         """The frame ``(offset, length, fin)`` was declared lost: queue it again.
