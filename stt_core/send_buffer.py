@@ -32,6 +32,9 @@ TAIL_CHUNK = 16384
 """The open tail becomes a chunk once it holds this many bytes."""
 _COMPACT_AFTER = 32
 """Dropped chunk slots tolerated at the head of the list before it is trimmed."""
+_NO_CHUNKS: list[bytes] = []
+_NO_STARTS: list[int] = []
+"""Shared placeholders of a buffer never written to; never appended to (see _add_chunk)."""
 
 
 class SendBuffer:
@@ -40,17 +43,19 @@ class SendBuffer:
     __slots__ = ("_chunks", "_head", "_held", "_starts", "_tail", "_tail_start")
 
     def __init__(self, start: int = 0) -> None:
-        self._chunks: list[bytes] = []
-        self._starts: list[int] = []  # stream offset of each chunk's first byte
+        # Every stream has one of these, most never written to: the lists and
+        # the tail are created on first use (about 190 bytes per idle stream).
+        self._chunks: list[bytes] = _NO_CHUNKS
+        self._starts: list[int] = _NO_STARTS  # stream offset of each chunk's first byte
         self._head = 0  # index of the first chunk still held
-        self._tail = bytearray()
+        self._tail: bytearray | None = None
         self._tail_start = start  # offset of _tail[0], i.e. the end of the chunks
         self._held = 0
 
     @property
     def end(self) -> int:
         """Stream offset just past the last byte appended."""
-        return self._tail_start + len(self._tail)
+        return self._tail_start + (len(self._tail) if self._tail else 0)
 
     @property
     def held(self) -> int:
@@ -62,23 +67,29 @@ class SendBuffer:
         size = len(data)
         if size < SMALL_WRITE:
             tail = self._tail
+            if tail is None:
+                tail = self._tail = bytearray()
             tail += data
             if len(tail) >= TAIL_CHUNK:
                 self._seal_tail()
         else:
             self._seal_tail()
-            self._chunks.append(data if isinstance(data, bytes) else bytes(data))
-            self._starts.append(self._tail_start)
-            self._tail_start += size
+            self._add_chunk(data if isinstance(data, bytes) else bytes(data))
         self._held += size
+
+    def _add_chunk(self, chunk: bytes) -> None:
+        if self._chunks is _NO_CHUNKS:
+            self._chunks = []
+            self._starts = []
+        self._chunks.append(chunk)
+        self._starts.append(self._tail_start)
+        self._tail_start += len(chunk)
 
     def _seal_tail(self) -> None:
         tail = self._tail
         if tail:
-            self._chunks.append(bytes(tail))
-            self._starts.append(self._tail_start)
-            self._tail_start += len(tail)
-            self._tail = bytearray()
+            self._add_chunk(bytes(tail))
+            self._tail = None
 
     def read(self, start: int, end: int) -> bytes | memoryview:
         """The bytes of ``[start, end)``; they must be held (not freed, not past :attr:`end`).
@@ -123,9 +134,9 @@ class SendBuffer:
 
     def clear(self, offset: int) -> None:
         """Drop everything; the next append starts at ``offset``."""
-        self._chunks = []
-        self._starts = []
+        self._chunks = _NO_CHUNKS
+        self._starts = _NO_STARTS
         self._head = 0
-        self._tail = bytearray()
+        self._tail = None
         self._tail_start = offset
         self._held = 0

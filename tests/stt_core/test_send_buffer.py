@@ -85,3 +85,15 @@ def test_a_mutable_large_write_is_copied() -> None:
     buffer.append(data)
     data[0:1] = b"X"  # the caller reuses its buffer
     assert bytes(buffer.read(0, 1)) == b"m"
+
+
+def test_fresh_buffers_share_nothing_once_written() -> None:
+    first, second = SendBuffer(), SendBuffer()
+    first.append(b"a" * SMALL_WRITE)
+    first.append(b"b")
+    first.clear(0)
+    first.append(b"c" * SMALL_WRITE)
+    second.append(b"d" * SMALL_WRITE)
+    assert bytes(first.read(0, 3)) == b"ccc"
+    assert bytes(second.read(0, 3)) == b"ddd"
+    assert SendBuffer().end == 0 and SendBuffer().held == 0
