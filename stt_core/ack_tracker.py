@@ -123,6 +123,15 @@ class AckTracker:
                 self._first_unacked_time = now
         return True
 
+    def ack_now(self) -> None:
+        """Make a pending ACK due at once instead of after ``max_ack_delay``.
+
+        For packets whose sender waits on the ACK with nothing else to come
+        (a peer's SESSION_CLOSE): holding it back saves no packet, it only
+        delays the peer's close and costs one more timer wake-up here.
+        """
+        self._immediate = True
+
     def ack_deadline(self) -> float | None:
         """When an ACK must be sent; a time at or before ``now`` means at once. Pure.
 

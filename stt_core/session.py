@@ -335,9 +335,14 @@ class Session:
                             established=was_open, by_peer=False)
 
     def _on_close_frame(self, frame: CloseFrame, now: float) -> None:
-        """SESSION_CLOSE or ERROR from the peer: acknowledge, report, drain."""
+        """SESSION_CLOSE or ERROR from the peer: acknowledge at once, report, drain.
+
+        The closer waits for this ACK and we will send nothing else it could
+        ride on, so it goes out in the same flush (protocol.md §7.2).
+        """
         was_open = self.state in (SessionState.ESTABLISHED, SessionState.CLOSING)
         graceful = frame.frame_type == FrameType.SESSION_CLOSE
+        self.acks.ack_now()
         self.state = SessionState.CLOSED
         self.drain_until = now + self.config.close_timeout
         self._report_closed("graceful" if graceful else "error", frame.code, frame.reason,
@@ -383,7 +388,11 @@ class Session:
         if addr != self.address and not self.initiator:
             self._on_packet_from_new_address(addr, len(data))
         if self.state is SessionState.CLOSED:
-            return None  # draining: the ACK tracker noted it; nothing else to do
+            # Draining: the ACK tracker noted it. An ack-eliciting packet now is
+            # the closer retransmitting because our ACK was lost: answer at once.
+            if ack_eliciting:
+                self.acks.ack_now()
+            return None
         try:
             for frame in frames:
                 self.handlers[frame.frame_type](self, frame, now)

@@ -176,6 +176,41 @@ def test_graceful_close_is_seen_as_graceful_on_both_sides() -> None:
     assert not pair.client.sessions and not pair.server.sessions
 
 
+def test_a_peer_close_is_acknowledged_at_once_so_the_closer_ends_after_one_round_trip() -> None:
+    pair = Pair(delay=0.010)
+    ref = connect(pair)
+    pair.run_for(0.1)
+    closed_at = pair.now
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(1.0, stop=lambda: bool(closed(pair.client_events)))
+    (client_event,) = closed(pair.client_events)
+    assert client_event.reason == "graceful"
+    # SESSION_CLOSE out, ACK back: one 20 ms round trip, no 25 ms ACK delay on top.
+    assert pair.now - closed_at == pytest.approx(0.020)
+
+
+def test_a_retransmitted_close_while_draining_is_acknowledged_at_once() -> None:
+    pair = Pair(delay=0.010)
+    ref = connect(pair)
+    pair.run_for(0.1)
+    # Lose the server's first ACK of SESSION_CLOSE: the client retransmits after a PTO.
+    server_acks: list[float] = []
+
+    def drop_first_server_datagram(datagram: bytes, source: object, _: object) -> bool:
+        if source != SERVER_ADDR:
+            return False
+        server_acks.append(pair.now)
+        return len(server_acks) == 1
+
+    pair.drop = drop_first_server_datagram
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(2.0, stop=lambda: bool(closed(pair.client_events)))
+    assert closed(pair.client_events)[0].reason == "graceful"
+    assert len(server_acks) == 2
+    # The second ACK answers the retransmission as soon as it arrived.
+    assert pair.last_delivery["server"] == pytest.approx(server_acks[1])
+
+
 def _garbage(rng: random.Random, real: list[bytes]) -> bytes:
     kind = rng.randrange(4)
     if kind == 0 or not real:
