@@ -372,6 +372,18 @@ class LossRecovery:
         self.pto_count = 0
         return packets
 
+    def compact(self) -> None:
+        """Give back the packet tables' memory while they are empty.
+
+        A dict keeps its grown table after its last entry goes, so an idle
+        session that once had packets in flight would hold it for good. Called
+        by the session when it has been quiet, never per packet.
+        """
+        if not self._sent:
+            self._sent = {}
+        if not self._lost:
+            self._lost = {}
+
     # -- internals -------------------------------------------------------
 
     def _new_ranges(self, ack_ranges: Iterable[range]) -> tuple[int, list[range]]:

@@ -571,6 +571,7 @@ class Session:
                            self.recv_previous, self.recv_next):
             if protection is not None:
                 protection.release()
+        self.recovery.compact()
         self._forget_handshake_packets()
 
     def _forget_handshake_packets(self) -> None:

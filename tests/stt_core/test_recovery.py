@@ -488,3 +488,22 @@ def test_reordering_link_ends_consistent(lost: set[int], jitter: list[float]) ->
     assert rec.bytes_in_flight == 0
     assert rec.outstanding == 0
     assert rec.packets_lost == len(lost) + rec.spurious_losses
+
+
+def test_compact_keeps_outstanding_and_recently_lost_packets() -> None:
+    rec = make()
+    for pn in range(10):
+        send(rec, pn, 0.0)
+    acked, lost = rec.on_ack_received([range(5, 7), range(0, 3)], 0.0, now=0.1)
+    assert pns(lost) == [3]
+    rec.compact()  # tables are not empty: nothing may be forgotten
+    assert rec.outstanding == 4 and rec.bytes_in_flight == 4 * MDS
+    acked, lost = rec.on_ack_received([range(3, 10)], 0.0, now=0.2)
+    assert pns(acked) == [3, 4, 7, 8, 9]  # 3 arrived after all
+    assert rec.spurious_losses == 1  # 3 was remembered as lost, then acked
+    rec.compact()
+    assert rec.outstanding == 0 and rec.bytes_in_flight == 0
+    send(rec, 10, 0.3)
+    acked, _ = rec.on_ack_received([range(10, 11)], 0.0, now=0.4)
+    assert pns(acked) == [10] and rec.outstanding == 0
+    assert rec.loss_detection_deadline() is None
