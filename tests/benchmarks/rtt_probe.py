@@ -1,0 +1,163 @@
+"""Two-process round-trip probe: 64-byte request/response, CPU per round trip on each side.
+
+The ``rtt`` case of the side-by-side suite (``run.py``) reports wall-clock
+percentiles, which on a shared machine move by 2x between identical runs. This
+probe runs the same exchange (the client writes on one stream, the server
+echoes, the client waits for the echo) with client and server in separate
+processes pinned to different cores, and also reports what changes less with
+load: each side's CPU time (``time.process_time()``) per round trip and the
+UDP datagrams each side sent and received per round trip (1.00 means every
+ACK rode on a data packet). The first ``--warmup`` round trips are left out.
+
+    .venv/bin/python -m tests.benchmarks.rtt_probe --backend asyncio --count 3000
+    .venv/bin/python -m tests.benchmarks.rtt_probe --backend trio --profile server
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from typing import Any
+
+import anyio
+
+from stt_anyio import open_node
+from stt_core.errors import STTError
+
+SEED = b"rtt probe shared seed"
+REQUEST = bytes(range(64))
+
+
+@dataclass(frozen=True)
+class Options:
+    count: int
+    warmup: int
+    backend: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one process measured over the counted round trips."""
+
+    cpu_us: float
+    sent: float
+    received: float
+
+
+def _pin(core: int) -> None:
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {core})
+
+
+def _run(options: Options, role: str, main: Any) -> Any:
+    """Run ``main`` on the chosen backend, under pyinstrument when this side is profiled."""
+    if options.profile != role:
+        return anyio.run(main, backend=options.backend)
+    import pyinstrument
+
+    profiler = pyinstrument.Profiler(interval=0.0002, async_mode="disabled")
+    profiler.start()
+    try:
+        return anyio.run(main, backend=options.backend)
+    finally:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
+
+
+def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
+    _pin(1)
+
+    async def main() -> None:
+        async with open_node(shared_seed=SEED, node_id=b"rtt-server", host="127.0.0.1") as node:
+            ready.put(node.local_address)
+            session = await node.accept()
+            stream = await session.accept_stream()
+            stats = node.get_stats()["udp"]
+            start = (0.0, 0, 0)
+            echoed = 0
+            try:
+                async for message in stream:
+                    await stream.write(message)
+                    echoed += 1
+                    if echoed == options.warmup:
+                        stats = node.get_stats()["udp"]
+                        start = (time.process_time(), stats["datagrams_sent"],
+                                 stats["datagrams_received"])
+                    elif echoed == options.warmup + options.count:
+                        stats = node.get_stats()["udp"]
+                        results.put(Side(
+                            (time.process_time() - start[0]) * 1e6 / options.count,
+                            (stats["datagrams_sent"] - start[1]) / options.count,
+                            (stats["datagrams_received"] - start[2]) / options.count))
+            except STTError:
+                return
+
+    _run(options, "server", main)
+
+
+def _client(options: Options, address: tuple[str, int]) -> tuple[list[float], Side]:
+    _pin(0)
+
+    async def main() -> tuple[list[float], Side]:
+        async with open_node(shared_seed=SEED, node_id=b"rtt-client",
+                             server_mode=False) as node:
+            session = await node.connect(address)
+            stream = session.open_stream(purpose="rtt")
+            samples: list[float] = []
+            start = (0.0, 0, 0)
+            for i in range(options.warmup + options.count):
+                if i == options.warmup:
+                    stats = node.get_stats()["udp"]
+                    start = (time.process_time(), stats["datagrams_sent"],
+                             stats["datagrams_received"])
+                began = time.perf_counter()
+                await stream.write(REQUEST)
+                reply = await stream.receive()
+                samples.append(time.perf_counter() - began)
+                if reply != REQUEST:
+                    raise RuntimeError("the echo differs from the request")
+            stats = node.get_stats()["udp"]
+            side = Side((time.process_time() - start[0]) * 1e6 / options.count,
+                        (stats["datagrams_sent"] - start[1]) / options.count,
+                        (stats["datagrams_received"] - start[2]) / options.count)
+            return sorted(samples[options.warmup:]), side
+
+    result: tuple[list[float], Side] = _run(options, "client", main)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=3000, help="round trips measured")
+    parser.add_argument("--warmup", type=int, default=200, help="round trips left out first")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--profile", choices=("", "client", "server"), default="")
+    args = parser.parse_args()
+    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile)
+    ready: Queue[Any] = multiprocessing.Queue()
+    results: Queue[Any] = multiprocessing.Queue()
+    server = multiprocessing.Process(target=_server, args=(options, ready, results))
+    server.start()
+    try:
+        samples, client = _client(options, tuple(ready.get(timeout=30)))
+        served: Side = results.get(timeout=30)
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+    p50 = samples[len(samples) // 2] * 1e6
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6
+    print(f"{options.backend}: p50 {p50:.0f} us, p99 {p99:.0f} us over {options.count} round trips")
+    for name, side in (("client", client), ("server", served)):
+        print(f"  {name}: {side.cpu_us:.0f} us CPU per round trip, datagrams sent "
+              f"{side.sent:.2f} / received {side.received:.2f} per round trip")
+
+
+if __name__ == "__main__":
+    main()
