@@ -166,7 +166,7 @@ class PacketProtection:
     quiet may ``release`` it. The secret stays (the owner keeps that very
     object for key updates anyway, so holding it here costs a pointer), and the
     next ``seal`` or ``open`` derives the key again and rebuilds the context
-    (a few microseconds, once per quiet spell). The slot is simply emptied:
+    (about 10 us, once per quiet spell). The slot is simply emptied:
     reading it sits in a ``try`` that costs nothing while the context exists,
     so the per-packet path gains no test.
     """
