@@ -178,10 +178,6 @@ class Node:
             self._dispatch()
         finally:
             self._in_flush = False
-        if self._endpoint.handshake_key_wanted:
-            # The HELLO or CHALLENGE that used the last key has just left: make
-            # the next key while the peer works, not when the next one arrives.
-            self._endpoint.prepare_handshake_key()
 
     def _route(self, out: list[tuple[bytes, Address]], *, inline: bool) -> list[
             tuple[bytes, UdpAddress]]:

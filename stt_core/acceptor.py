@@ -174,8 +174,7 @@ class Acceptor:
             for _ in range(4):  # a session-id collision is astronomically rare: new nonce
                 responder = Responder(psk=endpoint.psk, node_id=config.node_id,
                                       random_bytes=endpoint.random_bytes,
-                                      hello=hello,  # type: ignore[arg-type]
-                                      ephemeral=endpoint.take_handshake_key())
+                                      hello=hello)  # type: ignore[arg-type]
                 if responder.session_id not in endpoint.by_session_id:
                     break
             else:

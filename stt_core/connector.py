@@ -66,7 +66,7 @@ def _new_initiator(endpoint: Endpoint, session: Session) -> None:
     handshake = Initiator(psk=endpoint.psk, node_id=endpoint.config.node_id,
                           random_bytes=endpoint.random_bytes,
                           expected_peer_node_id=session.expected_peer_node_id,
-                          pad_to=HELLO_SIZE, ephemeral=endpoint.take_handshake_key())
+                          pad_to=HELLO_SIZE)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
     session.hs_proof_attempts = 0

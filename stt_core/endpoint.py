@@ -26,14 +26,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from . import acceptor, connector, packetizer, stream_io
 from .config import Config
 from .crypto import derive_psk
 from .errors import DropReason, InvalidStateError, SessionClosedError
 from .events import Address, Event, SessionRef
-from .handshake import new_ephemeral_key
 from .resumption import TokenIssuer
 from .session import Session
 from .states import PathProperties, SessionState, SessionStats
@@ -95,38 +92,6 @@ class Endpoint:
         self._timer_heap: list[tuple[float, int]] = []
         self._timer_of: dict[SessionRef, float] = {}
         self._flush_again_at: float | None = None
-        # One ephemeral key made ahead of the handshake that will use it
-        # (prepare_handshake_key), and whether a handshake used one since.
-        self._spare_key: X25519PrivateKey | None = None
-        self._key_used = False
-
-    # ------------------------------------------------------------------ ahead-of-time work
-
-    @property
-    def handshake_key_wanted(self) -> bool:
-        """True when ``prepare_handshake_key`` has work: a handshake used the
-        prepared key (or made its own) and none is ready for the next one."""
-        return self._key_used and self._spare_key is None
-
-    def prepare_handshake_key(self) -> None:
-        """Make the next handshake's ephemeral X25519 key now.
-
-        A key takes about a third of a side's handshake CPU. A binding that
-        calls this right after flushing a HELLO or CHALLENGE, while it waits
-        for the peer, takes that work off the next handshake's latency path;
-        the total CPU is the same. Optional: a handshake without a prepared
-        key makes its own. The key is used by exactly one later handshake
-        (initiator or responder) and never again; at most one is kept.
-        """
-        if self._spare_key is None:
-            self._spare_key = new_ephemeral_key(self.random_bytes)
-        self._key_used = False
-
-    def take_handshake_key(self) -> X25519PrivateKey | None:
-        """The prepared key for a handshake starting now (None: it makes its own)."""
-        key, self._spare_key = self._spare_key, None
-        self._key_used = True
-        return key
 
     # ------------------------------------------------------------------ internals
 

@@ -69,7 +69,6 @@ __all__ = [
     "decode_retry",
     "encode_reject",
     "encode_retry",
-    "new_ephemeral_key",
 ]
 
 HEADER_SIZE: Final = 10
@@ -179,17 +178,6 @@ def _draw(random_bytes: Callable[[int], bytes], size: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != size:
         raise ValueError(f"random_bytes({size}) must return {size} bytes")
     return value
-
-
-def new_ephemeral_key(random_bytes: Callable[[int], bytes]) -> X25519PrivateKey:
-    """A fresh ephemeral X25519 private key from 32 bytes of ``random_bytes``.
-
-    Computing it (its public key is derived at once) is a third of a side's
-    handshake CPU, so an endpoint may make the next one ahead of time, while
-    it waits for the network, and hand it to ``Initiator`` or ``Responder``.
-    It is still used for exactly one handshake and dropped after it.
-    """
-    return X25519PrivateKey.from_private_bytes(_draw(random_bytes, 32))
 
 
 def _check_node_id(node_id: bytes, what: str) -> bytes:
@@ -332,8 +320,7 @@ class Initiator:
                  "session_id")
 
     def __init__(self, *, psk: bytes, node_id: bytes, random_bytes: Callable[[int], bytes],
-                 expected_peer_node_id: bytes | None = None, pad_to: int = 1200,
-                 ephemeral: X25519PrivateKey | None = None) -> None:
+                 expected_peer_node_id: bytes | None = None, pad_to: int = 1200) -> None:
         """Draw the nonce and ephemeral key; no message is built yet.
 
         Args:
@@ -342,8 +329,6 @@ class Initiator:
             random_bytes: the injected randomness source.
             expected_peer_node_id: if given, the responder must prove this id.
             pad_to: HELLO datagrams (header + body) are zero-padded to this size.
-            ephemeral: a fresh key from ``new_ephemeral_key`` made ahead of
-                time, never used before; None draws one now.
         """
         if not psk:
             raise ValueError("psk must not be empty")
@@ -356,8 +341,8 @@ class Initiator:
         self._pad_to = pad_to
         self.nonce: bytes = _draw(random_bytes, NONCE_SIZE)
         """Our 32-byte nonce; REJECT and RETRY must echo it to be honoured."""
-        self._private: X25519PrivateKey | None = (
-            new_ephemeral_key(random_bytes) if ephemeral is None else ephemeral)
+        self._private: X25519PrivateKey | None = X25519PrivateKey.from_private_bytes(
+            _draw(random_bytes, 32))
         self.handshake_id: bytes = self.nonce[:8]
         """The id in HELLO and CHALLENGE headers."""
         self.session_id: bytes | None = None
@@ -540,11 +525,8 @@ class Responder:
         )
 
     def __init__(self, *, psk: bytes, node_id: bytes, random_bytes: Callable[[int], bytes],
-                 hello: HelloInfo, ephemeral: X25519PrivateKey | None = None) -> None:
+                 hello: HelloInfo) -> None:
         """Draw our nonce and ephemeral key, do the DH and derive handshake keys.
-
-        ``ephemeral``, if given, is a fresh key from ``new_ephemeral_key`` made
-        ahead of time and never used before; None draws one now.
 
         Raises:
             ValueError: a bad ``node_id``, ``psk`` or ``random_bytes``.
@@ -556,7 +538,7 @@ class Responder:
         self._node_id = _check_node_id(node_id, "node_id")
         self.nonce: bytes = _draw(random_bytes, NONCE_SIZE)
         """Our 32-byte nonce."""
-        private = new_ephemeral_key(random_bytes) if ephemeral is None else ephemeral
+        private = X25519PrivateKey.from_private_bytes(_draw(random_bytes, 32))
         self._public = private.public_key().public_bytes_raw()
         self._hs = hkdf_extract(psk, _dh(private, hello.ephemeral_public))
         self._h1 = _h1(hello.transcript_part, self.nonce, self._public)
