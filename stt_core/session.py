@@ -101,6 +101,17 @@ so a session quiet this long loses nothing measurable when it next speaks.
 Keys and packet numbers are untouched: the very same AEAD key is rebuilt."""
 
 
+def _release_due(quiet_since: float) -> float:
+    """When a session quiet since ``quiet_since`` releases: rounded up to a whole second.
+
+    Rounding makes sessions that went quiet within the same second share one
+    deadline, so a binding wakes once for all of them instead of once per
+    session (10,000 sessions opened in 10 s otherwise cost 10,000 extra timer
+    wake-ups on each side, which slowed their opening measurably).
+    """
+    return float(math.ceil(quiet_since + CIPHER_RELEASE_INTERVAL))
+
+
 class Session:
     """One session. Created and driven by ``Endpoint``; not used directly."""
 
@@ -539,7 +550,7 @@ class Session:
             quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
             deadlines.append(quiet_since + self.config.keep_alive_interval)
             if quiet_since != self.cipher_release_mark:
-                deadlines.append(quiet_since + CIPHER_RELEASE_INTERVAL)
+                deadlines.append(_release_due(quiet_since))
             loss = self.recovery.loss_detection_deadline()
             if loss is not None:
                 deadlines.append(loss)
@@ -564,7 +575,7 @@ class Session:
         quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
         if quiet_since == self.cipher_release_mark:
             return
-        if now < quiet_since + CIPHER_RELEASE_INTERVAL:
+        if now < _release_due(quiet_since):
             return
         self.cipher_release_mark = quiet_since
         for protection in (self.send_protection, self.recv_protection,

@@ -13,6 +13,9 @@ from stt_core.wire import PacketType
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
 from .security_helpers import established, open_pair, received
 
+QUIET = CIPHER_RELEASE_INTERVAL + 1.0
+"""Long enough for a release: its deadline is rounded up to a whole second."""
+
 
 def _session(endpoint: Endpoint, ref: SessionRef) -> Session:
     return endpoint.sessions[ref]
@@ -29,14 +32,14 @@ def test_quiet_session_releases_both_directions_after_the_interval() -> None:
     pair, ref, server_ref = open_pair()
     client, server = _session(pair.client, ref), _session(pair.server, server_ref)
     assert _holding(client) == _holding(server) == [True, True]
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     assert _holding(client) == _holding(server) == [False, False]
     assert pair.client.session_state(ref) is SessionState.ESTABLISHED
 
 
 def test_released_session_still_delivers_both_ways_and_holds_contexts_again() -> None:
     pair, ref, server_ref = open_pair()
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     up = pair.client.open_stream(ref, purpose="up")
     pair.client.send_message(ref, up, b"after a quiet spell")
     pair.run_for(0.1)
@@ -46,17 +49,18 @@ def test_released_session_still_delivers_both_ways_and_holds_contexts_again() ->
     pair.run_for(0.1)
     assert received(pair.client_events, down) == [b"and back"]
     assert _holding(_session(pair.client, ref)) == [True, True]
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     assert _holding(_session(pair.client, ref)) == [False, False]
 
 
 def test_released_timer_does_not_spin_and_keep_alives_continue() -> None:
     pair, ref, server_ref = open_pair()
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     client = _session(pair.client, ref)
     quiet_since = max(client.last_received, client.last_sent_ack_eliciting)
     # Released: the next deadline is the keep-alive, not an already-past release.
     assert client.next_timer() == quiet_since + client.config.keep_alive_interval
+    assert client.cipher_release_mark == quiet_since
     sent_before = len(pair.sent)
     pair.run_for(60.0)
     assert pair.client.session_state(ref) is SessionState.ESTABLISHED
@@ -77,7 +81,7 @@ def test_key_updates_across_quiet_spells_keep_every_message() -> None:
             sent.append(message)
             pair.client.send_message(ref, stream, message)
         pair.run_for(0.2)
-        pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)  # quiet: everything released
+        pair.run_for(QUIET)  # quiet: everything released
         client = _session(pair.client, ref)
         assert _holding(client) == [False, False]
         assert client.recv_previous is None or not client.recv_previous.holds_context
@@ -94,7 +98,7 @@ def test_quiet_session_forgets_handshake_packets_and_a_late_auth_proof_is_a_repl
     pair, ref, server_ref = open_pair()
     server = _session(pair.server, server_ref)
     assert server.final_packet and server.auth_proof_packet
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     client = _session(pair.client, ref)
     assert server.final_packet == server.auth_proof_packet == server.hs_packet == b""
     assert client.hs_packet == b""
@@ -137,7 +141,7 @@ def test_resumed_session_forgets_resume_ok_and_a_late_resume_is_a_replay() -> No
     new_ref = pair.client.resume(SERVER_ADDR, ticket, pair.now)
     pair.run_for(0.5)
     server_ref = [e for e in pair.server_events if isinstance(e, SessionEstablished)][-1].ref
-    pair.run_for(CIPHER_RELEASE_INTERVAL + 0.1)
+    pair.run_for(QUIET)
     assert _session(pair.server, server_ref).final_packet == b""
     resume = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.RESUME][-1]
     replays = _replays(pair.server)
@@ -146,3 +150,12 @@ def test_resumed_session_forgets_resume_ok_and_a_late_resume_is_a_replay() -> No
     assert _replays(pair.server) == replays + 1
     assert pair.client.session_state(new_ref) is SessionState.ESTABLISHED
     assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+
+
+def test_release_deadlines_fall_on_whole_seconds_so_sessions_share_them() -> None:
+    pair, ref, server_ref = open_pair()
+    for session in (_session(pair.client, ref), _session(pair.server, server_ref)):
+        quiet_since = max(session.last_received, session.last_sent_ack_eliciting)
+        deadline = session.next_timer()
+        assert deadline is not None and deadline == int(deadline)
+        assert quiet_since + CIPHER_RELEASE_INTERVAL <= deadline < quiet_since + QUIET
