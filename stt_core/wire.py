@@ -150,13 +150,19 @@ def pull_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     return value, end
 
 
-def _pull_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
-    """A varint length followed by that many bytes."""
+def _pull_span(buf: bytes, pos: int) -> tuple[int, int]:
+    """Where a varint-length-prefixed field's bytes lie: ``(start, end)``, checked."""
     length, pos = pull_varint(buf, pos)
     end = pos + length
     if end > len(buf):
         raise WireError("truncated length-prefixed field")
-    return buf[pos:end], end
+    return pos, end
+
+
+def _pull_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    """A varint length followed by that many bytes."""
+    start, end = _pull_span(buf, pos)
+    return buf[start:end], end
 
 
 def _push_bytes(data: bytes) -> bytes:
@@ -448,15 +454,13 @@ def _parse_data(buf: bytes, pos: int) -> tuple[Frame, int]:
         raise WireError("unknown DATA flags")
     stream_id, pos = pull_varint(buf, pos + 1)
     offset, pos = pull_varint(buf, pos)
-    length, pos = pull_varint(buf, pos)
-    end = pos + length
-    if end > len(buf):
-        raise WireError("truncated length-prefixed field")
+    start, end = _pull_span(buf, pos)
+    length = end - start
     if offset + length > MAX_VARINT:
         raise WireError("DATA beyond the maximum stream offset")
     # A large payload is viewed, not copied: the receiver copies it into its
     # reassembly buffer at once, and a view of a 64 KiB packet saves a 64 KiB copy.
-    data = buf[pos:end] if length < _VIEW_THRESHOLD else memoryview(buf)[pos:end]
+    data = buf[start:end] if length < _VIEW_THRESHOLD else memoryview(buf)[start:end]
     return DataFrame(stream_id, offset, data, flags == 1), end
 
 
