@@ -380,11 +380,10 @@ class UdpCarrier:
             try:
                 if gro:
                     size, ancdata, _, addr = sock.recvmsg_into((self._buffer,), _GRO_CMSG_SPACE)
-                    if ancdata:
-                        count += self._split(size, ancdata, addr)
-                        continue
+                    segment = _gro_segment(ancdata, size)
                 else:
                     size, addr = sock.recvfrom_into(self._buffer)
+                    segment = size
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
@@ -401,33 +400,28 @@ class UdpCarrier:
                 if self._recverr:
                     self._report_icmp(exc.errno or 0)
                 break
-            count += 1
-            self.stats.datagrams_received += 1
-            self.stats.bytes_received += size
-            self._on_datagram(bytes(self._view[:size]), (str(addr[0]), int(addr[1])))
+            count += self._deliver(size, segment, addr)
         self._unflushed = count - flushed
         return count
 
-    def _split(self, size: int, ancdata: list[tuple[int, int, bytes]], addr: UdpAddress) -> int:
-        """Report each datagram of a GRO read; returns how many there were."""
-        segment = size
-        for level, kind, payload in ancdata:
-            if level == _SOL_UDP and kind == _UDP_GRO and len(payload) >= _GRO_SIZE.size:
-                segment = _GRO_SIZE.unpack_from(payload)[0]
-        if segment <= 0:
-            segment = size
+    def _deliver(self, size: int, segment: int, addr: UdpAddress) -> int:
+        """Report the ``size`` bytes read as datagrams of ``segment`` bytes (the
+        last may be shorter); returns how many. One datagram unless GRO coalesced."""
         peer = (str(addr[0]), int(addr[1]))
+        stats = self.stats
+        stats.bytes_received += size
+        if segment >= size:
+            stats.datagrams_received += 1
+            self._on_datagram(bytes(self._view[:size]), peer)
+            return 1
         view = self._view
         deliver = self._on_datagram
         count = 0
         for start in range(0, size, segment):
             deliver(bytes(view[start:min(start + segment, size)]), peer)
             count += 1
-        stats = self.stats
         stats.datagrams_received += count
-        stats.bytes_received += size
-        if count > 1:
-            stats.coalesced_reads += 1
+        stats.coalesced_reads += 1
         return count
 
     # -- ICMP errors ----------------------------------------------------------
@@ -515,21 +509,23 @@ class UdpCarrier:
             if self._closed:
                 return end
             run_end = self._gso_run_end(datagrams, index) if self._gso else index + 1
-            if run_end - index == 1:
-                data, addr = datagrams[index]
-                if not self.try_send(data, addr):
-                    return index
-                index += 1
-                continue
-            outcome = self._send_segmented(datagrams, index, run_end)
+            outcome = run_end - index > 1 and self._send_segmented(datagrams, index, run_end)
             if outcome is None:
                 return index
-            if not outcome:  # refused as a run: one by one instead
-                for position in range(index, run_end):
-                    data, addr = datagrams[position]
-                    if not self.try_send(data, addr):
-                        return position
+            if not outcome:  # a single datagram, or a run refused as a run
+                stopped = self._send_each(datagrams, index, run_end)
+                if stopped < run_end:
+                    return stopped
             index = run_end
+        return end
+
+    def _send_each(self, datagrams: Sequence[tuple[bytes, UdpAddress]],
+                   index: int, end: int) -> int:
+        """``try_send`` each of ``datagrams[index:end]``; returns where it had to stop."""
+        for position in range(index, end):
+            data, addr = datagrams[position]
+            if not self.try_send(data, addr):
+                return position
         return end
 
     @staticmethod
@@ -676,6 +672,16 @@ def _set_buffer(sock: socket.socket, option: int, force: int | None, size: int) 
             pass
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def _gro_segment(ancdata: list[tuple[int, int, bytes]], size: int) -> int:
+    """The segment size of a GRO read from its control data, or ``size`` (one datagram)."""
+    for level, kind, payload in ancdata:
+        if level == _SOL_UDP and kind == _UDP_GRO and len(payload) >= _GRO_SIZE.size:
+            segment = int(_GRO_SIZE.unpack_from(payload)[0])
+            if segment > 0:
+                return segment
+    return size
 
 
 def _supports(sock: socket.socket, option: int) -> bool:
