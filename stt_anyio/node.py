@@ -174,29 +174,28 @@ class Node:
         self._in_flush = True
         try:
             self._dispatch()
-            self._route(self._endpoint.datagrams_to_send(clock.now()), inline=True)
+            self._route(self._endpoint.datagrams_to_send(clock.now()))
             self._dispatch()
         finally:
             self._in_flush = False
 
-    def _route(self, out: list[tuple[bytes, Address]], *, inline: bool) -> list[
-            tuple[bytes, UdpAddress]]:
-        """Hand WebSocket datagrams to their connections; return (or send) the UDP ones."""
+    def _route(self, out: list[tuple[bytes, Address]]) -> None:
+        """Hand WebSocket datagrams to their connections and send the UDP ones.
+
+        UDP datagrams go out now, without waiting, unless a backlog exists;
+        what the socket cannot take joins the backlog, behind anything already
+        there, for the pump to send once the socket is writable.
+        """
         udp_batch: list[tuple[bytes, UdpAddress]] = []
         for data, addr in out:
             if isinstance(addr, tuple):
                 udp_batch.append((data, addr))
             elif isinstance(addr, WsPeer) and self._ws is not None:
                 self._ws.send(data, addr)
-        if not inline:
-            return udp_batch
         udp = self._udp
         if udp_batch and not self._backlog and udp is not None:
-            # One pass of non-blocking (segmented) sends; the rest waits for the pump.
-            sent = udp.try_send_many(udp_batch)
-            del udp_batch[:sent]
+            del udp_batch[:udp.try_send_many(udp_batch)]
         self._backlog += udp_batch
-        return []
 
     # -- public API ----------------------------------------------------------
 
@@ -471,7 +470,7 @@ class Node:
         handing a sealed batch to a task that yields before sending would put
         later packet numbers on the wire first, which the peer reads as loss.
         """
-        self._route(self._endpoint.datagrams_to_send(clock.now()), inline=True)
+        self._route(self._endpoint.datagrams_to_send(clock.now()))
         udp = self._udp
         if self._backlog and udp is not None:
             # Shielded so a timer firing mid-wait does not lose datagrams.
