@@ -90,7 +90,7 @@ def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
     An empty salt is allowed; HMAC pads keys with zeros, so it equals the
     RFC's default salt of 32 zero bytes.
     """
-    return hmac.digest(salt, ikm, "sha256")
+    return hmac_sha256(salt, ikm)
 
 
 @functools.lru_cache(maxsize=64)
@@ -189,11 +189,11 @@ class PacketProtection:
         if len(secret) != SECRET_SIZE:
             raise ValueError(f"traffic secrets are {SECRET_SIZE} bytes, not {len(secret)}")
         self.algorithm = aead
-        key = hkdf_expand_label(secret, "key", b"", AEAD_KEY_SIZE)
-        iv = hkdf_expand_label(secret, "iv", b"", AEAD_NONCE_SIZE)
         self._factory = factory
         self._secret = secret
-        self._aead: AESGCM | ChaCha20Poly1305 = factory(key)
+        self._aead: AESGCM | ChaCha20Poly1305
+        self._rebuild()
+        iv = hkdf_expand_label(secret, "iv", b"", AEAD_NONCE_SIZE)
         self._iv = int.from_bytes(iv, "big")
 
     @property
@@ -207,6 +207,8 @@ class PacketProtection:
             del self._aead
 
     def _rebuild(self) -> AESGCM | ChaCha20Poly1305:
+        """Derive the key from the secret and build the cipher context (at birth, or
+        again after :meth:`release`)."""
         key = hkdf_expand_label(self._secret, "key", b"", AEAD_KEY_SIZE)
         self._aead = aead = self._factory(key)
         return aead
