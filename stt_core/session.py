@@ -547,7 +547,7 @@ class Session:
             return min(t for t in (self.hs_deadline, self.hs_retransmit_at) if t is not None)
         deadlines = [self.last_received + self.config.idle_timeout]
         if self.state in (SessionState.ESTABLISHED, SessionState.CLOSING):
-            quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
+            quiet_since = self.quiet_since
             deadlines.append(quiet_since + self.config.keep_alive_interval)
             if quiet_since != self.cipher_release_mark:
                 deadlines.append(_release_due(quiet_since))
@@ -572,7 +572,7 @@ class Session:
         for them again. Done here, off the per-packet path, because a quiet
         session is the one whose memory matters.
         """
-        quiet_since = max(self.last_received, self.last_sent_ack_eliciting)
+        quiet_since = self.quiet_since
         if quiet_since == self.cipher_release_mark:
             return
         if now < _release_due(quiet_since):
@@ -657,10 +657,14 @@ class Session:
                             self.close_frame.reason if self.close_frame else "",
                             established=True, by_peer=False)
 
+    @property
+    def quiet_since(self) -> float:
+        """When the session last heard the peer or sent it something ack-eliciting."""
+        return max(self.last_received, self.last_sent_ack_eliciting)
+
     def keep_alive_due(self, now: float) -> bool:
         """True when the session has been quiet for a keep-alive interval."""
-        return now >= max(self.last_received, self.last_sent_ack_eliciting) \
-            + self.config.keep_alive_interval
+        return now >= self.quiet_since + self.config.keep_alive_interval
 
     @property
     def finished(self) -> bool:
