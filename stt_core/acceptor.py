@@ -123,6 +123,12 @@ class Acceptor:
         header = encode_handshake_header(packet_type, cid)
         self._endpoint.stateless_out.append((header + body, addr))
 
+    def _reject_auth(self, cid: bytes, body: bytes, addr: Address) -> DropReason:
+        """Answer a HELLO or RESUME that failed authentication with REJECT(auth)."""
+        self._endpoint.stats.handshakes_rejected += 1
+        self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)
+        return DropReason.BAD_HANDSHAKE
+
     def on_hello(self, cid: bytes, data: bytes, addr: Address, now: float) -> DropReason | None:
         """A HELLO arrived: answer, ignore, or start a pending session."""
         endpoint = self._endpoint
@@ -143,9 +149,7 @@ class Acceptor:
         try:
             hello = Responder.read_hello(endpoint.psk, header, body)
         except HandshakeAuthError:
-            endpoint.stats.handshakes_rejected += 1
-            self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)
-            return DropReason.BAD_HANDSHAKE
+            return self._reject_auth(cid, body, addr)
         except HandshakeError:
             return DropReason.BAD_HANDSHAKE
         if hello.nonce[:8] != cid:
@@ -268,9 +272,7 @@ class Acceptor:
                                         random_bytes=endpoint.random_bytes)
             endpoint.tokens.consume(contents)  # only a proven RESUME uses the token up
         except HandshakeAuthError:
-            endpoint.stats.handshakes_rejected += 1
-            self._reply(PacketType.REJECT, cid, encode_reject(body[:32], REJECT_AUTH), addr)
-            return DropReason.BAD_HANDSHAKE
+            return self._reject_auth(cid, body, addr)
         except HandshakeError:
             return DropReason.BAD_HANDSHAKE
         if not endpoint.config.server_mode:
