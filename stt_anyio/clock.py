@@ -10,11 +10,13 @@ it with :func:`loop_deadline`.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["loop_deadline", "now"]
+__all__ = ["loop_clock", "loop_deadline", "now"]
 
 
 def now() -> float:
@@ -26,10 +28,27 @@ def now() -> float:
     return time.perf_counter()
 
 
-def loop_deadline(core_deadline: float) -> float:
+def loop_deadline(core_deadline: float,
+                  loop_time: Callable[[], float] = anyio.current_time) -> float:
     """Convert an absolute deadline on :func:`now`'s clock to the event loop's clock.
 
-    Must be called from inside a running event loop. The result is suitable
-    for ``anyio.CancelScope.deadline``.
+    Must be called from inside a running event loop; ``loop_time`` reads the
+    loop's clock (default ``anyio.current_time``, which needs a task; see
+    :func:`loop_clock`). The result is suitable for ``anyio.CancelScope.deadline``.
     """
-    return anyio.current_time() + (core_deadline - now())
+    return loop_time() + (core_deadline - now())
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock as a function that also works outside tasks.
+
+    On asyncio that is the loop's own ``time`` (what ``anyio.current_time``
+    returns there): a plain loop callback, such as the UDP carrier's reader,
+    runs outside any task, where anyio cannot tell which backend is running
+    unless ``anyio.run`` started the loop. Elsewhere ``anyio.current_time``.
+    Call it from a task.
+    """
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return anyio.current_time

@@ -14,8 +14,9 @@ The pump (STYLE.md §2, the contract in ``stt_core.endpoint``):
 2. The pump drains every event and dispatches it, flushes every datagram to
    the carrier its address belongs to (``WsPeer`` -> WebSocket, tuples -> UDP),
    then re-arms its one timer, and only if the core's deadline changed. An
-   inline flush (``_kick``) wakes the pump for that only when the deadline
-   moved earlier; a later one waits for the armed timer to fire early.
+   inline flush (``_kick``) moves the timer itself, without waking the pump,
+   when the deadline moved earlier; a later one waits for the armed timer to
+   fire early.
 3. The timer is the deadline of a long-lived cancel scope around the pump's
    wait; when it fires the pump calls ``handle_timer(max(deadline, now()))``.
 
@@ -113,6 +114,7 @@ class Node:
         self._backlog: list[tuple[bytes, UdpAddress]] = []
         self._in_flush = False
         self._timer_scope: anyio.CancelScope | None = None
+        self._loop_time: Callable[[], float] = anyio.current_time
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._migrator = Migrator(self)
@@ -139,8 +141,8 @@ class Node:
         a datagram leaves in the same scheduler turn as the command or input
         that produced it, with no hop through the pump task (a round trip costs
         several task switches less). What the socket cannot take now goes to a
-        backlog that the pump sends when the socket is writable; the pump is
-        also woken when the timer deadline moved. A command that queued nothing
+        backlog that the pump sends when the socket is writable; a timer
+        deadline that moved earlier is re-armed here. A command that queued nothing
         (most credit returns) skips the flush: the core says so
         (``Endpoint.flush_needed``).
         """
@@ -148,22 +150,40 @@ class Node:
         if not self._in_flush and self._udp is not None:
             if self._endpoint.flush_needed:
                 self._flush_inline()
-            if not self._backlog and self._timer_covers(self._endpoint.next_timer()):
+            if not self._backlog and self._rearm_inline(self._endpoint.next_timer()):
                 self._dirty = False
                 return
         if self._wake is not None:
             self._wake.set()
 
+    def _rearm_inline(self, deadline: float | None) -> bool:
+        """Make the armed timer cover ``deadline`` without waking the pump; False if
+        only the pump can (it has no timer scope yet).
+
+        A deadline that moved earlier moves the pump's cancel-scope deadline
+        from this task (anyio allows it from any task): on a request/response
+        exchange that happens at every received request (its ACK-delay
+        deadline), and waking the pump only to do it cost a task switch and a
+        pump step each time.
+        """
+        if self._timer_covers(deadline):
+            return True
+        if self._timer_scope is None:
+            return False
+        self._armed = deadline
+        self._set_scope_deadline()
+        return True
+
     def _timer_covers(self, deadline: float | None) -> bool:
         """True when the armed timer fires no later than ``deadline`` needs it.
 
-        Only a deadline that moved *earlier* needs the pump woken to re-arm.
+        Only a deadline that moved *earlier* needs the timer re-armed.
         One that moved later (or went away) is left to the armed timer: it
         fires early, ``handle_timer`` finds nothing due (harmless by the core's
         contract) and the pump re-arms to the real deadline then. On a
         request/response exchange the deadline moves at every packet (ACK
-        delay, then loss detection), so this trades a pump wake-up per packet
-        for one early timer per ACK-delay period.
+        delay, then loss detection), so this trades a re-arm per packet for one
+        early timer per ACK-delay period.
         """
         armed = self._armed
         if armed is None:
@@ -430,6 +450,7 @@ class Node:
 
     async def _run_pump(self) -> None:
         """The node's one pump task (see the module docstring)."""
+        self._loop_time = clock.loop_clock()  # _kick re-arms from reader callbacks too
         while True:
             with anyio.CancelScope() as scope:
                 self._timer_scope = scope
@@ -460,7 +481,7 @@ class Node:
     def _set_scope_deadline(self) -> None:
         if self._timer_scope is not None:
             self._timer_scope.deadline = (math.inf if self._armed is None
-                                          else clock.loop_deadline(self._armed))
+                                          else clock.loop_deadline(self._armed, self._loop_time))
 
     async def _flush(self) -> None:
         """Send what is due; wait for writability only while a backlog remains.
