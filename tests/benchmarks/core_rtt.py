@@ -1,0 +1,181 @@
+"""Micro-benchmark: the core's work per 64-byte round trip (two endpoints in one process).
+
+Repeats the ``rtt`` exchange (the client writes one message, the server takes
+it and writes it back, the client takes the echo) with the same calls the
+anyio binding makes, in the same order, shuttling datagrams by hand with a
+virtual clock, and prints each side's time per round trip split into the
+binding's phases:
+
+- ``receive``: ``receive_datagram`` of the peer's packet;
+- ``flush after receive``: the dispatch and flush that follow a receive batch;
+- ``take``: the application takes the message (``consume``, and the flush when
+  it queued a credit update);
+- ``write``: ``send_message``, and the flush that builds and seals the packet;
+- ``timer``: ``next_timer`` after the write.
+
+``--profile`` prints a cProfile table instead (per side and round trip).
+
+    .venv/bin/python -m tests.benchmarks.core_rtt [--count 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import time
+from collections import defaultdict
+
+from stt_core import Config, Endpoint, MessageReceived, SessionEstablished
+from stt_core.events import Address, SessionRef
+
+CLIENT = ("10.0.0.1", 1)
+SERVER = ("10.0.0.2", 2)
+REQUEST = bytes(range(64))
+PHASES = ("receive", "flush after receive", "take", "write", "timer")
+
+
+class Side:
+    """One endpoint and what the binding would do with it."""
+
+    def __init__(self, endpoint: Endpoint, address: tuple[str, int]) -> None:
+        self.endpoint = endpoint
+        self.address = address
+        self.ref = SessionRef(0)
+        self.spent: defaultdict[str, float] = defaultdict(float)
+
+    def receive(self, datagrams: list[tuple[bytes, Address]], source: tuple[str, int],
+                now: float) -> tuple[MessageReceived | None, list[tuple[bytes, Address]]]:
+        """One receive batch, its flush, and the application taking the message."""
+        clock = time.perf_counter
+        endpoint = self.endpoint
+        began = clock()
+        for data, _ in datagrams:
+            endpoint.receive_datagram(data, source, now)
+        received = clock()
+        message = None
+        while (event := endpoint.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                message = event
+        out = endpoint.datagrams_to_send(now)
+        while endpoint.next_event() is not None:
+            pass
+        endpoint.next_timer()
+        flushed = clock()
+        if message is not None:
+            endpoint.consume(self.ref, message.stream_id, len(message.data))
+            if endpoint.flush_needed:
+                out += endpoint.datagrams_to_send(now)
+            endpoint.next_timer()
+        taken = clock()
+        spent = self.spent
+        spent["receive"] += received - began
+        spent["flush after receive"] += flushed - received
+        spent["take"] += taken - flushed
+        return message, out
+
+    def write(self, stream_id: int, data: bytes, now: float) -> list[tuple[bytes, Address]]:
+        """``Stream.write``: queue the message and flush it inline."""
+        clock = time.perf_counter
+        endpoint = self.endpoint
+        began = clock()
+        endpoint.send_message(self.ref, stream_id, data)
+        out: list[tuple[bytes, Address]] = []
+        if endpoint.flush_needed:
+            while endpoint.next_event() is not None:
+                pass
+            out = endpoint.datagrams_to_send(now)
+        written = clock()
+        endpoint.next_timer()
+        self.spent["write"] += written - began
+        self.spent["timer"] += clock() - written
+        return out
+
+
+def connected_pair() -> tuple[Side, Side, int]:
+    """A client and a server side with an established session and one client stream."""
+    seed = b"core rtt benchmark seed"
+    client = Side(Endpoint(Config(shared_seed=seed, node_id=b"client", auto_consume=False),
+                           now=0.0), CLIENT)
+    server = Side(Endpoint(Config(shared_seed=seed, node_id=b"server", server_mode=True,
+                                  auto_consume=False), now=0.0), SERVER)
+    client.ref = client.endpoint.connect(SERVER, 0.0)
+    for _ in range(6):
+        for data, _ in client.endpoint.datagrams_to_send(0.0):
+            server.endpoint.receive_datagram(data, CLIENT, 0.0)
+        for data, _ in server.endpoint.datagrams_to_send(0.0):
+            client.endpoint.receive_datagram(data, SERVER, 0.0)
+    for side in (client, server):
+        while (event := side.endpoint.next_event()) is not None:
+            if isinstance(event, SessionEstablished):
+                side.ref = event.ref
+    stream_id = client.endpoint.open_stream(client.ref, purpose="rtt")
+    return client, server, stream_id
+
+
+def run(count: int, profiler: cProfile.Profile | None = None) -> tuple[Side, Side]:
+    """``count`` round trips; returns both sides with their time per phase."""
+    client, server, stream_id = connected_pair()
+    now = 0.0
+    if profiler is not None:
+        profiler.enable()
+    for i in range(count):
+        now += 0.0002
+        request = client.write(stream_id, REQUEST, now)
+        now += 0.0001
+        message, extra = server.receive(request, CLIENT, now)
+        if message is None:
+            raise RuntimeError("the request did not arrive")
+        reply = extra + server.write(message.stream_id, message.data, now)
+        now += 0.0001
+        echo, extra = client.receive(reply, SERVER, now)
+        if echo is None or echo.data != REQUEST:
+            raise RuntimeError("the echo differs from the request")
+        for data, _ in extra:
+            server.endpoint.receive_datagram(data, CLIENT, now)
+        if i % 64 == 0:  # the binding's timer fires now and then (ACK delay, PTO)
+            client.endpoint.handle_timer(now)
+            server.endpoint.handle_timer(now)
+    if profiler is not None:
+        profiler.disable()
+    return client, server
+
+
+def _print_profile(profiler: cProfile.Profile, count: int) -> None:
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_, calls, own, total, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append((own, calls, total, f"{os.path.basename(path)}:{line}({name})"))
+    rows.sort(reverse=True)
+    sides = 2 * count
+    print(f"{sum(r[1] for r in rows) / sides:.0f} calls per side and round trip "
+          "(us are under the profiler)")
+    for own, calls, total, name in rows[:50]:
+        print(f"{own / sides * 1e6:7.2f} us own {total / sides * 1e6:7.1f} us cumulative "
+              f"{calls / sides:6.2f} calls  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=20000, help="round trips per run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    run(500)  # warm up
+    if args.profile:
+        profiler = cProfile.Profile()
+        run(args.count, profiler)
+        _print_profile(profiler, args.count)
+        return
+    for _ in range(args.runs):
+        client, server = run(args.count)
+        for name, side in (("client", client), ("server", server)):
+            per = {phase: side.spent[phase] / args.count * 1e6 for phase in PHASES}
+            print(f"{name}: {sum(per.values()):5.1f} us per round trip = "
+                  + ", ".join(f"{phase} {value:.1f}" for phase, value in per.items()))
+
+
+if __name__ == "__main__":
+    main()
