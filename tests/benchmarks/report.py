@@ -59,6 +59,13 @@ METRICS: dict[str, MetricInfo] = {
     "udp_rcvbuf_drops": MetricInfo(
         "UDP receive-buffer drops (whole host)", "datagrams", False, compared=False
     ),
+    "packets_lost": MetricInfo("packets declared lost (sender)", "packets", False, compared=False),
+    "spurious_losses": MetricInfo(
+        "losses later found spurious (sender)", "packets", False, compared=False
+    ),
+    "congestion_window_kib": MetricInfo(
+        "congestion window at the end (sender)", "KiB", False, compared=False
+    ),
 }
 """Every metric a case may report. Cases report only names from this table."""
 

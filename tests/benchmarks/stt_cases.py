@@ -275,10 +275,14 @@ async def _client_bulk(workload: Workload, session: Session, progress: Progress)
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     check_count("bytes acknowledged by the receiver", workload.total_bytes, sum(counts))
     mib = workload.total_bytes / MiB
+    stats = session.stats
     return {
         "goodput_mib_s": mib / elapsed,
         "client_cpu_ms_per_mib": cpu * 1000 / mib,
         "datagram_bytes": float(workload.datagram_size),
+        "packets_lost": float(stats.packets_lost),
+        "spurious_losses": float(stats.spurious_losses),
+        "congestion_window_kib": stats.congestion_window / 1024,
     }
 
 
