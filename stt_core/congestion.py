@@ -5,15 +5,22 @@ Appendix B, CUBIC per RFC 9438), the recovery period, undo after spurious
 losses, and the :class:`Pacer` that spreads a window over a round trip
 (RFC 9002 §7.7). It must not know about frames, streams, timers or sockets:
 :class:`~stt_core.recovery.LossRecovery` tells it what was sent, acked and
-lost, and owns ``bytes_in_flight`` (it passes the value in to :meth:`can_send`).
+lost, and owns ``bytes_in_flight`` (it passes the value in to :meth:`can_send`
+and :meth:`~CongestionController.is_window_limited`).
+
+The window grows only on acknowledgements of packets that belonged to a
+flight the window limited (RFC 9002 §7.8): recovery asks
+:meth:`~CongestionController.is_window_limited` as each packet leaves and marks
+the acknowledged packets sent up to the last one that found the window (nearly)
+full. A sender short of data (a trickle of small messages) or of the peer's
+flow-control credit keeps its window instead of inflating it to sizes it never
+used, which would later let it burst far beyond what the path was shown to carry.
 
 Algorithms are registered in the explicit :data:`CONGESTION_CONTROLLERS` dict
 (not by an import side effect), so adding BBR later is one class and one entry.
 
 Departures from the RFCs, on purpose:
 
-- No application-limited detection: the window also grows while the sender
-  has nothing to send. The session does not report app-limited periods yet.
 - Undo: when every loss that started the current recovery period later turns
   out to be spurious, the window is restored (in the spirit of RFC 6582 /
   Linux undo). RFC 9002 leaves this optional.
@@ -75,6 +82,17 @@ burst (``tcp_tso_autosize``: rate >> 10); at 100 Mbit/s it is still 10
 datagrams, on loopback it lets a flush send a full batch."""
 PACER_TOLERANCE_BYTES = 1e-6
 """Token shortfall treated as none (float rounding)."""
+
+SLOW_START_LIMITED_FRACTION = 0.5
+"""In slow start a packet is window-limited once bytes in flight reach this share of the window.
+
+Why half: slow start doubles the window each round trip and the pacer spreads
+the sending over it, so a sender with data always in hand keeps only part of
+its (fast growing) window in flight at any moment. Linux (``tcp_is_cwnd_limited``)
+and Chromium's QUIC (``IsCwndLimited``) draw the line at half the window."""
+AVOIDANCE_LIMITED_SLACK_PACKETS = 3
+"""In congestion avoidance a packet is window-limited when the room left in the window
+after it is at most this many datagrams (Chromium's allowance for a burst)."""
 
 
 class Pacer:
@@ -215,6 +233,19 @@ class CongestionController(ABC):
 
     # -- the interface ---------------------------------------------------
 
+    def is_window_limited(self, bytes_in_flight: int) -> bool:
+        """Is the window the limit, with ``bytes_in_flight`` outstanding (a packet just sent)?
+
+        RFC 9002 §7.8: a window the sender does not fill (it is short of data
+        or of the peer's flow-control credit) must not grow. Recovery asks this
+        for every in-flight packet as it leaves; only acknowledgements of
+        packets of a flight that got this far grow the window. Pure.
+        """
+        cwnd = self.congestion_window
+        if self.ssthresh is None or cwnd < self.ssthresh:
+            return bytes_in_flight >= SLOW_START_LIMITED_FRACTION * cwnd
+        return bytes_in_flight + AVOIDANCE_LIMITED_SLACK_PACKETS * self.max_datagram_size >= cwnd
+
     def can_send(self, bytes_in_flight: int, size: int | None = None) -> bool:
         """May a packet of ``size`` bytes (default: a full datagram) be sent now?
 
@@ -236,10 +267,21 @@ class CongestionController(ABC):
     def on_packets_acked(
         self, packets: Sequence[SentPacket], now: float, rtt: RttEstimator
     ) -> None:
-        """Grow the window for newly acked in-flight packets sent outside recovery."""
+        """Grow the window for newly acked in-flight packets sent outside recovery.
+
+        Only packets of a flight the window limited count
+        (``SentPacket.window_limited``, RFC 9002 §7.8); an ACK of others calls
+        :meth:`_on_app_limited_ack` instead.
+        """
+        app_limited = False
         for packet in packets:
             if packet.in_flight and not self.in_recovery(packet.sent_time):
-                self._on_ack(packet.size, now, rtt)
+                if packet.window_limited:
+                    self._on_ack(packet.size, now, rtt)
+                else:
+                    app_limited = True
+        if app_limited:
+            self._on_app_limited_ack(now)
         if rtt.has_sample:
             self.pacer.update(self.congestion_window, rtt.smoothed_rtt)
 
@@ -325,6 +367,9 @@ class CongestionController(ABC):
     def _on_congestion_event(self, now: float) -> None:
         """Reduce the window at the start of a recovery period."""
 
+    def _on_app_limited_ack(self, now: float) -> None:  # noqa: B027 (optional hook)
+        """Packets sent while the window was not the limit were acked (default: nothing)."""
+
     def _on_persistent_congestion(self) -> None:  # noqa: B027 (optional hook)
         """Reset algorithm state after a collapse or a reset (default: nothing)."""
 
@@ -379,9 +424,14 @@ class Cubic(CongestionController):
     accelerates beyond it. The Reno-friendly estimate ``W_est`` keeps CUBIC at
     least as aggressive as Reno on short-RTT paths. Windows are computed in
     bytes; the RFC's segment formulas are scaled by the datagram size.
+
+    The curve is a function of time since the epoch started, so time spent
+    application-limited is taken out of it (RFC 9438 §5.8): otherwise a sender
+    back from a quiet spell would find ``W_cubic`` far ahead and jump to it.
     """
 
-    __slots__ = ("_epoch_start", "_k", "_saved", "_w_est", "_w_max", "_window")
+    __slots__ = ("_epoch_start", "_k", "_last_ack_time", "_saved", "_w_est", "_w_max",
+                 "_window")
 
     def __init__(self, *, max_datagram_size: int) -> None:
         super().__init__(max_datagram_size=max_datagram_size)
@@ -390,6 +440,7 @@ class Cubic(CongestionController):
         self._k = 0.0
         self._epoch_start: float | None = None
         self._w_est = 0.0
+        self._last_ack_time: float | None = None
         self._saved: tuple[float, float, float, float | None, float] | None = None
 
     @property
@@ -409,6 +460,7 @@ class Cubic(CongestionController):
         return self._window
 
     def _on_ack(self, size: int, now: float, rtt: RttEstimator) -> None:
+        self._last_ack_time = now
         if self.in_slow_start:
             self._slow_start(size)
             self._window = float(self.congestion_window)
@@ -434,6 +486,15 @@ class Cubic(CongestionController):
             self._window += (target - self._window) * size / self._window
         self.congestion_window = int(self._window)
 
+    def _on_app_limited_ack(self, now: float) -> None:
+        """Stop the curve's clock: the time since the last ack was spent app-limited."""
+        epoch = self._epoch_start
+        if epoch is not None:
+            last = self._last_ack_time
+            since = epoch if last is None else max(last, epoch)
+            self._epoch_start = epoch + max(0.0, now - since)
+        self._last_ack_time = now
+
     def _on_congestion_event(self, now: float) -> None:
         cwnd = self._sync_window()
         # RFC 9438 §4.7 fast convergence: release bandwidth to newer flows.
@@ -451,6 +512,7 @@ class Cubic(CongestionController):
     def _on_persistent_congestion(self) -> None:
         self._window = float(self.congestion_window)
         self._epoch_start = None
+        self._last_ack_time = None
         self._saved = None
 
     def reset(self) -> None:

@@ -98,6 +98,12 @@ class SentPacket:
     declared_lost: bool = False
     """Set when recovery declared the packet lost; if it shows up acked later
     the loss was spurious."""
+    window_limited: bool = True
+    """Whether the packet belonged to a flight the congestion window limited:
+    some packet sent at or after it, before its ACK, found the window (nearly)
+    full (:meth:`~stt_core.congestion.CongestionController.is_window_limited`).
+    :meth:`LossRecovery.on_ack_received` sets it before the controller sees
+    the ACK; only acknowledgements of such packets grow the window (RFC 9002 §7.8)."""
 
 
 class LossRecovery:
@@ -125,6 +131,7 @@ class LossRecovery:
         "_loss_time",
         "_lost",
         "_sent",
+        "_window_limited_through",
         "bytes_in_flight",
         "congestion",
         "largest_acked",
@@ -174,6 +181,13 @@ class LossRecovery:
         # cap is generous; the lowest ranges border old losses, not live packets.
         self._acked = RangeSet(ACKED_MAX_RANGES)
         self._largest_sent = -1
+        # The last packet whose sending found the congestion window (nearly)
+        # full: it and every packet sent before it, acknowledged from now on,
+        # belonged to a window-limited flight (RFC 9002 §7.8). Marking the whole
+        # flight, not only the packets sent near the top of the window, matters
+        # because a window is often sent from empty in one burst (the first
+        # flight, or the refill after an ACK covering a whole receive batch).
+        self._window_limited_through = -1
         self._ack_eliciting_in_flight = 0
         self._last_ack_eliciting_time: float | None = None
         self._largest_acked_sent_time: float | None = None
@@ -242,7 +256,10 @@ class LossRecovery:
         if packet.in_flight:
             self.bytes_in_flight += packet.size
             if not self.reliable_path:
-                self.congestion.on_packet_sent(packet.size, packet.sent_time)
+                congestion = self.congestion
+                if congestion.is_window_limited(self.bytes_in_flight):
+                    self._window_limited_through = pn
+                congestion.on_packet_sent(packet.size, packet.sent_time)
         if packet.ack_eliciting:
             self._ack_eliciting_in_flight += 1
             self._last_ack_eliciting_time = packet.sent_time
@@ -290,6 +307,9 @@ class LossRecovery:
             self._report_lost(lost, now)
             if spurious:
                 self.congestion.on_spurious_loss(spurious, now)
+            through = self._window_limited_through
+            for packet in acked:
+                packet.window_limited = packet.packet_number <= through
             self.congestion.on_packets_acked(acked, now, self.rtt)
         if spurious:
             self.spurious_losses += len(spurious)

@@ -358,3 +358,68 @@ def test_pacer_allows_sending_at_the_time_it_returned(
         assert pacer.next_send_time(when, size) == when
         pacer.on_packet_sent(size, when)
         now = when
+
+
+# -- growth only while the window is the limit (RFC 9002 §7.8) --------------
+
+
+def test_window_limited_rule_in_slow_start_is_half_the_window() -> None:
+    cc = NewReno(max_datagram_size=MDS)
+    assert cc.in_slow_start
+    assert not cc.is_window_limited(5999)
+    assert cc.is_window_limited(6000)
+    assert cc.is_window_limited(12000)
+
+
+def test_window_limited_rule_in_avoidance_allows_three_datagrams() -> None:
+    cc = NewReno(max_datagram_size=MDS)
+    cc.congestion_window = cc.ssthresh = 48000
+    assert not cc.in_slow_start
+    assert not cc.is_window_limited(48000 - 3 * MDS - 1)
+    assert cc.is_window_limited(48000 - 3 * MDS)
+    assert cc.is_window_limited(48000)
+
+
+def app_limited(pn: int, sent_time: float) -> SentPacket:
+    p = packet(pn, sent_time)
+    p.window_limited = False
+    return p
+
+
+@pytest.mark.parametrize("cls", [NewReno, Cubic])
+@pytest.mark.parametrize("avoidance", [False, True], ids=["slow_start", "avoidance"])
+def test_acks_of_packets_sent_below_the_window_do_not_grow_it(
+    cls: type[CongestionController], avoidance: bool
+) -> None:
+    cc = cls(max_datagram_size=MDS)
+    if avoidance:
+        cc.on_packets_lost([packet(0, 0.0)], now=0.0)
+    start = cc.congestion_window
+    rtt = rtt_of()
+    for i in range(1, 200):
+        cc.on_packets_acked([app_limited(i, i * 0.1)], i * 0.1 + RTT, rtt)
+    assert cc.congestion_window == start
+    # The same acknowledgements of window-limited packets do grow it.
+    for i in range(200, 400):
+        cc.on_packets_acked([packet(i, i * 0.1)], i * 0.1 + RTT, rtt)
+    assert cc.congestion_window > start
+
+
+def test_cubic_curve_does_not_advance_while_app_limited() -> None:
+    """RFC 9438 §5.8: after a quiet spell the window resumes where it left off."""
+    rtt = rtt_of()
+    fresh = Cubic(max_datagram_size=MDS)
+    quiet = Cubic(max_datagram_size=MDS)
+    for cc in (fresh, quiet):
+        cc.congestion_window = 100 * MDS
+        cc.on_packets_lost([packet(0, 0.0)], now=0.0)
+    # fresh: one window-limited ack 0.1 s into the epoch.
+    fresh.on_packets_acked([packet(1, 0.05)], 0.1, rtt)
+    # quiet: ten seconds of app-limited acks first, then the same ack.
+    for i in range(1, 101):
+        quiet.on_packets_acked([app_limited(i, i * 0.1 - RTT)], i * 0.1, rtt)
+    assert quiet.congestion_window == int(70 * MDS)
+    quiet.on_packets_acked([packet(101, 10.0)], 10.1, rtt)
+    assert quiet.congestion_window == fresh.congestion_window
+    # Without the pause the curve would be ten seconds further on (far above W_max).
+    assert quiet.w_cubic(10.1) > 1.5 * quiet.w_max

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stt_core.congestion import NewReno
+from stt_core.congestion import NewReno, create_congestion_controller
 from stt_core.recovery import AckTracker, LossRecovery, RttEstimator, SentPacket
 
 MDS = 1200
@@ -326,9 +326,10 @@ def persistent_setup(ack_in_middle: bool) -> LossRecovery:
 def test_persistent_congestion_collapses_the_window() -> None:
     rec = persistent_setup(ack_in_middle=False)
     assert rec.packets_lost == 13
-    # Collapsed to the minimum, then (RFC 9002 A.7 order: losses before acks)
-    # grown in slow start by the 100-byte packet this ACK acknowledged.
-    assert rec.congestion.congestion_window == rec.congestion.minimum_window + 100
+    # Collapsed to the minimum (RFC 9002 A.7 order: losses before acks). The
+    # 100-byte packet this ACK acknowledged left with the window nearly empty,
+    # so it does not grow the window (RFC 9002 §7.8).
+    assert rec.congestion.congestion_window == rec.congestion.minimum_window
 
 
 def test_an_ack_in_the_middle_prevents_persistent_congestion() -> None:
@@ -507,3 +508,80 @@ def test_compact_keeps_outstanding_and_recently_lost_packets() -> None:
     acked, _ = rec.on_ack_received([range(10, 11)], 0.0, now=0.4)
     assert pns(acked) == [10] and rec.outstanding == 0
     assert rec.loss_detection_deadline() is None
+
+
+# -- window-limited marking (RFC 9002 §7.8) -----------------------------------
+
+
+def test_a_flight_that_fills_the_window_is_window_limited_as_a_whole() -> None:
+    rec = make()  # NewReno, 12000-byte initial window: limited from half of it in slow start
+    for pn in range(4):
+        send(rec, pn, 0.0)
+    acked, _ = rec.on_ack_received([range(0, 2)], 0.0, 0.1)
+    assert [p.window_limited for p in acked] == [False, False]  # 4800 bytes: not half yet
+    assert rec.congestion.congestion_window == 12000
+    for pn in range(4, 8):
+        send(rec, pn, 0.1)  # 7200 bytes in flight: the flight reached half the window
+    acked, _ = rec.on_ack_received([range(2, 8)], 0.0, 0.2)
+    assert all(p.window_limited for p in acked)  # 2 and 3 left early but belong to it
+    assert rec.congestion.congestion_window == 12000 + 6 * MDS
+    send(rec, 8, 0.3)
+    acked, _ = rec.on_ack_received([range(8, 9)], 0.0, 0.4)
+    assert not acked[0].window_limited  # sent alone after the flight was acked
+
+
+@pytest.mark.parametrize("algorithm", ["newreno", "cubic"])
+@pytest.mark.parametrize("avoidance", [False, True], ids=["slow_start", "avoidance"])
+def test_a_trickle_of_small_messages_never_grows_the_window(
+    algorithm: str, avoidance: bool
+) -> None:
+    """One 200-byte packet every 50 ms for 100 s, each acked 20 ms later."""
+    rec = LossRecovery(congestion=create_congestion_controller(algorithm,
+                                                               max_datagram_size=MDS))
+    if avoidance:
+        rec.congestion.congestion_window = rec.congestion.ssthresh = 24000
+    start = rec.congestion.congestion_window
+    for pn in range(2000):
+        t = pn * 0.05
+        send(rec, pn, t, size=200)
+        rec.on_ack_received([range(pn, pn + 1)], 0.0, t + 0.02)
+    assert rec.congestion.congestion_window == start
+
+
+def fill_window(rec: LossRecovery, pn: int, t: float) -> int:
+    """Send full datagrams at ``t`` while the window allows; return the next number."""
+    while rec.can_send():
+        send(rec, pn, t)
+        pn += 1
+    return pn
+
+
+@pytest.mark.parametrize("algorithm", ["newreno", "cubic"])
+def test_a_window_limited_sender_doubles_its_window_in_slow_start(algorithm: str) -> None:
+    rec = LossRecovery(congestion=create_congestion_controller(algorithm,
+                                                               max_datagram_size=MDS))
+    windows = [rec.congestion.congestion_window]
+    pn, t = 0, 0.0
+    for _ in range(5):
+        first = pn
+        pn = fill_window(rec, pn, t)
+        t += 0.1
+        rec.on_ack_received([range(first, pn)], 0.0, t)
+        windows.append(rec.congestion.congestion_window)
+    assert windows == [12000 * 2**i for i in range(6)]
+
+
+def test_a_window_limited_sender_grows_one_datagram_per_window_in_avoidance() -> None:
+    """Acknowledged four packets at a time, each ACK refilled at once (a pipelined sender)."""
+    rec = make()
+    cc = rec.congestion
+    cc.congestion_window = cc.ssthresh = 24000
+    pn = fill_window(rec, 0, 0.0)
+    t = 0.0
+    for acked in range(0, 240, 4):  # 288,000 bytes acknowledged
+        t += 0.005
+        rec.on_ack_received([range(acked, acked + 4)], 0.0, t)
+        pn = fill_window(rec, pn, t)
+    # One datagram each time a window's worth is acked: 24000 + 25200 + ... +
+    # 33600 = 259,200 bytes pay for nine of them, the tenth would need 294,000.
+    assert cc.congestion_window == 24000 + 9 * MDS

@@ -7,6 +7,9 @@
   The default run covers ``STT_SWEEP_SEEDS`` seeds (200); ``-m slow`` runs the
   long sweep of 10,000 seeds with messages up to 4 MiB.
 * Goodput on a 100 Mbit/s, 50 ms RTT link with and without 1% loss.
+* The congestion window grows only while it is the limit (RFC 9002 §7.8):
+  not for a trickle of small messages, not while the peer's flow control
+  holds the sender back.
 * Fairness of two sessions sharing one bottleneck, for the loss-based
   controllers. BBR as implemented (v1 without PROBE_RTT) is not fair between
   flows and is documented as such; it is the choice for lossy paths, not for
@@ -109,12 +112,12 @@ WIDE_WINDOWS = {"stream_receive_window": 8 * 1024 * 1024,
                 "session_receive_window": 64 * 1024 * 1024}
 
 
-def bulk_goodput(loss: float, megabytes: int) -> float:
+def bulk_goodput(loss: float, megabytes: int, algorithm: str = "bbr") -> float:
     """Application goodput in bit/s of one 64 MiB transfer over a 100 Mbit/s, 50 ms link."""
     scenario = Scenario(1, server_overrides=WIDE_WINDOWS)
     link = LinkConfig(delay=0.025, bandwidth_bps=LINK_RATE,
                       queue_bytes=int(LINK_RATE / 8 * 0.05), loss=loss)
-    flow = scenario.add_flow("client", link, congestion_control="bbr",
+    flow = scenario.add_flow("client", link, congestion_control=algorithm,
                              stream_send_buffer_bytes=8 * 1024 * 1024,
                              session_send_buffer_bytes=64 * 1024 * 1024)
     scenario.queue(flow, "bulk", [bytes([i % 251]) * (1024 * 1024) for i in range(megabytes)])
@@ -125,9 +128,10 @@ def bulk_goodput(loss: float, megabytes: int) -> float:
     return megabytes * 1024 * 1024 * 8 / elapsed
 
 
-def test_goodput_without_loss_is_above_90_percent_of_the_link() -> None:
-    goodput = bulk_goodput(0.0, 64)
-    print(f"goodput {goodput / 1e6:.1f} Mbit/s of {LINK_RATE / 1e6:.0f}")
+@pytest.mark.parametrize("algorithm", ["bbr", "newreno", "cubic"])
+def test_goodput_without_loss_is_above_90_percent_of_the_link(algorithm: str) -> None:
+    goodput = bulk_goodput(0.0, 64, algorithm)
+    print(f"{algorithm}: goodput {goodput / 1e6:.1f} Mbit/s of {LINK_RATE / 1e6:.0f}")
     assert goodput >= 0.90 * LINK_RATE
 
 
@@ -160,3 +164,43 @@ def test_two_sessions_sharing_a_bottleneck_converge(algorithm: str) -> None:
     print(f"{algorithm}: shares {shares}, total {total_rate / 1e6:.1f} Mbit/s")
     assert min(shares) >= 0.8 * max(shares)
     assert total_rate >= 0.7 * rate
+
+
+@pytest.mark.parametrize("algorithm", ["newreno", "cubic", "bbr"])
+def test_a_trickle_of_small_messages_does_not_grow_the_window(algorithm: str) -> None:
+    """One 200-byte message every 100 ms for five minutes on a 40 ms RTT link."""
+    scenario = Scenario(5)
+    flow = scenario.add_flow("client", LinkConfig(delay=0.020), congestion_control=algorithm)
+    endpoint = flow.endpoint
+    assert scenario.run(timeout=5.0, until=lambda: flow.established_at is not None)
+    stream_id = scenario.net.call("client", lambda: endpoint.open_stream(flow.ref))
+    start = endpoint.session_stats(flow.ref).congestion_window
+    sent: list[bytes] = []
+
+    def send(i: int) -> None:
+        message = i.to_bytes(4, "big") * 50
+        sent.append(message)
+        scenario.net.call("client", lambda: endpoint.send_message(flow.ref, stream_id, message))
+
+    begin = scenario.net.now
+    for i in range(3000):
+        scenario.net.call_at(begin + 0.1 * i, lambda i=i: send(i))
+    scenario.net.run(begin + 301.0)
+    assert scenario.received_for(flow, stream_id) == sent
+    assert endpoint.session_stats(flow.ref).congestion_window <= start
+
+
+@pytest.mark.parametrize("algorithm", ["newreno", "cubic"])
+def test_a_flow_control_limited_sender_keeps_its_window_near_what_it_uses(
+    algorithm: str,
+) -> None:
+    """8 MiB through a 64 KiB stream window, 40 ms RTT: about 64 KiB in flight per round trip."""
+    window = 64 * 1024
+    scenario = Scenario(6, server_overrides={"stream_receive_window": window})
+    flow = scenario.add_flow("client", LinkConfig(delay=0.020), congestion_control=algorithm)
+    scenario.queue(flow, "bulk", [bytes([i]) * (256 * 1024) for i in range(32)])
+    assert scenario.run(timeout=60.0)
+    assert scenario.received_for(flow, 1) == flow.sent[1]
+    # Slow start may double the window once the flight reaches half of it;
+    # without the rule it grew by every byte acknowledged, to about 8 MiB.
+    assert flow.endpoint.session_stats(flow.ref).congestion_window <= 3 * window
