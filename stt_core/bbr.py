@@ -18,6 +18,11 @@ What this implementation keeps and drops from BBR v1:
   keyed by send time (all packets sent at one ``now`` share a snapshot).
 * No PROBE_RTT phase: the minimum RTT comes from the shared RTT estimator.
   Loss is ignored except persistent congestion, which restarts the model.
+* Application-limited samples (the acked flight never had half a
+  bandwidth-delay product in flight: the sender was short of data or of
+  flow-control credit) only ever raise the bandwidth estimate, never age it
+  out, and do not count as STARTUP rounds without growth: a quiet sender
+  would otherwise measure its own idleness and forget the path.
 
 It plugs into the same interface as NewReno and CUBIC (congestion.py), so
 ``Config(congestion_control="bbr")`` selects it.
@@ -45,6 +50,10 @@ BANDWIDTH_WINDOW_ROUNDS = 10
 FULL_PIPE_GROWTH = 1.25
 FULL_PIPE_ROUNDS = 3
 MIN_WINDOW_PACKETS = 4
+APP_LIMITED_BDP_FRACTION = 0.5
+"""A flight is application-limited if bytes in flight stayed below this share of the
+estimated bandwidth-delay product. Why half, not all of it: the 0.75 gain phase of
+PROBE_BW and ordinary RTT noise keep a busy sender somewhat below one BDP."""
 
 _STARTUP, _DRAIN, _PROBE_BW = "startup", "drain", "probe_bw"
 
@@ -77,7 +86,18 @@ class Bbr(CongestionController):
     @property
     def bandwidth(self) -> float:
         """Estimated bottleneck bandwidth in bytes per second (0 before samples)."""
-        return max((rate for _, rate in self._bandwidth_samples), default=0.0)
+        samples = self._bandwidth_samples
+        return samples[0][1] if samples else 0.0  # a monotone deque: the front is the max
+
+    def is_window_limited(self, bytes_in_flight: int) -> bool:
+        """Does the sender keep the pipe busy: half a BDP in flight, or no estimate yet?
+
+        BBR's window is two BDPs and its pacing keeps about one in flight, so
+        the base class's window rule would call a busy BBR sender idle; what
+        matters for a rate sample is whether the flight could fill the pipe.
+        """
+        bdp = self.bandwidth * self._min_rtt
+        return bdp <= 0 or bytes_in_flight >= APP_LIMITED_BDP_FRACTION * bdp
 
     @property
     def state(self) -> str:
@@ -108,12 +128,14 @@ class Bbr(CongestionController):
             del self._snapshots[sent_time]
         if rtt.has_sample:
             self._min_rtt = rtt.min_rtt
+        app_limited = not newest.window_limited
         if snapshot is not None:
-            self._on_rate_sample(snapshot, now)
-        self._advance_state(now)
+            self._on_rate_sample(snapshot, now, app_limited)
+        self._advance_state(now, app_limited)
         self._apply_model(rtt)
 
-    def _on_rate_sample(self, snapshot: tuple[int, float], now: float) -> None:
+    def _on_rate_sample(self, snapshot: tuple[int, float], now: float,
+                        app_limited: bool) -> None:
         delivered_before, delivered_time = snapshot
         if delivered_before >= self._next_round:  # a packet of the new round was acked
             self._round += 1
@@ -122,6 +144,8 @@ class Bbr(CongestionController):
         if elapsed <= 0:
             return
         rate = (self._delivered - delivered_before) / elapsed
+        if app_limited and rate < self.bandwidth:
+            return  # says how busy the sender was, not what the path carries
         samples = self._bandwidth_samples
         while samples and samples[-1][1] <= rate:
             samples.pop()  # monotone deque: a running windowed maximum
@@ -129,8 +153,10 @@ class Bbr(CongestionController):
         while samples and samples[0][0] <= self._round - BANDWIDTH_WINDOW_ROUNDS:
             samples.popleft()
 
-    def _advance_state(self, now: float) -> None:
+    def _advance_state(self, now: float, app_limited: bool) -> None:
         if self._state == _STARTUP:
+            if app_limited:
+                return  # an idle round says nothing about whether the pipe is full
             bandwidth = self.bandwidth
             if bandwidth >= self._full_bandwidth * FULL_PIPE_GROWTH:
                 self._full_bandwidth = bandwidth
