@@ -243,11 +243,18 @@ class Endpoint:
         """The earliest absolute deadline at which ``handle_timer`` has work."""
         heap = self._timer_heap
         timer_of = self._timer_of
-        while heap and timer_of.get(SessionRef(heap[0][1])) != heap[0][0]:
-            heapq.heappop(heap)
-        candidates = [t for t in (heap[0][0] if heap else None, self._flush_again_at,
-                                  self.acceptor.next_timer()) if t is not None]
-        return min(candidates) if candidates else None
+        earliest = None
+        while heap:
+            deadline, ref = heap[0]
+            if timer_of.get(ref) == deadline:  # type: ignore[call-overload]
+                earliest = deadline
+                break
+            heapq.heappop(heap)  # superseded by a later push for the same session
+        # Plain comparisons, no list: a binding asks after every flush.
+        for other in (self._flush_again_at, self.acceptor.next_timer()):
+            if other is not None and (earliest is None or other < earliest):
+                earliest = other
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         """Run everything due at ``now``; harmless if early or repeated."""

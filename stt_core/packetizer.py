@@ -85,12 +85,32 @@ def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
     if session.keep_alive_ack_due:
         session.keep_alive_ack_due = False
         session.control.append(KEEP_ALIVE_ACK)
-    while len(out) < MAX_DATAGRAMS_PER_FLUSH:
+    while len(out) < MAX_DATAGRAMS_PER_FLUSH and _may_send(session, now):
         packet = _build_packet(session, now, allow_data=True)
         if packet is None:
             break
         out.append((packet, session.address))
     return out
+
+
+def _may_send(session: Session, now: float) -> bool:
+    """False when :func:`_build_packet` would find nothing to put in a packet.
+
+    A packet carries an ACK that is due, control frames, stream data or a
+    probe; without any of them it is not built. On a request/response
+    exchange two of every three packing attempts find nothing (the flush
+    after a receive whose ACK waits for the reply, and the attempt after the
+    reply's packet), and this test costs a fraction of finding that out
+    through the packing itself. True does not promise a packet (the pacer or
+    the congestion window may still hold data back).
+    """
+    if session.control or session.probe_packets > 0 or session.streams.has_ready():
+        return True
+    acks = session.acks
+    if not acks.ack_needed:
+        return False
+    deadline = acks.ack_deadline()
+    return deadline is not None and deadline <= now
 
 
 def has_pending_data(session: Session) -> bool:

@@ -229,6 +229,10 @@ class RangeSet:
             if stop <= start:
                 return
         starts, stops = self._starts, self._stops
+        if stops and stops[-1] == start:
+            # The common case (packet numbers in order): extend the last range.
+            stops[-1] = stop
+            return
         # Ranges i..j-1 overlap or touch [start, stop) and merge with it.
         i = bisect_left(stops, start)
         j = bisect_right(starts, stop)

@@ -545,23 +545,25 @@ class Session:
             return self.drain_until
         if self.state is SessionState.HANDSHAKING:
             return min(t for t in (self.hs_deadline, self.hs_retransmit_at) if t is not None)
-        deadlines = [self.last_received + self.config.idle_timeout]
+        config = self.config
+        earliest = self.last_received + config.idle_timeout
         if self.state in (SessionState.ESTABLISHED, SessionState.CLOSING):
-            quiet_since = self.quiet_since
-            deadlines.append(quiet_since + self.config.keep_alive_interval)
+            # A running minimum, not a list and min(): the endpoint asks after
+            # every flush, twice per packet on a request/response exchange.
+            last_sent = self.last_sent_ack_eliciting
+            quiet_since = last_sent if last_sent > self.last_received else self.last_received
+            keep_alive = quiet_since + config.keep_alive_interval
+            if keep_alive < earliest:
+                earliest = keep_alive
             if quiet_since != self.cipher_release_mark:
-                deadlines.append(_release_due(quiet_since))
-            loss = self.recovery.loss_detection_deadline()
-            if loss is not None:
-                deadlines.append(loss)
-            ack = self.acks.ack_deadline()
-            if ack is not None:
-                deadlines.append(ack)
-            if self.close_deadline is not None:
-                deadlines.append(self.close_deadline)
-            if self.pacing_at is not None:
-                deadlines.append(self.pacing_at)
-        return min(deadlines)
+                release = _release_due(quiet_since)
+                if release < earliest:
+                    earliest = release
+            for deadline in (self.recovery.loss_detection_deadline(),
+                             self.acks.ack_deadline(), self.close_deadline, self.pacing_at):
+                if deadline is not None and deadline < earliest:
+                    earliest = deadline
+        return earliest
 
     def _release_when_quiet(self, now: float) -> None:
         """Free what a quiet session can rebuild or no longer needs.

@@ -303,7 +303,7 @@ class StreamReceiver:
         size = 1 << (self._buf[pos] >> 6)
         if avail < size:
             return False
-        length, _ = pull_varint(bytes(self._buf[pos:pos + size]), 0)
+        length, _ = pull_varint(self._buf, pos)  # all ``size`` bytes are in (checked above)
         if length > self._max_message_size:
             raise ProtocolError(
                 ErrorCode.MESSAGE_TOO_LARGE,

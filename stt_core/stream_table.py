@@ -182,6 +182,11 @@ class StreamTable:
         if stream not in queue:
             queue.append(stream)
 
+    def has_ready(self) -> bool:
+        """True when some stream may have something to send (cheaper than
+        :meth:`ready_streams` when the answer is all that is needed)."""
+        return any(self._ready.values())
+
     def ready_streams(self) -> list[deque[Stream]]:
         """Queues of possibly-sendable streams, most urgent priority first."""
         return [queue for queue in self._ready.values() if queue]

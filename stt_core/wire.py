@@ -129,7 +129,7 @@ def encode_varint(value: int) -> bytes:
     raise ValueError("varint must be < 2**62")
 
 
-def pull_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def pull_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """Decode the varint at ``buf[pos:]``; return ``(value, next_pos)``.
 
     Raises:
@@ -141,8 +141,14 @@ def pull_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
         raise WireError("truncated varint") from None
     if first < 0x40:
         return first, pos + 1
-    prefix = first >> 6
-    length = 1 << prefix
+    if first < 0x80:
+        # Two bytes (64..16383: packet numbers, offsets, ACK delays of a
+        # young session) without a slice and an int.from_bytes call.
+        end = pos + 2
+        if end > len(buf):
+            raise WireError("truncated varint")
+        return ((first & 0x3F) << 8) | buf[pos + 1], end
+    length = 1 << (first >> 6)
     end = pos + length
     if end > len(buf):
         raise WireError("truncated varint")

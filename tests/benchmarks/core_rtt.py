@@ -13,9 +13,13 @@ binding's phases:
 - ``write``: ``send_message``, and the flush that builds and seals the packet;
 - ``timer``: ``next_timer`` after the write.
 
-``--profile`` prints a cProfile table instead (per side and round trip).
+``--profile`` prints a cProfile table instead (per side and round trip);
+``--bytecodes`` counts the Python calls and bytecodes executed per side and
+round trip (``sys.settrace`` with opcode events): slow, but the same on a
+loaded machine as on an idle one, so it tells small changes apart where the
+timings cannot.
 
-    .venv/bin/python -m tests.benchmarks.core_rtt [--count 20000] [--profile]
+    .venv/bin/python -m tests.benchmarks.core_rtt [--count 20000] [--profile | --bytecodes]
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ import argparse
 import cProfile
 import os
 import pstats
+import sys
 import time
 from collections import defaultdict
+from types import FrameType
+from typing import Any
 
 from stt_core import Config, Endpoint, MessageReceived, SessionEstablished
 from stt_core.events import Address, SessionRef
@@ -156,14 +163,40 @@ def _print_profile(profiler: cProfile.Profile, count: int) -> None:
               f"{calls / sides:6.2f} calls  {name}")
 
 
+def count_bytecodes(count: int) -> tuple[float, float]:
+    """Python calls and bytecodes per side and round trip, over ``count`` round trips."""
+    counted = [0, 0]
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call":
+            counted[0] += 1
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            counted[1] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        run(count)
+    finally:
+        sys.settrace(None)
+    return counted[0] / (2 * count), counted[1] / (2 * count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20000, help="round trips per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--bytecodes", action="store_true")
     args = parser.parse_args()
     run(500)  # warm up
+    if args.bytecodes:
+        calls, bytecodes = count_bytecodes(min(args.count, 2000))
+        print(f"{calls:.0f} Python calls, {bytecodes:.0f} bytecodes per side and round trip "
+              "(the benchmark's own loop included)")
+        return
     if args.profile:
         profiler = cProfile.Profile()
         run(args.count, profiler)

@@ -47,6 +47,18 @@ def test_add_merges_overlapping_and_adjacent() -> None:
     assert s.largest() == 10
 
 
+def test_add_in_order_extends_the_last_range() -> None:
+    s = RangeSet(max_ranges=2)
+    for value in range(100):
+        s.add(value)
+    assert ranges_of(s) == [(0, 100)]
+    s.add(102)
+    s.add(103, 105)  # touches the last range only
+    s.add(100)  # touches the one before it
+    assert ranges_of(s) == [(0, 101), (102, 105)]
+    assert s.floor == 0
+
+
 def test_add_rejects_bad_bounds() -> None:
     s = RangeSet()
     with pytest.raises(ValueError):

@@ -112,3 +112,24 @@ def test_credit_update_still_flushes() -> None:
                 assert server.datagrams_to_send(pair.now)  # the credit update leaves now
                 return
     raise AssertionError("consuming half the window never queued a credit update")
+
+
+def test_an_unanswered_request_is_acknowledged_when_the_ack_delay_ends() -> None:
+    """The flush after the request sends nothing (the reply could carry the ACK);
+    once the ACK delay has passed the ACK leaves on its own."""
+    pair, ref, stream_id = settled_pair()
+    round_trip(pair, ref, stream_id)
+    client, server = pair.client, pair.server
+    client.send_message(ref, stream_id, REQUEST)
+    shuttle(client, server, CLIENT_ADDR, pair.now)
+    pair.now += ONE_WAY
+    assert len(messages(server)) == 1
+    assert server.datagrams_to_send(pair.now) == []
+    deadline = server.next_timer()
+    assert deadline is not None and deadline > pair.now
+    assert server.datagrams_to_send(deadline - 0.001) == []
+    server.handle_timer(deadline)
+    acks = shuttle(server, client, SERVER_ADDR, deadline)
+    assert len(acks) == 1
+    assert messages(client) == []  # an ACK only: no message travels back
+    assert client.sessions[ref].recovery.bytes_in_flight == 0
