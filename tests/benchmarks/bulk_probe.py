@@ -3,8 +3,8 @@
 Smaller than the side-by-side suite (``run.py``) and meant for profiling one
 change at a time: the sender and the receiver run in separate processes,
 pinned to different cores when there are two, and each reports the CPU time
-(``time.process_time()``) it spent per MiB, the UDP carrier's counters and the
-session's loss figures. ``--profile client|server`` wraps that side in
+(``time.process_time()``) and the minor page faults it took per MiB, the UDP
+carrier's counters and the session's loss figures. ``--profile client|server`` wraps that side in
 pyinstrument (whole thread, not just the task) and prints the tree.
 
     .venv/bin/python -m tests.benchmarks.bulk_probe --megabytes 32 --datagram 1200
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
@@ -52,6 +53,12 @@ def _pin(core: int) -> None:
         os.sched_setaffinity(0, {core})
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far: pages the allocator took fresh from
+    the kernel (each one a fault and a zeroed page on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _profiler(options: Options, role: str) -> Any:
     if options.profile != role:
         return None
@@ -73,24 +80,24 @@ def _server(options: Options, queue: Queue[Any]) -> None:
             session = await node.accept()
             stream = await session.accept_stream()
             profiler = _profiler(options, "server")
-            start = time.process_time()
+            start, faults = time.process_time(), _minor_faults()
             total = options.megabytes * 1024 * 1024
             received = 0
             while received < total:
                 received += len(await stream.receive())
-            cpu = time.process_time() - start
+            cpu, faults = time.process_time() - start, _minor_faults() - faults
             await stream.write(b"done")
             if profiler is not None:
                 profiler.stop()
                 profiler.print(show_all=False)
-            queue.put((cpu, node.get_stats()["udp"]))
+            queue.put((cpu, faults, node.get_stats()["udp"]))
             await anyio.sleep(0.5)  # let the reply's acknowledgement arrive
 
     anyio.run(main, backend=options.backend)
 
 
-def _client(options: Options, address: tuple[str, int]) -> tuple[float, float, dict[str, Any],
-                                                                   dict[str, Any]]:
+def _client(options: Options, address: tuple[str, int]) -> tuple[float, float, int,
+                                                                   dict[str, Any], dict[str, Any]]:
     _pin(0)
     result: list[Any] = []
 
@@ -102,22 +109,23 @@ def _client(options: Options, address: tuple[str, int]) -> tuple[float, float, d
             stream = session.open_stream(purpose="bulk")
             message = b"\x5a" * MESSAGE_SIZE
             profiler = _profiler(options, "client")
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, faults = time.perf_counter(), time.process_time(), _minor_faults()
             for _ in range(options.megabytes * 1024 * 1024 // MESSAGE_SIZE):
                 await stream.write(message)
             await stream.receive()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            faults = _minor_faults() - faults
             if profiler is not None:
                 profiler.stop()
                 profiler.print(show_all=False)
             stats = session.stats
-            result.extend([wall, cpu, node.get_stats()["udp"], {
+            result.extend([wall, cpu, faults, node.get_stats()["udp"], {
                 "packets_lost": stats.packets_lost, "spurious_losses": stats.spurious_losses,
                 "min_rtt_ms": round(stats.min_rtt * 1000, 3),
                 "smoothed_rtt_ms": round(stats.smoothed_rtt * 1000, 3)}])
 
     anyio.run(main, backend=options.backend)
-    return result[0], result[1], result[2], result[3]
+    return result[0], result[1], result[2], result[3], result[4]
 
 
 def main() -> None:
@@ -137,8 +145,9 @@ def main() -> None:
     server = context.Process(target=_server, args=(options, queue))
     server.start()
     try:
-        wall, client_cpu, client_udp, session = _client(options, queue.get(timeout=30))
-        server_cpu, server_udp = queue.get(timeout=60)
+        wall, client_cpu, client_faults, client_udp, session = _client(
+            options, queue.get(timeout=30))
+        server_cpu, server_faults, server_udp = queue.get(timeout=60)
     finally:
         server.join(timeout=10)
         if server.is_alive():
@@ -146,8 +155,9 @@ def main() -> None:
     mib = options.megabytes
     print(f"{mib} MiB at {options.datagram} B on {options.backend}"
           f"{'' if options.offload else ' without offload'}: {mib / wall:.1f} MiB/s; "
-          f"CPU per MiB: sender {1000 * client_cpu / mib:.1f} ms, "
-          f"receiver {1000 * server_cpu / mib:.1f} ms")
+          f"CPU per MiB: sender {1000 * client_cpu / mib:.2f} ms, "
+          f"receiver {1000 * server_cpu / mib:.2f} ms; minor page faults per MiB: "
+          f"sender {client_faults / mib:.0f}, receiver {server_faults / mib:.0f}")
     print(f"session: {session}")
     for name, udp in (("sender", client_udp), ("receiver", server_udp)):
         print(f"{name} udp: {udp}")
