@@ -49,6 +49,10 @@ from .wire import pull_varint
 
 __all__ = ["DEFAULT_MAX_GAPS", "StreamReceiver"]
 
+_IDLE_KEEP_WINDOWS = 4
+"""A reassembly buffer larger than this many stream windows is freed as soon as it
+holds no live byte; a smaller one is kept for the stream's next message."""
+
 DEFAULT_MAX_GAPS = 4096
 """Out-of-order pieces one stream may hold before the peer is deemed abusive.
 
@@ -144,8 +148,9 @@ class StreamReceiver:
 
         Counted from the first byte still needed (the start of the message
         being assembled) to the highest byte received; it never exceeds
-        ``window + max_message_size``. The allocation may be up to twice this
-        until the parsed prefix is compacted away.
+        ``window + max_message_size``. The allocation may be up to twice this,
+        and is kept for the next message while it is at most a few windows
+        (see :meth:`_compact`).
         """
         keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
         return max(0, self._highest - keep)
@@ -227,13 +232,51 @@ class StreamReceiver:
             self._final_size = end
 
     def _store(self, start: int, chunk: memoryview) -> None:
-        """Copy ``chunk`` into the buffer at stream offset ``start``."""
-        buf = self._buf
+        """Copy ``chunk`` into the buffer at stream offset ``start``.
+
+        The buffer is an arena: its length is its capacity, and the bytes
+        past the highest one stored are stale, never read (a byte is read only
+        below the contiguous offset, so only after it was written). Writing
+        never resizes it; room comes from :meth:`_make_room`.
+        """
         pos = start - self._buf_start
+        end = pos + len(chunk)
+        if end > len(self._buf):
+            pos, end = self._make_room(pos, end)
+        # Through a view: CPython copies anything but a bytearray assigned to a
+        # bytearray slice into a temporary bytearray first (a second 64 KiB
+        # copy). The temporary view is released as soon as the line ends.
+        memoryview(self._buf)[pos:end] = chunk
+
+    def _make_room(self, pos: int, end: int) -> tuple[int, int]:
+        """Make the buffer hold relative range ``[pos, end)``; returns it rebased.
+
+        The parsed prefix is dead. When it is at least half the buffer and
+        dropping it leaves room, the live bytes slide to the front in place;
+        otherwise a buffer twice the live size replaces this one. Each byte
+        is thus moved O(1) times on average, and the buffer stops changing
+        once it fits the stream's window: a bulk receiver writes into the
+        same memory for the whole transfer. (Growing by resizing, or cutting
+        the prefix with ``del``, made CPython reallocate and glibc hand pages
+        back and fault them in again: see docs/performance.md.)
+        """
+        buf = self._buf
         size = len(buf)
-        if pos > size:
-            buf += bytes(pos - size)  # zero-filled hole, overwritten when it arrives
-        buf[pos:pos + len(chunk)] = chunk
+        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        dead = keep - self._buf_start
+        live = size - dead  # an upper bound: the tail past the highest byte is stale
+        if dead >= size // 2 and end - dead <= size:
+            if live > 0:
+                with memoryview(buf) as view:
+                    view[:live] = view[dead:size]
+        else:
+            grown = bytearray(2 * (end - dead))
+            if live > 0:
+                with memoryview(buf) as view:
+                    grown[:live] = view[dead:size]
+            self._buf = grown
+        self._buf_start = keep
+        return pos - dead, end - dead
 
     def _release_partial(self) -> None:
         """Rule (a): release in-order bytes of the next length prefix and of the
@@ -332,18 +375,24 @@ class StreamReceiver:
             )
 
     def _compact(self) -> None:
-        """Drop the parsed prefix once it is over half the buffer (O(1) amortised)."""
+        """Once every stored byte is parsed, restart the buffer at the parse point.
+
+        Costs nothing: no byte is live. The buffer itself is kept for the next
+        message: a bulk sender that is limited by its application ends a
+        packet at each message's end, so this point comes once per message,
+        and freeing here made every message regrow the buffer (and glibc fault
+        its pages in again). It is freed once the stream's last byte is in,
+        or when it grew past :data:`_IDLE_KEEP_WINDOWS` windows (a message
+        larger than the window passed through): what a quiet stream holds is
+        then at most a few windows, memory its flow-control window lets it use
+        whenever it is busy anyway.
+        """
         keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
-        dead = keep - self._buf_start
-        size = len(self._buf)
-        if dead <= 0:
-            return
-        if dead >= size:
-            self._buf = bytearray()
+        if keep == self._highest and keep != self._buf_start:
             self._buf_start = keep
-        elif dead > size // 2:
-            del self._buf[:dead]
-            self._buf_start = keep
+            if (self._final_size is not None
+                    or len(self._buf) > _IDLE_KEEP_WINDOWS * self._window):
+                self._buf = bytearray()
 
     def consume(self, nbytes: int) -> None:
         """The application took ``nbytes`` of message payload: return their credit.

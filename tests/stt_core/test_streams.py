@@ -471,6 +471,53 @@ def new_receiver(window: int = 1000, max_message_size: int = 10_000,
                           max_gaps=max_gaps)
 
 
+def test_receiver_reuses_its_buffer_across_messages_and_frees_it_at_the_end() -> None:
+    """The reassembly buffer is an arena: a steady stream of large messages is
+    written into the same memory (no reallocation per message), the popped
+    messages are bytes of their own, and the stream's end frees the arena."""
+    rng = random.Random(5)
+    messages = [rng.randbytes(40_000) for _ in range(12)]
+    data = framed(*messages)
+    receiver = StreamReceiver(2, window=100_000, max_message_size=50_000)
+    popped: list[bytes] = []
+    buffers = set()
+    chunk = len(data) // len(messages) // 2  # every other chunk ends a message
+    for start in range(0, len(data), chunk):
+        piece = data[start:start + chunk]
+        receiver.on_data(start, piece, start + len(piece) == len(data))
+        out = receiver.pop_messages()
+        receiver.consume(sum(len(m) for m in out))
+        receiver.credit_update()
+        popped.extend(out)
+        if len(popped) >= 3:
+            buffers.add(id(receiver._buf))
+    assert popped == messages
+    assert all(type(m) is bytes for m in popped)
+    assert len(buffers) <= 2  # at most one growth once it fits the live bytes
+    assert len(receiver._buf) == 0 and receiver.is_finished
+
+
+def test_receiver_slides_live_bytes_when_the_parsed_prefix_is_dead() -> None:
+    message = bytes(range(256)) * 40  # 10,240 bytes
+    data = framed(message, message, message)
+    receiver = StreamReceiver(2, window=4096, max_message_size=20_000)
+    popped: list[bytes] = []
+    # Out of order within each window: the tail of a piece lands before its head.
+    step = 3000
+    for start in range(0, len(data), step):
+        piece = data[start:start + step]
+        half = len(piece) // 2
+        receiver.on_data(start + half, piece[half:], False)
+        receiver.on_data(start, piece[:half], False)
+        out = receiver.pop_messages()
+        receiver.consume(sum(len(m) for m in out))
+        receiver.credit_update()
+        popped.extend(out)
+        assert len(receiver._buf) <= 2 * (4096 + 20_000 + 8)
+    assert popped == [message] * 3
+    assert popped[0] is not popped[1]
+
+
 def test_receiver_parses_prefixes_across_chunk_boundaries() -> None:
     data = framed(b"", b"a" * 64, b"b" * 200)  # 2-byte prefixes split below
     receiver = new_receiver()
