@@ -231,6 +231,26 @@ class PacketProtection:
             aead = self._rebuild()
         return aead.encrypt(nonce, plaintext, header)
 
+    def seal_into(self, packet_number: int, header: bytes, plaintext: bytes | memoryview,
+                  out: memoryview) -> None:
+        """:meth:`seal` that writes ciphertext || tag into ``out`` instead of a new object.
+
+        ``out`` must be exactly ``len(plaintext) + TAG_SIZE`` bytes and must not
+        overlap ``plaintext``.
+
+        Raises:
+            ValueError: ``packet_number`` is not in 0..2**64-1, or ``out`` has
+                the wrong size (caller bugs).
+        """
+        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
+            raise ValueError(f"packet number {packet_number} does not fit in 64 bits")
+        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
+        try:
+            aead = self._aead
+        except AttributeError:  # released while the owner was quiet
+            aead = self._rebuild()
+        aead.encrypt_into(nonce, plaintext, header, out)
+
     def open(self, packet_number: int, header: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and authenticate ciphertext || tag; returns the plaintext.
 
@@ -250,5 +270,31 @@ class PacketProtection:
             aead = self._rebuild()
         try:
             return aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            raise DecryptError("packet failed authentication") from None
+
+    def open_into(self, packet_number: int, header: bytes | memoryview,
+                  ciphertext: bytes | memoryview, out: memoryview) -> None:
+        """:meth:`open` that writes the plaintext into ``out`` instead of a new object.
+
+        ``out`` must be exactly ``len(ciphertext) - TAG_SIZE`` bytes. On a
+        large packet this saves allocating (and faulting in) the plaintext
+        object; after a failure ``out`` holds nothing the caller may use.
+
+        Raises:
+            DecryptError: as :meth:`open`.
+            ValueError: ``out`` has the wrong size (a caller bug).
+        """
+        if len(ciphertext) < TAG_SIZE:
+            raise DecryptError("sealed payload shorter than the AEAD tag")
+        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
+            raise DecryptError(f"packet number {packet_number} does not fit in 64 bits")
+        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
+        try:
+            aead = self._aead
+        except AttributeError:  # released while the owner was quiet
+            aead = self._rebuild()
+        try:
+            aead.decrypt_into(nonce, ciphertext, header, out)
         except InvalidTag:
             raise DecryptError("packet failed authentication") from None

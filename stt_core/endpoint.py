@@ -32,6 +32,7 @@ from .crypto import derive_psk
 from .errors import DropReason, InvalidStateError, SessionClosedError
 from .events import Address, Event, SessionRef
 from .resumption import TokenIssuer
+from .scratch import ScratchBuffers
 from .session import Session
 from .states import PathProperties, SessionState, SessionStats
 from .trace import NULL_TRACE, TraceSink
@@ -92,6 +93,7 @@ class Endpoint:
         self._timer_heap: list[tuple[float, int]] = []
         self._timer_of: dict[SessionRef, float] = {}
         self._flush_again_at: float | None = None
+        self.scratch = ScratchBuffers()  # every session's large packets pass through these
 
     # ------------------------------------------------------------------ internals
 
@@ -103,7 +105,7 @@ class Endpoint:
                           path=self.path_for(address), now=now,
                           random_bytes=self.random_bytes, emit=self._events.append,
                           path_for=self.path_for, trace=self.trace,
-                          pmtu_learned=self.pmtu_learned)
+                          pmtu_learned=self.pmtu_learned, scratch=self.scratch)
         self.sessions[ref] = session
         return session
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .crypto import TAG_SIZE, PacketProtection, next_generation_secret
 from .events import Address, MessageDelivered
 from .recovery import SentPacket
+from .scratch import SCRATCH_MIN_PLAINTEXT
 from .states import AMPLIFICATION_FACTOR, SessionState
 from .stream_io import maybe_forget, release_send_buffer
 from .wire import (
@@ -35,6 +36,7 @@ from .wire import (
     data_frame_overhead,
     encode_data_frame_header,
     encode_session_header,
+    parse_frames,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +155,7 @@ def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Addres
         session.pmtu_candidates.pop(0)
         return
     session.pmtu_probe_size = size
-    parts = [KEEP_ALIVE.encode(), bytes(padding)]
+    parts: list[bytes | memoryview] = [KEEP_ALIVE.encode(), bytes(padding)]
     out.append((_seal(session, parts, [(_PMTU_PROBE, size)], now, ack_eliciting=True,
                       in_flight=False), session.address))
 
@@ -189,7 +191,7 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
         if max_size < 64:
             return None
     capacity = max_size - 10 - 8 - TAG_SIZE
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     records: list[tuple[object, ...]] = []
     probing = session.probe_packets > 0
     recovery = session.recovery
@@ -229,7 +231,7 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
     return _seal(session, parts, records, now, ack_eliciting=ack_eliciting)
 
 
-def _pack_nack(session: Session, largest_stop: int, parts: list[bytes]) -> int:
+def _pack_nack(session: Session, largest_stop: int, parts: list[bytes | memoryview]) -> int:
     """Name the holes that appeared since the last NACK, so the sender repairs at once.
 
     Old holes are not repeated: their packets were already declared lost or
@@ -244,7 +246,8 @@ def _pack_nack(session: Session, largest_stop: int, parts: list[bytes]) -> int:
     return len(nack)
 
 
-def _pack_control(session: Session, parts: list[bytes], records: list[tuple[object, ...]],
+def _pack_control(session: Session, parts: list[bytes | memoryview],
+                  records: list[tuple[object, ...]],
                   capacity: int) -> int:
     control = session.control
     if not control:
@@ -263,7 +266,7 @@ def _pack_control(session: Session, parts: list[bytes], records: list[tuple[obje
     return capacity
 
 
-def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes],
+def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes | memoryview],
                records: list[tuple[object, ...]], capacity: int) -> int:
     for queue in queues:
         # A stream alone at its priority fills the packet with one frame: its
@@ -284,7 +287,10 @@ def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes]
                 continue
             offset, payload, fin = chunk
             size = len(payload)
-            parts.append(encode_data_frame_header(stream_id, offset, size, fin) + payload)
+            # Header and payload stay apart (no 64 KiB concatenation): sealing
+            # writes them into the plaintext buffer one after the other.
+            parts.append(encode_data_frame_header(stream_id, offset, size, fin))
+            parts.append(payload)
             capacity -= overhead + size
             records.append((_DATA, stream_id, offset, size, fin))
             new_bytes = sender.highest_sent - before
@@ -300,8 +306,8 @@ def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes]
     return capacity
 
 
-def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]], now: float,
-          *, ack_eliciting: bool, in_flight: bool = True) -> bytes:
+def _seal(session: Session, parts: list[bytes | memoryview], records: list[tuple[object, ...]],
+          now: float, *, ack_eliciting: bool, in_flight: bool = True) -> bytes:
     """Protect the payload under the current key, record it, maybe rotate keys."""
     protection = session.send_protection
     if protection is None:
@@ -309,12 +315,31 @@ def _seal(session: Session, parts: list[bytes], records: list[tuple[object, ...]
     pn = session.next_packet_number
     session.next_packet_number = pn + 1
     header = encode_session_header(session.send_phase, session.session_id, pn)
-    packet = header + protection.seal(pn, header, b"".join(parts))
+    length = 0
+    for part in parts:
+        length += len(part)
+    plaintext: bytes | memoryview
+    if length >= SCRATCH_MIN_PLAINTEXT:
+        # Large: assembled and sealed in the endpoint's reused buffers, so the
+        # packet itself is the only new object (see stt_core.scratch).
+        scratch = session.scratch
+        plaintext = scratch.plaintext.view(length)
+        position = 0
+        for part in parts:
+            end = position + len(part)
+            plaintext[position:end] = part
+            position = end
+        sealed = scratch.sealed.view(length + TAG_SIZE)
+        protection.seal_into(pn, header, plaintext, sealed)
+        packet = header + sealed
+    else:
+        plaintext = b"".join(parts)
+        packet = header + protection.seal(pn, header, plaintext)
     size = len(packet)
     if session.trace.enabled:
         session.trace.event(now, session.ref, "packet_sent", {
             "packet_number": pn, "size": size, "ack_eliciting": ack_eliciting,
-            "frames": [part[0] for part in parts],
+            "frames": [frame.frame_type for frame in parse_frames(bytes(plaintext))[0]],
             "stream_data": [(r[1], r[2], r[3]) for r in records if r[0] == _DATA]})
     session.stats.packets_sent += 1
     session.stats.bytes_sent += size

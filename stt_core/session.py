@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from . import packetizer, stream_io
 from .config import Config
 from .congestion import create_congestion_controller
-from .crypto import DecryptError, PacketProtection, next_generation_secret
+from .crypto import TAG_SIZE, DecryptError, PacketProtection, next_generation_secret
 from .errors import (
     DropReason,
     ErrorCode,
@@ -49,6 +49,7 @@ from .events import (
 )
 from .recovery import AckTracker, LossRecovery
 from .resumption import Ticket
+from .scratch import SCRATCH_MIN_PLAINTEXT, ScratchBuffers
 from .states import (
     AMPLIFICATION_FACTOR,
     TRANSITIONS,
@@ -129,7 +130,7 @@ class Session:
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
         "pmtu_probe_size", "probe_packets", "probes", "random_bytes", "recovery", "recv_next",
         "recv_phase", "recv_phase_start", "recv_previous", "recv_protection", "recv_secret",
-        "ref", "resumed", "resumption_secret", "send_buffered", "send_phase",
+        "ref", "resumed", "resumption_secret", "scratch", "send_buffered", "send_phase",
         "send_phase_start", "send_protection", "send_secret", "session_id", "state", "stats",
         "streams", "trace",
     )
@@ -139,7 +140,8 @@ class Session:
                  random_bytes: Callable[[int], bytes], emit: Callable[[Event], None],
                  path_for: Callable[[Address], PathProperties] | None = None,
                  trace: TraceSink = NULL_TRACE,
-                 pmtu_learned: Callable[[Address, int], None] | None = None) -> None:
+                 pmtu_learned: Callable[[Address, int], None] | None = None,
+                 scratch: ScratchBuffers | None = None) -> None:
         self.ref = ref
         self.config = config
         self.initiator = initiator
@@ -149,6 +151,8 @@ class Session:
         self.emit = emit
         self.trace = trace
         self.pmtu_learned = pmtu_learned
+        # Large packets are opened and sealed in these, shared by the endpoint's sessions.
+        self.scratch = scratch if scratch is not None else ScratchBuffers()
         self.path_for: Callable[[Address], PathProperties] = path_for or (lambda _: path)
         self.state = SessionState.INIT
         self.session_id: bytes = b""
@@ -413,31 +417,46 @@ class Session:
             self.close_with_error(exc, now)
         return None
 
-    def _decrypt(self, header: Header, data: bytes) -> bytes | None:
-        """Open a packet with the key its phase bit selects (protocol.md §6.4)."""
+    def _decrypt(self, header: Header, data: bytes) -> bytes | memoryview | None:
+        """Open a packet with the key its phase bit selects (protocol.md §6.4).
+
+        A large packet opens into the endpoint's scratch buffer and comes back
+        as a view of it, valid only while this packet is processed (see
+        ``stt_core.scratch``); a small one comes back as ``bytes``.
+        """
         if self.recv_protection is None:
             return None
         aad = data[:header.payload_offset]
         ciphertext = memoryview(data)[header.payload_offset:]  # no copy (64 KiB on loopback)
         pn = header.packet_number
-        phase = header.key_phase
+        if header.key_phase == self.recv_phase:
+            # A sender never rotates twice before the peer acknowledged the
+            # current phase, so the current bit always means the current key.
+            protection = self.recv_protection
+        elif pn < self.recv_phase_start and self.recv_previous is not None:
+            protection = self.recv_previous
+        else:
+            if self.recv_next is None:
+                secret = next_generation_secret(self.recv_secret)
+                self.recv_next = PacketProtection(self.config.aead, secret)
+            protection = self.recv_next
+        plaintext: bytes | memoryview
         try:
-            if phase == self.recv_phase:
-                # A sender never rotates twice before the peer acknowledged the
-                # current phase, so the current bit always means the current key.
-                return self.recv_protection.open(pn, aad, ciphertext)
-            if pn < self.recv_phase_start and self.recv_previous is not None:
-                return self.recv_previous.open(pn, aad, ciphertext)
-            return self._open_next_phase(pn, aad, ciphertext)
+            size = len(ciphertext) - TAG_SIZE
+            if size >= SCRATCH_MIN_PLAINTEXT:
+                plaintext = self.scratch.opened.view(size)
+                protection.open_into(pn, aad, ciphertext, plaintext)
+            else:
+                plaintext = protection.open(pn, aad, ciphertext)
         except DecryptError:
             return None
+        if protection is self.recv_next:
+            self._commit_next_phase(pn)
+        return plaintext
 
-    def _open_next_phase(self, pn: int, aad: bytes, ciphertext: bytes | memoryview) -> bytes:
-        """The peer rotated its keys: try the next generation, commit on success."""
-        if self.recv_next is None:
-            secret = next_generation_secret(self.recv_secret)
-            self.recv_next = PacketProtection(self.config.aead, secret)
-        plaintext = self.recv_next.open(pn, aad, ciphertext)
+    def _commit_next_phase(self, pn: int) -> None:
+        """The peer rotated its keys and packet ``pn`` opened under the next
+        generation: make it current."""
         self.recv_previous = self.recv_protection
         self.recv_protection = self.recv_next
         self.recv_secret = next_generation_secret(self.recv_secret)
@@ -448,7 +467,6 @@ class Session:
         if self.trace.enabled:
             self.trace.event(self.last_received, self.ref, "key_updated",
                              {"direction": "receive", "phase": self.recv_phase})
-        return plaintext
 
     def _on_packet_from_new_address(self, addr: Address, size: int) -> None:
         """An authenticated packet arrived from an address we do not send to.

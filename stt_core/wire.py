@@ -45,6 +45,9 @@ __all__ = [
     "varint_size",
 ]
 
+_Buffer = bytes | memoryview
+"""What frames are parsed from: a packet's plaintext, a view when it is large."""
+
 PROTOCOL_VERSION: Final = 1
 MAX_VARINT: Final = (1 << 62) - 1
 MAX_ACK_RANGES: Final = 256
@@ -156,7 +159,7 @@ def pull_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int
     return value, end
 
 
-def _pull_span(buf: bytes, pos: int) -> tuple[int, int]:
+def _pull_span(buf: _Buffer, pos: int) -> tuple[int, int]:
     """Where a varint-length-prefixed field's bytes lie: ``(start, end)``, checked."""
     length, pos = pull_varint(buf, pos)
     end = pos + length
@@ -165,10 +168,15 @@ def _pull_span(buf: bytes, pos: int) -> tuple[int, int]:
     return pos, end
 
 
-def _pull_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
-    """A varint length followed by that many bytes."""
+def _pull_bytes(buf: _Buffer, pos: int) -> tuple[bytes, int]:
+    """A varint length followed by that many bytes, as ``bytes`` of their own.
+
+    ``bytes()`` of a ``bytes`` slice is that very slice (no second copy); of a
+    view (a large packet's plaintext in the reused scratch) it is the copy
+    that lets the field outlive the packet.
+    """
     start, end = _pull_span(buf, pos)
-    return buf[start:end], end
+    return bytes(buf[start:end]), end
 
 
 def _push_bytes(data: bytes) -> bytes:
@@ -247,7 +255,10 @@ class DataFrame:
     """DATA: a chunk of a stream's byte sequence (protocol.md §4.2).
 
     ``data`` is a ``memoryview`` of the packet for large payloads parsed from
-    the wire (it compares equal to the same bytes); treat it as read-only.
+    the wire (it compares equal to the same bytes); treat it as read-only, and
+    copy what you keep before the packet's processing ends: a large packet's
+    plaintext lives in a buffer the next large packet overwrites
+    (``stt_core.scratch``).
     """
 
     stream_id: int
@@ -446,13 +457,13 @@ Frame = (
     | StreamFinFrame | CloseFrame | LimitFrame | PathFrame | ResumeTokenFrame | AppFrame
 )
 
-_Parser = Callable[[bytes, int], tuple[Frame, int]]
+_Parser = Callable[[_Buffer, int], tuple[Frame, int]]
 
 ACK_ELICITING_EXEMPT: Final = frozenset((FrameType.ACK, FrameType.NACK, FrameType.PADDING))
 """Frames that do not make a packet ack-eliciting (RFC 9002 §2)."""
 
 
-def _parse_data(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_data(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     if pos >= len(buf):
         raise WireError("truncated DATA")
     flags = buf[pos]
@@ -466,11 +477,11 @@ def _parse_data(buf: bytes, pos: int) -> tuple[Frame, int]:
         raise WireError("DATA beyond the maximum stream offset")
     # A large payload is viewed, not copied: the receiver copies it into its
     # reassembly buffer at once, and a view of a 64 KiB packet saves a 64 KiB copy.
-    data = buf[start:end] if length < _VIEW_THRESHOLD else memoryview(buf)[start:end]
+    data = bytes(buf[start:end]) if length < _VIEW_THRESHOLD else memoryview(buf)[start:end]
     return DataFrame(stream_id, offset, data, flags == 1), end
 
 
-def _parse_ack(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_ack(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     largest, pos = pull_varint(buf, pos)
     delay_us, pos = pull_varint(buf, pos)
     count, pos = pull_varint(buf, pos)
@@ -492,7 +503,7 @@ def _parse_ack(buf: bytes, pos: int) -> tuple[Frame, int]:
     return AckFrame(ranges, delay_us / 1_000_000), pos
 
 
-def _parse_nack(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_nack(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     count, pos = pull_varint(buf, pos)
     if count > MAX_ACK_RANGES:
         raise WireError("too many NACK ranges")
@@ -506,7 +517,7 @@ def _parse_nack(buf: bytes, pos: int) -> tuple[Frame, int]:
     return NackFrame(ranges), pos
 
 
-def _parse_stream_open(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_stream_open(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     stream_id, pos = pull_varint(buf, pos)
     priority, pos = pull_varint(buf, pos)
     max_frame_size, pos = pull_varint(buf, pos)
@@ -520,47 +531,47 @@ def _parse_stream_open(buf: bytes, pos: int) -> tuple[Frame, int]:
     return StreamOpenFrame(stream_id, priority, max_frame_size, purpose), pos
 
 
-def _parse_stream_close(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_stream_close(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     stream_id, pos = pull_varint(buf, pos)
     code, pos = pull_varint(buf, pos)
     return StreamCloseFrame(stream_id, code), pos
 
 
-def _parse_stream_fin(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_stream_fin(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     stream_id, pos = pull_varint(buf, pos)
     final_size, pos = pull_varint(buf, pos)
     return StreamFinFrame(stream_id, final_size), pos
 
 
 def _parse_close(frame_type: int) -> _Parser:
-    def parse(buf: bytes, pos: int) -> tuple[Frame, int]:
+    def parse(buf: _Buffer, pos: int) -> tuple[Frame, int]:
         code, pos = pull_varint(buf, pos)
         raw, pos = _pull_bytes(buf, pos)
         return CloseFrame(frame_type, code, raw.decode("utf-8", "replace")), pos
     return parse
 
 
-def _parse_max_data(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_max_data(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     limit, pos = pull_varint(buf, pos)
     return LimitFrame(FrameType.MAX_DATA, -1, limit), pos
 
 
-def _parse_max_stream_data(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_max_stream_data(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     stream_id, pos = pull_varint(buf, pos)
     limit, pos = pull_varint(buf, pos)
     return LimitFrame(FrameType.MAX_STREAM_DATA, stream_id, limit), pos
 
 
 def _parse_path(frame_type: int) -> _Parser:
-    def parse(buf: bytes, pos: int) -> tuple[Frame, int]:
+    def parse(buf: _Buffer, pos: int) -> tuple[Frame, int]:
         end = pos + 8
         if end > len(buf):
             raise WireError("truncated path frame")
-        return PathFrame(frame_type, buf[pos:end]), end
+        return PathFrame(frame_type, bytes(buf[pos:end])), end
     return parse
 
 
-def _parse_resume_token(buf: bytes, pos: int) -> tuple[Frame, int]:
+def _parse_resume_token(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     lifetime, pos = pull_varint(buf, pos)
     token, pos = _pull_bytes(buf, pos)
     return ResumeTokenFrame(lifetime, token), pos
@@ -569,13 +580,13 @@ def _parse_resume_token(buf: bytes, pos: int) -> tuple[Frame, int]:
 def _parse_simple(frame_type: int) -> _Parser:
     frame = SimpleFrame(frame_type)
 
-    def parse(buf: bytes, pos: int) -> tuple[Frame, int]:
+    def parse(buf: _Buffer, pos: int) -> tuple[Frame, int]:
         return frame, pos
     return parse
 
 
 def _parse_app(frame_type: int) -> _Parser:
-    def parse(buf: bytes, pos: int) -> tuple[Frame, int]:
+    def parse(buf: _Buffer, pos: int) -> tuple[Frame, int]:
         payload, pos = _pull_bytes(buf, pos)
         return AppFrame(frame_type, payload), pos
     return parse
@@ -605,8 +616,12 @@ for _app_type in range(FrameType.APP_MIN, FrameType.APP_MAX + 1):
 _NOT_PADDING = re.compile(b"[^\x00]")
 
 
-def parse_frames(payload: bytes) -> tuple[list[Frame], bool]:
+def parse_frames(payload: bytes | memoryview) -> tuple[list[Frame], bool]:
     """Decode every frame of a decrypted packet payload.
+
+    ``payload`` may be a view of a reused buffer: every field a frame keeps is
+    copied into ``bytes``, except a large DATA payload, which stays a view
+    (see ``DataFrame``) and must be consumed before the buffer is reused.
 
     Returns:
         ``(frames, ack_eliciting)``; PADDING bytes are skipped and not returned.
@@ -623,7 +638,7 @@ def parse_frames(payload: bytes) -> tuple[list[Frame], bool]:
         frame_type = payload[pos]
         if frame_type == FrameType.PADDING:
             # Skip the run at C speed: PMTU probes end in up to 64 KiB of padding.
-            if payload.count(0, pos, end) == end - pos:
+            if isinstance(payload, bytes) and payload.count(0, pos, end) == end - pos:
                 break
             found = _NOT_PADDING.search(payload, pos)
             pos = found.start() if found is not None else end

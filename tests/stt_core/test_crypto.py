@@ -212,6 +212,37 @@ def test_truncated_and_short_inputs_fail(aead: str) -> None:
         protection.open(1, b"h", sealed + b"\x00")
 
 
+@pytest.mark.parametrize("aead", AEADS)
+def test_seal_into_and_open_into_match_seal_and_open(aead: str) -> None:
+    sender = PacketProtection(aead, SECRET)
+    receiver = PacketProtection(aead, SECRET)
+    payload = bytes(range(256)) * 256  # 64 KiB, the size the buffers are for
+    out = bytearray(len(payload) + TAG_SIZE + 10)
+    for pn in (0, 5, MAX_PACKET_NUMBER):
+        view = memoryview(out)[:len(payload) + TAG_SIZE]
+        sender.seal_into(pn, b"header", memoryview(payload), view)
+        assert bytes(view) == sender.seal(pn, b"header", payload)
+        opened = bytearray(len(payload))
+        receiver.open_into(pn, b"header", view, memoryview(opened))
+        assert opened == payload
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_open_into_rejects_tampering_and_seal_into_a_wrong_size(aead: str) -> None:
+    protection = PacketProtection(aead, SECRET)
+    sealed = bytearray(protection.seal(9, b"h", b"x" * 100))
+    out = memoryview(bytearray(100))
+    sealed[50] ^= 1
+    with pytest.raises(DecryptError):
+        protection.open_into(9, b"h", bytes(sealed), out)
+    with pytest.raises(DecryptError):
+        protection.open_into(9, b"h", b"short", memoryview(bytearray(0)))
+    with pytest.raises(ValueError):
+        protection.seal_into(9, b"h", b"x" * 100, memoryview(bytearray(100)))  # no tag room
+    with pytest.raises(ValueError):
+        protection.seal_into(-1, b"h", b"x", memoryview(bytearray(1 + TAG_SIZE)))
+
+
 def test_packet_number_range() -> None:
     protection = PacketProtection("aes-256-gcm", SECRET)
     for pn in (-1, MAX_PACKET_NUMBER + 1):

@@ -1,0 +1,175 @@
+"""Large packets are opened, assembled and sealed in reused buffers
+(``stt_core.scratch``): nothing handed out may change when those buffers are
+written again, and transfers through them must stay byte-exact under loss and
+reordering."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+
+from stt_core import BufferFullError, Endpoint, MessageReceived, SessionEstablished
+from stt_core.scratch import SCRATCH_MIN_PLAINTEXT, Scratch
+from stt_core.wire import (
+    AppFrame,
+    DataFrame,
+    FrameType,
+    PathFrame,
+    ResumeTokenFrame,
+    StreamOpenFrame,
+    parse_frames,
+)
+
+from .helpers import SERVER_ADDR, Pair, make_config
+
+BIG = 65000
+
+
+def test_a_view_has_the_size_asked_for_and_reuses_the_buffer() -> None:
+    scratch = Scratch()
+    assert scratch.capacity == 0
+    first = scratch.view(5000)
+    assert len(first) == 5000 and not first.readonly
+    second = scratch.view(3000)
+    assert len(second) == 3000
+    assert second.obj is first.obj  # the same buffer, not a new allocation
+    assert scratch.capacity == 5000
+
+
+def test_growing_leaves_an_old_view_untouched() -> None:
+    scratch = Scratch()
+    old = scratch.view(100)
+    old[:] = b"a" * 100
+    new = scratch.view(200)
+    new[:] = b"b" * 200
+    assert new.obj is not old.obj
+    assert bytes(old) == b"a" * 100
+
+
+def _plaintext_of(frames: list[bytes]) -> memoryview:
+    """The frames laid out in a scratch buffer, as a large packet's plaintext is."""
+    joined = b"".join(frames)
+    view = Scratch().view(len(joined))
+    view[:] = joined
+    return view
+
+
+def test_frames_parsed_from_a_view_keep_bytes_of_their_own() -> None:
+    small = DataFrame(3, 0, b"x" * 100, False)
+    large = DataFrame(3, 100, b"y" * SCRATCH_MIN_PLAINTEXT, True)
+    frames = [
+        StreamOpenFrame(3, 1, 1200, "files"),
+        PathFrame(FrameType.PATH_CHALLENGE, b"12345678"),
+        ResumeTokenFrame(60, b"token-bytes"),
+        AppFrame(FrameType.APP_MIN, b"app payload"),
+        small,
+        large,
+    ]
+    view = _plaintext_of([frame.encode() for frame in frames])
+    parsed, _ = parse_frames(view)
+    assert parsed == frames
+    path, token, app, data_small, data_large = (parsed[1], parsed[2], parsed[3], parsed[4],
+                                                parsed[5])
+    assert isinstance(path, PathFrame) and type(path.data) is bytes
+    assert isinstance(token, ResumeTokenFrame) and type(token.token) is bytes
+    assert isinstance(app, AppFrame) and type(app.payload) is bytes
+    assert isinstance(data_small, DataFrame) and type(data_small.data) is bytes
+    # The one view: a large DATA payload, which the receiver copies at once.
+    assert isinstance(data_large, DataFrame) and isinstance(data_large.data, memoryview)
+    view[:] = bytes(len(view))  # the next packet overwrites the buffer
+    assert path.data == b"12345678" and token.token == b"token-bytes"
+    assert app.payload == b"app payload" and data_small.data == b"x" * 100
+
+
+def test_padding_in_a_view_is_skipped() -> None:
+    view = _plaintext_of([AppFrame(FrameType.APP_MIN, b"p").encode(), bytes(5000)])
+    parsed, ack_eliciting = parse_frames(view)
+    assert parsed == [AppFrame(FrameType.APP_MIN, b"p")] and ack_eliciting
+
+
+class JitterPair(Pair):
+    """A pair whose link delays each datagram by a random extra amount (so large
+    packets arrive out of order) and drops a share of them."""
+
+    def __init__(self, *, jitter: float, loss: float, seed: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.rng = random.Random(seed)
+        self.jitter = jitter
+        self.loss = loss
+        self.reordered = 0
+        self.lossy = False
+        self._last_arrival = 0.0
+
+    def _flush(self, endpoint: Endpoint) -> None:
+        source = self.addr[id(endpoint)]
+        for datagram, destination in endpoint.datagrams_to_send(self.now):
+            target = self.client if destination == self.addr[id(self.client)] else self.server
+            if self.lossy and self.rng.random() < self.loss:
+                continue  # once the handshake is over: data packets are lost
+            arrival = self.now + self.delay + self.rng.uniform(0, self.jitter)
+            if arrival < self._last_arrival:
+                self.reordered += 1
+            self._last_arrival = max(self._last_arrival, arrival)
+            self._seq += 1
+            heapq.heappush(self.in_flight, (arrival, self._seq, datagram, source, target))
+
+
+def _large_pair(*, jitter: float, loss: float, seed: int) -> tuple[JitterPair, int]:
+    client = make_config(b"client", max_datagram_size=BIG, pmtu_probe_limit=BIG)
+    server = make_config(b"server", server_mode=True, max_datagram_size=BIG,
+                         pmtu_probe_limit=BIG)
+    pair = JitterPair(client=client, server=server, jitter=jitter, loss=loss, seed=seed)
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    assert pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
+                                              for e in pair.client_events))
+    return pair, ref
+
+
+def _transfer(pair: JitterPair, ref: int, messages: list[bytes]) -> list[bytes]:
+    pair.lossy = True
+    stream = pair.client.open_stream(ref, purpose="bulk")
+    pending = list(messages)
+
+    def done() -> bool:
+        while pending:
+            try:
+                pair.client.send_message(ref, stream, pending[0])
+            except BufferFullError:  # the send buffer is full: the link drains it
+                return False
+            pending.pop(0)
+        return len(arrived()) == len(messages)
+
+    def arrived() -> list[bytes]:
+        return [e.data for e in pair.server_events
+                if isinstance(e, MessageReceived) and e.stream_id == stream]
+
+    assert pair.run_for(120.0, stop=done)
+    return arrived()
+
+
+def test_large_datagrams_reordered_and_lost_deliver_every_message_exactly() -> None:
+    rng = random.Random(7)
+    # Sizes that end inside, exactly at, and across 64 KiB packets.
+    sizes = [1, 4000, 65000, 65536, 200_000, 262_144, 3, 700_000, 16_384, 131_072]
+    messages = [rng.randbytes(size) for size in sizes * 3]
+    pair, ref = _large_pair(jitter=0.004, loss=0.05, seed=11)
+    received = _transfer(pair, ref, messages)
+    assert pair.reordered > 0  # the link did reorder
+    assert [hashlib.sha256(m).digest() for m in received] == \
+        [hashlib.sha256(m).digest() for m in messages]
+    assert all(type(m) is bytes for m in received)
+    # Every large packet passed through the same buffers on both sides.
+    assert pair.server.scratch.opened.capacity >= BIG // 2
+    assert pair.client.scratch.sealed.capacity >= BIG // 2
+
+
+def test_messages_handed_out_do_not_change_when_the_buffers_are_reused() -> None:
+    rng = random.Random(8)
+    messages = [rng.randbytes(100_000) for _ in range(6)]
+    pair, ref = _large_pair(jitter=0.0, loss=0.0, seed=12)
+    first = _transfer(pair, ref, messages[:3])
+    snapshot = [bytes(m) for m in first]
+    second = _transfer(pair, ref, messages[3:])
+    assert first == snapshot == messages[:3]
+    assert second == messages[3:]
