@@ -181,7 +181,7 @@ class PathFilter:
         for addr in [a for a, ids in self._left.items() if session_id in ids]:
             self.rejoin(addr, session_id)
 
-    def drops(self, data: bytes, addr: Address) -> bool:
+    def drops(self, data: bytes | memoryview, addr: Address) -> bool:
         """True if ``data`` from ``addr`` belongs to a session that left ``addr``."""
         ids = self._left.get(addr)
         if ids is None:

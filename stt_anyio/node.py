@@ -421,7 +421,9 @@ class Node:
 
     # -- carrier callbacks ---------------------------------------------------
 
-    def _on_datagram(self, data: bytes, addr: Address) -> None:
+    def _on_datagram(self, data: bytes | memoryview, addr: Address) -> None:
+        # ``data`` may be a view of the UDP carrier's receive buffer (the node
+        # binds it with views=True): the core reads it during this call only.
         left = self._migrator.filter
         if left.active and left.drops(data, addr):
             return  # a session moved away from this path (stt_anyio.migration rule 3)
@@ -557,7 +559,7 @@ class Node:
         udp = await UdpCarrier.bind(
             host, port, on_datagram=self._on_datagram, on_drained=self._on_drained,
             on_unreachable=self._on_unreachable, recv_buffer_size=recv_buffer_size,
-            send_buffer_size=send_buffer_size, reuse_port=reuse_port)
+            send_buffer_size=send_buffer_size, reuse_port=reuse_port, views=True)
         if not offload:
             udp.set_offload(gso=False, gro=False)
         stack.push_async_callback(udp.aclose)

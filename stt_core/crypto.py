@@ -251,7 +251,8 @@ class PacketProtection:
             aead = self._rebuild()
         aead.encrypt_into(nonce, plaintext, header, out)
 
-    def open(self, packet_number: int, header: bytes, ciphertext: bytes | memoryview) -> bytes:
+    def open(self, packet_number: int, header: bytes | memoryview,
+             ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and authenticate ciphertext || tag; returns the plaintext.
 
         Raises:

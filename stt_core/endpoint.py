@@ -169,9 +169,15 @@ class Endpoint:
 
     # ------------------------------------------------------------------ pump
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         """Feed one datagram from ``addr``. Never raises on bad input; bad
-        datagrams are counted in ``stats.drops``."""
+        datagrams are counted in ``stats.drops``.
+
+        ``data`` may be a view of the caller's receive buffer: it is read only
+        during this call (a session packet is opened at once; a handshake
+        packet, which the handshake may keep, is copied first), so the caller
+        may overwrite the buffer as soon as this returns.
+        """
         stats = self.stats
         stats.datagrams_received += 1
         stats.bytes_received += len(data)
@@ -184,7 +190,8 @@ class Endpoint:
             return
         packet_type = header.packet_type
         if packet_type in HANDSHAKE_TYPES:
-            reason = self._receive_handshake(packet_type, header.connection_id, data, addr, now)
+            reason = self._receive_handshake(packet_type, header.connection_id, bytes(data),
+                                             addr, now)
         else:
             reason = self._receive_session_packet(header, data, addr, now)
         if reason is not None:
@@ -200,7 +207,7 @@ class Endpoint:
             return self.acceptor.on_resume(cid, data, addr, now)
         return connector.on_handshake_reply(self, packet_type, cid, data, addr, now)
 
-    def _receive_session_packet(self, header: Header, data: bytes, addr: Address,
+    def _receive_session_packet(self, header: Header, data: bytes | memoryview, addr: Address,
                                 now: float) -> DropReason | None:
         session = self.by_session_id.get(header.connection_id)
         if session is None:

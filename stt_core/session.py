@@ -365,9 +365,9 @@ class Session:
 
     # ------------------------------------------------------------------ receive path
 
-    def receive_packet(self, header: Header, data: bytes, addr: Address,
+    def receive_packet(self, header: Header, data: bytes | memoryview, addr: Address,
                        now: float) -> DropReason | None:
-        """Process one protected session packet.
+        """Process one protected session packet (``data`` is read during this call only).
 
         Returns:
             None when the packet was accepted, else why it was dropped.
@@ -417,7 +417,7 @@ class Session:
             self.close_with_error(exc, now)
         return None
 
-    def _decrypt(self, header: Header, data: bytes) -> bytes | memoryview | None:
+    def _decrypt(self, header: Header, data: bytes | memoryview) -> bytes | memoryview | None:
         """Open a packet with the key its phase bit selects (protocol.md §6.4).
 
         A large packet opens into the endpoint's scratch buffer and comes back

@@ -223,8 +223,8 @@ def encode_session_header(key_phase: int, session_id: bytes, packet_number: int)
     )
 
 
-def parse_header(data: bytes) -> Header:
-    """Decode the clear header of a datagram.
+def parse_header(data: bytes | memoryview) -> Header:
+    """Decode the clear header of a datagram (``bytes``, or a view of a receive buffer).
 
     Raises:
         WireError: too short, unknown type or unsupported version.
@@ -234,7 +234,7 @@ def parse_header(data: bytes) -> Header:
     packet_type = data[0]
     if data[1] != PROTOCOL_VERSION:
         raise WireError("unsupported version")
-    connection_id = data[2:10]
+    connection_id = bytes(data[2:10])  # a dict key: bytes even when data is a view
     if packet_type in HANDSHAKE_TYPES:
         return Header(packet_type, connection_id, -1, HANDSHAKE_HEADER_SIZE)
     if packet_type in (PacketType.SESSION, PacketType.SESSION_KEY_PHASE_1):

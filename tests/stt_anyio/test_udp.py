@@ -83,6 +83,37 @@ async def test_echo_many_datagrams_in_batches() -> None:
         await client.aclose()
 
 
+async def test_views_are_of_one_reused_buffer_and_read_correctly_during_the_call() -> None:
+    """With ``views=True`` each datagram arrives as a view of the carrier's one
+    receive buffer: right while the callback runs, overwritten by later reads."""
+    seen: list[memoryview] = []
+    copies: list[bytes] = []
+
+    def on_datagram(data: bytes | memoryview, addr: UdpAddress) -> None:
+        assert isinstance(data, memoryview)
+        seen.append(data)
+        copies.append(bytes(data))  # what an owner must do with what it keeps
+
+    inbox = Inbox()
+    server = await UdpCarrier.bind("127.0.0.1", 0, on_datagram=on_datagram,
+                                   on_drained=inbox.on_drained, views=True)
+    client = await _bind(Inbox())
+    payloads = [bytes([i]) * (60_000 - 997 * i) for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.run)
+        with anyio.fail_after(10):
+            await client.send_batch([(p, server.local_address) for p in payloads])
+            while len(copies) < len(payloads):
+                await anyio.sleep(0.01)
+        assert copies == payloads
+        assert len({id(view.obj) for view in seen}) == 1  # no buffer per datagram
+        # The views were not copies: the last read overwrote the first one's bytes.
+        assert bytes(seen[0][:1]) == bytes([19])
+        tg.cancel_scope.cancel()
+    await server.aclose()
+    await client.aclose()
+
+
 async def test_large_datagram_round_trip() -> None:
     """A 60 000-byte datagram arrives whole (the buffer is reused, the copy is not)."""
     inbox = Inbox()
