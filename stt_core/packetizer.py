@@ -315,13 +315,13 @@ def _seal(session: Session, parts: list[bytes | memoryview], records: list[tuple
     pn = session.next_packet_number
     session.next_packet_number = pn + 1
     header = encode_session_header(session.send_phase, session.session_id, pn)
-    length = 0
-    for part in parts:
-        length += len(part)
     plaintext: bytes | memoryview
-    if length >= SCRATCH_MIN_PLAINTEXT:
-        # Large: assembled and sealed in the endpoint's reused buffers, so the
-        # packet itself is the only new object (see stt_core.scratch).
+    if len(parts[-1]) >= SCRATCH_MIN_PLAINTEXT:
+        # Large (a packet's last part is its DATA payload or its padding, and
+        # summing every part's length would cost a small packet 0.3 us):
+        # assembled and sealed in the endpoint's reused buffers, so the packet
+        # itself is the only new object (see stt_core.scratch).
+        length = sum(map(len, parts))
         scratch = session.scratch
         plaintext = scratch.plaintext.view(length)
         position = 0

@@ -113,6 +113,10 @@ def _release_due(quiet_since: float) -> float:
     return float(math.ceil(quiet_since + CIPHER_RELEASE_INTERVAL))
 
 
+_SCRATCH_MIN_SEALED = SCRATCH_MIN_PLAINTEXT + TAG_SIZE
+"""Sealed payloads at least this long open into the endpoint's scratch buffer."""
+
+
 class Session:
     """One session. Created and driven by ``Endpoint``; not used directly."""
 
@@ -429,6 +433,7 @@ class Session:
         aad = data[:header.payload_offset]
         ciphertext = memoryview(data)[header.payload_offset:]  # no copy (64 KiB on loopback)
         pn = header.packet_number
+        next_phase = False
         if header.key_phase == self.recv_phase:
             # A sender never rotates twice before the peer acknowledged the
             # current phase, so the current bit always means the current key.
@@ -440,17 +445,17 @@ class Session:
                 secret = next_generation_secret(self.recv_secret)
                 self.recv_next = PacketProtection(self.config.aead, secret)
             protection = self.recv_next
+            next_phase = True
         plaintext: bytes | memoryview
         try:
-            size = len(ciphertext) - TAG_SIZE
-            if size >= SCRATCH_MIN_PLAINTEXT:
-                plaintext = self.scratch.opened.view(size)
-                protection.open_into(pn, aad, ciphertext, plaintext)
-            else:
+            if len(ciphertext) < _SCRATCH_MIN_SEALED:
                 plaintext = protection.open(pn, aad, ciphertext)
+            else:
+                plaintext = self.scratch.opened.view(len(ciphertext) - TAG_SIZE)
+                protection.open_into(pn, aad, ciphertext, plaintext)
         except DecryptError:
             return None
-        if protection is self.recv_next:
+        if next_phase:
             self._commit_next_phase(pn)
         return plaintext
 

@@ -116,9 +116,12 @@ class JitterPair(Pair):
 
 
 def _large_pair(*, jitter: float, loss: float, seed: int) -> tuple[JitterPair, int]:
-    client = make_config(b"client", max_datagram_size=BIG, pmtu_probe_limit=BIG)
+    # Frequent key updates: large packets also open under the next and the
+    # previous key (reordering across a key change).
+    client = make_config(b"client", max_datagram_size=BIG, pmtu_probe_limit=BIG,
+                         key_update_interval_packets=40)
     server = make_config(b"server", server_mode=True, max_datagram_size=BIG,
-                         pmtu_probe_limit=BIG)
+                         pmtu_probe_limit=BIG, key_update_interval_packets=40)
     pair = JitterPair(client=client, server=server, jitter=jitter, loss=loss, seed=seed)
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     assert pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
@@ -156,6 +159,7 @@ def test_large_datagrams_reordered_and_lost_deliver_every_message_exactly() -> N
     pair, ref = _large_pair(jitter=0.004, loss=0.05, seed=11)
     received = _transfer(pair, ref, messages)
     assert pair.reordered > 0  # the link did reorder
+    assert pair.server.sessions[next(iter(pair.server.sessions))].stats.key_updates >= 3
     assert [hashlib.sha256(m).digest() for m in received] == \
         [hashlib.sha256(m).digest() for m in messages]
     assert all(type(m) is bytes for m in received)
