@@ -26,6 +26,7 @@ the core is only ever touched between two awaits of one event-loop thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import ipaddress
@@ -115,6 +116,8 @@ class Node:
         self._in_flush = False
         self._timer_scope: anyio.CancelScope | None = None
         self._loop_time: Callable[[], float] = anyio.current_time
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._flush_deferred = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._migrator = Migrator(self)
@@ -431,6 +434,28 @@ class Node:
         self._dirty = True
 
     def _on_drained(self) -> None:
+        """A receive batch ended: deliver its messages, and flush now or just after.
+
+        On asyncio, when the batch delivered messages and the core has no
+        datagram due (the ACK may wait for a reply), the flush, which would
+        only re-arm the timer, waits for the next turn of the loop, where it
+        runs after the tasks the messages woke: a reply written there flushes
+        the session itself (its packet carries the ACK) and leaves that much
+        sooner, and the deferred flush then finds nothing to do. No datagram
+        waits for this. Otherwise (or on trio, whose carrier reads in a task)
+        the flush runs at once.
+        """
+        call_soon = self._call_soon
+        if call_soon is not None and self._dispatch() \
+                and not self._endpoint.output_due(clock.now()):
+            if not self._flush_deferred:
+                self._flush_deferred = True
+                call_soon(self._deferred_kick)
+            return
+        self._kick()
+
+    def _deferred_kick(self) -> None:
+        self._flush_deferred = False
         self._kick()
 
     def _on_unreachable(self, addr: UdpAddress | None, code: int) -> None:
@@ -453,6 +478,7 @@ class Node:
     async def _run_pump(self) -> None:
         """The node's one pump task (see the module docstring)."""
         self._loop_time = clock.loop_clock()  # _kick re-arms from reader callbacks too
+        self._call_soon = _asyncio_call_soon()
         while True:
             with anyio.CancelScope() as scope:
                 self._timer_scope = scope
@@ -508,8 +534,10 @@ class Node:
                 return
             del backlog[:udp.try_send_many(backlog)]
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Hand every pending event to its session or stream; True when one was a message."""
         endpoint = self._endpoint
+        delivered = False
         while (event := endpoint.next_event()) is not None:
             session = self._sessions.get(event.ref)
             if isinstance(event, SessionEstablished):
@@ -518,10 +546,12 @@ class Node:
                 continue
             elif isinstance(event, MessageReceived):
                 session._stream_for_message(event.stream_id)._on_message(event.data)
+                delivered = True
             elif isinstance(event, SessionClosed):
                 self._on_session_closed(event, session)
             else:
                 _dispatch_stream_event(event, session)
+        return delivered
 
     def _on_established(self, event: SessionEstablished, session: Session | None) -> None:
         if session is None:
@@ -618,6 +648,14 @@ def _dispatch_stream_event(event: Event, session: Session) -> None:
         session._on_path_changed(event.new_address)
     elif isinstance(event, ResumeTokenReceived):
         session.resume_token = event.token
+
+
+def _asyncio_call_soon() -> Callable[[Callable[[], None]], object] | None:
+    """The running asyncio loop's ``call_soon``, or None on trio."""
+    try:
+        return asyncio.get_running_loop().call_soon
+    except RuntimeError:
+        return None
 
 
 async def _resolve(addr: tuple[str, int]) -> UdpAddress:

@@ -256,8 +256,11 @@ class Stream:
     def _take(self) -> bytes:
         message = self._messages.popleft()
         link = self.session._link
-        if not link.auto_consume and not self.session.closed:
-            link.endpoint.consume(self.session.ref, self.stream_id, len(message))
+        if not link.auto_consume and not self.session.closed \
+                and link.endpoint.consume(self.session.ref, self.stream_id, len(message)):
+            # Only a queued credit update needs a flush: anything else pending
+            # (the ACK of the packet that brought the message) is flushed by
+            # the node after the receive batch or rides on the reply.
             link._kick()
         self._forget_if_done()
         return message

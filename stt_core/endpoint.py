@@ -284,6 +284,18 @@ class Endpoint:
             self.touch(session)
         self.acceptor.handle_timer(now)
 
+    def output_due(self, now: float) -> bool:
+        """True unless ``datagrams_to_send(now)`` would certainly return nothing. Pure.
+
+        False means a flush now would only recompute timers: a received
+        request whose ACK may wait for the reply (which will carry it). A
+        binding may then put the flush off briefly, for instance until the
+        application had its turn, without holding back any datagram. Errs
+        towards True.
+        """
+        return bool(self.stateless_out) or any(
+            packetizer.output_due(session, now) for session in self._dirty.values())
+
     @property
     def flush_needed(self) -> bool:
         """True when a flush may produce datagrams or events or move the timer.
@@ -406,18 +418,25 @@ class Endpoint:
         stream_io.reset_stream(session, stream_id, code)
         self.touch(session)
 
-    def consume(self, ref: SessionRef, stream_id: int, nbytes: int) -> None:
-        """Return flow-control credit for ``nbytes`` the application took."""
+    def consume(self, ref: SessionRef, stream_id: int, nbytes: int) -> bool:
+        """Return flow-control credit for ``nbytes`` the application took.
+
+        Returns:
+            True when that queued a credit update (the session then needs a
+            flush); False when the credit waits for more to be taken.
+        """
         session = self.sessions.get(ref)
         if session is None or session.state is not SessionState.ESTABLISHED:
-            return
+            return False
         queued = len(session.control)
         stream_io.consume(session, stream_id, nbytes)
-        if len(session.control) != queued:
+        if len(session.control) == queued:
             # Only a credit update gives the flush something to do; most
             # small messages return credit without one, and then the session
             # need not be flushed nor its timer recomputed.
-            self.touch(session)
+            return False
+        self.touch(session)
+        return True
 
     def close_session(self, ref: SessionRef, *, code: int = 0, reason: str = "",
                       now: float | None = None) -> None:

@@ -95,6 +95,21 @@ def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
     return out
 
 
+def output_due(session: Session, now: float) -> bool:
+    """True unless :func:`datagrams` would certainly return nothing now. Pure.
+
+    Errs towards True: anything but an established session with no probe,
+    keep-alive or close pending goes to the full test, :func:`datagrams`.
+    """
+    if session.state is not SessionState.ESTABLISHED or session.hs_send_due \
+            or session.probes or session.keep_alive_ack_due \
+            or session.close_frame is not None:
+        return True
+    if session.pmtu_candidates and not session.pmtu_probe_size:
+        return True
+    return session.keep_alive_due(now) or _may_send(session, now)
+
+
 def _may_send(session: Session, now: float) -> bool:
     """False when :func:`_build_packet` would find nothing to put in a packet.
 

@@ -83,7 +83,7 @@ def test_taking_a_small_message_needs_no_flush() -> None:
     (request,) = messages(server)
     server.datagrams_to_send(pair.now)  # the binding's flush after the input
     assert not server.flush_needed
-    server.consume(request.ref, request.stream_id, len(request.data))
+    assert server.consume(request.ref, request.stream_id, len(request.data)) is False
     assert not server.flush_needed  # the credit goes back later, with more of it
     server.send_message(request.ref, request.stream_id, request.data)
     assert server.flush_needed
@@ -106,9 +106,10 @@ def test_credit_update_still_flushes() -> None:
         for message in messages(server):
             server.datagrams_to_send(pair.now)
             before = server.flush_needed
-            server.consume(message.ref, message.stream_id, len(message.data))
+            queued = server.consume(message.ref, message.stream_id, len(message.data))
             taken += len(message.data)
-            if server.flush_needed and not before:
+            assert queued == (server.flush_needed and not before)
+            if queued:
                 assert server.datagrams_to_send(pair.now)  # the credit update leaves now
                 return
     raise AssertionError("consuming half the window never queued a credit update")
@@ -133,3 +134,32 @@ def test_an_unanswered_request_is_acknowledged_when_the_ack_delay_ends() -> None
     assert len(acks) == 1
     assert messages(client) == []  # an ACK only: no message travels back
     assert client.sessions[ref].recovery.bytes_in_flight == 0
+
+
+def test_output_due_is_false_only_when_a_flush_would_send_nothing() -> None:
+    pair, ref, stream_id = settled_pair()
+    client, server = pair.client, pair.server
+    quiet = 0
+    for _ in range(50):
+        client.send_message(ref, stream_id, REQUEST)
+        assert client.output_due(pair.now)
+        shuttle(client, server, CLIENT_ADDR, pair.now)
+        pair.now += ONE_WAY
+        (request,) = messages(server)
+        # The request's ACK may wait for the reply: nothing is due yet.
+        if not server.output_due(pair.now):
+            quiet += 1
+            assert server.datagrams_to_send(pair.now) == []
+        server.consume(request.ref, request.stream_id, len(request.data))
+        server.send_message(request.ref, request.stream_id, request.data)
+        assert server.output_due(pair.now)
+        shuttle(server, client, SERVER_ADDR, pair.now)
+        pair.now += ONE_WAY
+        (reply,) = messages(client)
+        client.consume(ref, stream_id, len(reply.data))
+    assert quiet >= 45  # a credit update now and then is due at once
+    # Once the ACK delay has passed, the held ACK is due.
+    client.send_message(ref, stream_id, REQUEST)
+    shuttle(client, server, CLIENT_ADDR, pair.now)
+    assert not server.output_due(pair.now + ONE_WAY)
+    assert server.output_due(pair.now + 1.0)
