@@ -11,6 +11,12 @@ ACK rode on a data packet). The first ``--warmup`` round trips are left out.
 
     .venv/bin/python -m tests.benchmarks.rtt_probe --backend asyncio --count 3000
     .venv/bin/python -m tests.benchmarks.rtt_probe --backend trio --profile server
+    .venv/bin/python -m tests.benchmarks.rtt_probe --bytecodes --count 1000
+
+``--bytecodes`` counts the Python bytecodes the server executes per round trip
+(``sys.settrace`` with opcode events: slow, so the timings it prints are
+meaningless, but the counts do not depend on the machine's load), in all and
+from the moment its socket is read to the ``sendto`` of the echo.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -38,6 +46,7 @@ class Options:
     warmup: int
     backend: str
     profile: str
+    bytecodes: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,47 @@ def _run(options: Options, role: str, main: Any) -> Any:
         print(profiler.output_text(unicode=False, color=False))
 
 
+class BytecodeCounter:
+    """Counts executed bytecodes, in all and from each socket read to the next send."""
+
+    def __init__(self, node: Any) -> None:
+        self.total = 0
+        self.critical = 0
+        self._read_at: int | None = None
+        carrier = node._udp
+        read_batch, try_send = carrier._read_batch, carrier.try_send
+
+        def counted_read() -> int:
+            if self._read_at is None:
+                self._read_at = self.total
+            return int(read_batch())
+
+        def counted_send(data: bytes, addr: tuple[str, int]) -> bool:
+            if self._read_at is not None:
+                self.critical += self.total - self._read_at
+                self._read_at = None
+            return bool(try_send(data, addr))
+
+        carrier._read_batch, carrier.try_send = counted_read, counted_send
+
+    def _trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call":
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            self.total += 1
+        return self._trace
+
+    def start(self) -> None:
+        self.total = self.critical = 0
+        sys.settrace(self._trace)
+
+    def stop(self, count: int) -> None:
+        sys.settrace(None)
+        print(f"server: {self.total / count:.0f} bytecodes per round trip, "
+              f"{self.critical / count:.0f} of them from the socket read to the echo's sendto",
+              flush=True)
+
+
 def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
     _pin(1)
 
@@ -80,15 +130,20 @@ def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
             stats = node.get_stats()["udp"]
             start = (0.0, 0, 0)
             echoed = 0
+            counter = BytecodeCounter(node) if options.bytecodes else None
             try:
                 async for message in stream:
                     await stream.write(message)
                     echoed += 1
                     if echoed == options.warmup:
+                        if counter is not None:
+                            counter.start()
                         stats = node.get_stats()["udp"]
                         start = (time.process_time(), stats["datagrams_sent"],
                                  stats["datagrams_received"])
                     elif echoed == options.warmup + options.count:
+                        if counter is not None:
+                            counter.stop(options.count)
                         stats = node.get_stats()["udp"]
                         results.put(Side(
                             (time.process_time() - start[0]) * 1e6 / options.count,
@@ -138,8 +193,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="round trips left out first")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--profile", choices=("", "client", "server"), default="")
+    parser.add_argument("--bytecodes", action="store_true",
+                        help="count the server's bytecodes per round trip (slow)")
     args = parser.parse_args()
-    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile)
+    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile,
+                      args.bytecodes)
     ready: Queue[Any] = multiprocessing.Queue()
     results: Queue[Any] = multiprocessing.Queue()
     server = multiprocessing.Process(target=_server, args=(options, ready, results))
