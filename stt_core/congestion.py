@@ -24,7 +24,8 @@ Departures from the RFCs, on purpose:
 - Undo: when every loss that started the current recovery period later turns
   out to be spurious, the window is restored (in the spirit of RFC 6582 /
   Linux undo). RFC 9002 leaves this optional.
-- CUBIC has no HyStart; slow start is RFC 9002's.
+- Slow start is RFC 9002's, left early by HyStart++ (RFC 9406, ``hystart.py``)
+  when the RTT starts to rise; only the first slow start, as RFC 9406 recommends.
 
 Everything here runs per packet, so classes use ``__slots__`` and the hot
 paths do arithmetic only.
@@ -37,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .hystart import HyStart
 
 if TYPE_CHECKING:
     from .recovery import SentPacket
@@ -194,6 +196,7 @@ class CongestionController(ABC):
         "_recovery_start",
         "_undo",
         "congestion_window",
+        "hystart",
         "max_datagram_size",
         "minimum_window",
         "pacer",
@@ -208,6 +211,7 @@ class CongestionController(ABC):
         self.pacer = Pacer(max_datagram_size)
         self.congestion_window = self.initial_window
         self.ssthresh: int | None = None  # None: infinite, still in slow start
+        self.hystart = HyStart()
         self._recovery_start: float | None = None
         # The current loss episode covers packets sent in
         # (_episode_start, _recovery_start]; _episode_losses of them were
@@ -273,6 +277,9 @@ class CongestionController(ABC):
         (``SentPacket.window_limited``, RFC 9002 §7.8); an ACK of others calls
         :meth:`_on_app_limited_ack` instead.
         """
+        if self.ssthresh is None and packets and rtt.has_sample and self.hystart.on_ack(
+                packets[-1].sent_time, now, rtt.latest_rtt):
+            self.ssthresh = self.congestion_window  # the queue is building: slow start ends
         app_limited = False
         for packet in packets:
             if packet.in_flight and not self.in_recovery(packet.sent_time):
@@ -354,6 +361,7 @@ class CongestionController(ABC):
         self._episode_start = None
         self._episode_losses = 0
         self._undo = None
+        self.hystart = HyStart()
         self.pacer.reset()
         self._on_persistent_congestion()
 
@@ -380,7 +388,10 @@ class CongestionController(ABC):
         """Restore what :meth:`_save_undo` remembered; the base window is already back."""
 
     def _slow_start(self, size: int) -> None:
-        """RFC 9002 §7.3.1: one byte of window per byte acked."""
+        """RFC 9002 §7.3.1: one byte of window per byte acked (a quarter of it in
+        HyStart++'s Conservative Slow Start)."""
+        if self.ssthresh is None:
+            size //= self.hystart.growth_divisor
         self.congestion_window += size
 
 
