@@ -128,7 +128,9 @@ def _on_resume_ok(endpoint: Endpoint, session: Session, handshake: ResumeInitiat
     session.handshake = None
     endpoint.by_handshake_id.pop(session.handshake_id, None)
     endpoint.by_session_id[keys.session_id] = session
-    grant_session_window(session)
+    # At once, not on the next packet: the server keeps its 3x amplification
+    # limit until our first packet under the new keys arrives (§8.2).
+    grant_session_window(session, piggyback=False)
     session.establish(now)
     endpoint.touch(session)
     return None
@@ -251,11 +253,23 @@ def _on_final(endpoint: Endpoint, session: Session, handshake: Initiator, header
     return None
 
 
-def grant_session_window(session: Session) -> None:
-    """Advertise our real session window (the peer starts from the initial credit)."""
+def grant_session_window(session: Session, *, piggyback: bool = True) -> None:
+    """Advertise our real session window (the peer starts from the initial credit).
+
+    With ``piggyback`` the MAX_DATA rides on the first packet that leaves
+    anyway (an ACK, a control frame, data; ``packetizer._build_packet``)
+    instead of costing a packet of its own right after the handshake: a
+    session that sends or closes within the ACK delay saves a datagram each
+    way. The peer cannot be held up by the wait: before it has used its
+    initial credit (1 MiB) it has sent enough ack-eliciting packets to make
+    us acknowledge, and that ACK carries the window.
+    """
     session.peer_max_data = INITIAL_SESSION_CREDIT
     if session.local_max_data > INITIAL_SESSION_CREDIT:
-        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
+        if piggyback:
+            session.grant_due = True
+        else:
+            session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
 
 
 def _on_reject(endpoint: Endpoint, session: Session, handshake: Initiator,

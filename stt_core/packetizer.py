@@ -232,6 +232,10 @@ def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | 
                 if len(ranges) > 1:
                     capacity -= _pack_nack(session, ranges[0].stop, parts)
     has_ack = len(parts)
+    if session.grant_due and (parts or session.control or ready or probing) \
+            and session.state is SessionState.ESTABLISHED:
+        session.grant_due = False
+        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
     remaining = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)

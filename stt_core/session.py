@@ -126,7 +126,7 @@ class Session:
         "auth_proof_packet", "auth_rejects", "cipher_release_mark", "close_deadline", "close_frame",
         "close_frame_queued", "close_reported", "config", "control", "counted_pending",
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
-        "early_credit", "emit", "expected_peer_node_id", "final_packet", "handshake",
+        "early_credit", "emit", "expected_peer_node_id", "final_packet", "grant_due", "handshake",
         "handshake_id", "hs_deadline", "hs_interval", "hs_packet", "hs_proof_attempts",
         "hs_restart_due", "hs_retransmit_at", "hs_send_due", "initiator", "keep_alive_ack_due",
         "last_path_challenge", "last_received", "last_sent_ack_eliciting", "local_max_data",
@@ -176,6 +176,8 @@ class Session:
         self.close_frame_queued = False
         self.probes: dict[Address, _PathProbe] = {}
         self.control: list[Frame] = []
+        # The session window's MAX_DATA waits for a packet to ride on (connector).
+        self.grant_due = False
         self.keep_alive_ack_due = False
         self.probe_packets = 0
         self.pacing_at: float | None = None

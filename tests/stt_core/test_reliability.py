@@ -151,16 +151,21 @@ def test_two_sessions_sharing_a_bottleneck_converge(algorithm: str) -> None:
                                stream_send_buffer_bytes=4 * 1024 * 1024) for i in range(2)]
     for flow in flows:
         scenario.net.set_link(flow.address, SERVER_ADDR, link, queue="bottleneck")
-        scenario.queue(flow, "bulk", [bytes(64 * 1024) for _ in range(3000)])
+        scenario.queue(flow, "bulk", [bytes(64 * 1024) for _ in range(6000)])
 
     def delivered(flow: object) -> int:
         return sum(len(m) for m in scenario.received_for(flow, 1))  # type: ignore[arg-type]
 
     scenario.net.run(10.0)  # let both reach their steady state
     before = [delivered(flow) for flow in flows]
-    scenario.net.run(70.0)
+    # Two minutes, not one: on this lossless drop-tail link the split swings
+    # between the flows with a period of tens of seconds (a 10 s window saw
+    # 0.47..0.88), so one minute's share ratio depended on where the swing
+    # happened to start; a small change in the first packets (or a link delay
+    # of 10.1 or 11 ms instead of 10) gave 0.75 where the target is 0.8.
+    scenario.net.run(130.0)
     shares = [delivered(flow) - b for flow, b in zip(flows, before, strict=True)]
-    total_rate = sum(shares) * 8 / 60.0
+    total_rate = sum(shares) * 8 / 120.0
     print(f"{algorithm}: shares {shares}, total {total_rate / 1e6:.1f} Mbit/s")
     assert min(shares) >= 0.8 * max(shares)
     assert total_rate >= 0.7 * rate

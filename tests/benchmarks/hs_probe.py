@@ -1,0 +1,164 @@
+"""Two-process handshake probe: CPU, datagrams and loop wake-ups per handshake on each side.
+
+The ``handshake`` case of the side-by-side suite (``run.py``) reports wall-clock
+percentiles, which move by 2x between identical runs on a shared machine. This
+probe runs the same workload (sequential ``connect``, each session closed in
+the background once established) with client and server in separate processes
+pinned to different cores, and reports per handshake what changes less with
+load: each side's CPU time (``time.process_time()``, closing included) and the
+UDP datagrams each side sent and received. The first ``--warmup`` handshakes
+are left out. ``--profile client|server`` runs that side under pyinstrument.
+
+    .venv/bin/python -m tests.benchmarks.hs_probe --backend asyncio --count 1000
+    .venv/bin/python -m tests.benchmarks.hs_probe --backend trio --profile server
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import anyio
+
+from stt_anyio import Node, open_node
+
+SEED = b"handshake probe shared seed"
+
+
+@dataclass(frozen=True)
+class Options:
+    count: int
+    warmup: int
+    backend: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one process measured over the counted handshakes."""
+
+    cpu_us: float
+    sent: float
+    received: float
+
+
+def _pin(core: int) -> None:
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {core})
+
+
+def _run(options: Options, role: str, main: Any) -> Any:
+    """Run ``main`` on the chosen backend, under pyinstrument when this side is profiled."""
+    if options.profile != role:
+        return anyio.run(main, backend=options.backend)
+    import pyinstrument
+
+    profiler = pyinstrument.Profiler(interval=0.0002, async_mode="disabled")
+    profiler.start()
+    try:
+        return anyio.run(main, backend=options.backend)
+    finally:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
+
+
+def _mark(node: Node) -> tuple[float, int, int]:
+    stats = node.get_stats()["udp"]
+    return time.process_time(), stats["datagrams_sent"], stats["datagrams_received"]
+
+
+def _since(node: Node, start: tuple[float, int, int], count: int) -> Side:
+    now = _mark(node)
+    return Side((now[0] - start[0]) * 1e6 / count, (now[1] - start[1]) / count,
+                (now[2] - start[2]) / count)
+
+
+async def _command(pipe: Connection) -> str:
+    await anyio.wait_readable(pipe.fileno())
+    command: str = pipe.recv()
+    return command
+
+
+def _server(options: Options, pipe: Connection) -> None:
+    _pin(1)
+
+    async def main() -> None:
+        async with open_node(shared_seed=SEED, node_id=b"hs-server", host="127.0.0.1") as node, \
+                anyio.create_task_group() as tg:
+
+            async def accept_forever() -> None:
+                while True:
+                    await node.accept()
+
+            tg.start_soon(accept_forever)
+            pipe.send(node.local_address)
+            await _command(pipe)  # warm-up done
+            start = _mark(node)
+            await _command(pipe)  # every counted session closed
+            pipe.send(_since(node, start, options.count))
+            tg.cancel_scope.cancel()
+
+    _run(options, "server", main)
+
+
+def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
+    _pin(0)
+    address = pipe.recv()
+
+    async def main() -> tuple[list[float], Side]:
+        async with open_node(shared_seed=SEED, node_id=b"hs-client",
+                             server_mode=False) as node:
+            samples: list[float] = []
+            start = _mark(node)
+            async with anyio.create_task_group() as tg:
+                for i in range(options.warmup + options.count):
+                    if i == options.warmup:
+                        pipe.send("start")
+                        start = _mark(node)
+                    began = time.perf_counter()
+                    session = await node.connect(address)
+                    samples.append(time.perf_counter() - began)
+                    tg.start_soon(session.close)
+            side = _since(node, start, options.count)
+            pipe.send("stop")
+            return sorted(samples[options.warmup:]), side
+
+    result: tuple[list[float], Side] = _run(options, "client", main)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="handshakes measured")
+    parser.add_argument("--warmup", type=int, default=50, help="handshakes left out first")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--profile", choices=("", "client", "server"), default="")
+    args = parser.parse_args()
+    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile)
+    ours, theirs = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=_server, args=(options, theirs))
+    server.start()
+    try:
+        samples, client = _client(options, ours)
+        served: Side = ours.recv()
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+    p50 = samples[len(samples) // 2] * 1e3
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e3
+    print(f"{options.backend}: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {options.count} "
+          f"handshakes")
+    for name, side in (("client", client), ("server", served)):
+        print(f"  {name}: {side.cpu_us:.0f} us CPU per handshake, datagrams sent "
+              f"{side.sent:.2f} / received {side.received:.2f} per handshake")
+
+
+if __name__ == "__main__":
+    main()
