@@ -399,11 +399,19 @@ class Node:
         """
         if not self.config.server_mode:
             raise InvalidStateError("accept() needs open_node(server_mode=True)")
-        with anyio.fail_after(None if timeout is None else max(timeout, 0.0)):
-            while not self._accept_queue:
-                self._require_running()
-                await self._accept_signal.wait()
+        if timeout is None:
+            # No cancel scope without a deadline: a server accepting in a loop
+            # would build and enter one per session for nothing.
+            await self._wait_accept_queue()
+        else:
+            with anyio.fail_after(max(timeout, 0.0)):
+                await self._wait_accept_queue()
         return self._accept_queue.popleft()
+
+    async def _wait_accept_queue(self) -> None:
+        while not self._accept_queue:
+            self._require_running()
+            await self._accept_signal.wait()
 
     def get_stats(self) -> dict[str, Any]:
         """Counters of the endpoint and the carriers, as plain data."""

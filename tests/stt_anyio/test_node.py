@@ -211,6 +211,20 @@ async def test_accept_needs_server_mode_and_connect_needs_transport() -> None:
             await client.connect(("127.0.0.1", 1), transport="websocket")
 
 
+async def test_accept_times_out_or_waits_until_cancelled() -> None:
+    async with open_node(node_id=b"s", shared_seed=SEED) as server:
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await server.accept(timeout=0.05)
+        with anyio.move_on_after(0.05) as scope:
+            await server.accept()
+        assert scope.cancelled_caught
+        async with open_node(node_id=b"c", shared_seed=SEED, server_mode=False) as client:
+            session = await client.connect(server.local_address, timeout=5)
+            with anyio.fail_after(5):
+                accepted = await server.accept()
+            assert accepted.session_id == session.session_id
+
+
 async def test_send_timeout_raises_send_timeout_error() -> None:
     async with server_and_client() as (server, client):
         client_session, _ = await connected(server, client)
