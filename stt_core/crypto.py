@@ -213,6 +213,22 @@ class PacketProtection:
         self._aead = aead = self._factory(key)
         return aead
 
+    def _keyed(self, packet_number: int,
+               error: type[Exception]) -> tuple[bytes, AESGCM | ChaCha20Poly1305]:
+        """The nonce of ``packet_number`` and the cipher context (rebuilt if it
+        was released): what every seal and open needs first.
+
+        ``error`` is what an out-of-range packet number raises: a caller bug
+        when sealing (``ValueError``), a packet to drop when opening.
+        """
+        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
+            raise error(f"packet number {packet_number} does not fit in 64 bits")
+        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
+        try:
+            return nonce, self._aead
+        except AttributeError:  # released while the owner was quiet
+            return nonce, self._rebuild()
+
     def __repr__(self) -> str:
         return f"PacketProtection({self.algorithm!r}, <secret hidden>)"
 
@@ -222,13 +238,7 @@ class PacketProtection:
         Raises:
             ValueError: ``packet_number`` is not in 0..2**64-1 (a caller bug).
         """
-        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
-            raise ValueError(f"packet number {packet_number} does not fit in 64 bits")
-        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
-        try:
-            aead = self._aead
-        except AttributeError:  # released while the owner was quiet
-            aead = self._rebuild()
+        nonce, aead = self._keyed(packet_number, ValueError)
         return aead.encrypt(nonce, plaintext, header)
 
     def seal_into(self, packet_number: int, header: bytes, plaintext: bytes | memoryview,
@@ -242,13 +252,7 @@ class PacketProtection:
             ValueError: ``packet_number`` is not in 0..2**64-1, or ``out`` has
                 the wrong size (caller bugs).
         """
-        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
-            raise ValueError(f"packet number {packet_number} does not fit in 64 bits")
-        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
-        try:
-            aead = self._aead
-        except AttributeError:  # released while the owner was quiet
-            aead = self._rebuild()
+        nonce, aead = self._keyed(packet_number, ValueError)
         aead.encrypt_into(nonce, plaintext, header, out)
 
     def open(self, packet_number: int, header: bytes | memoryview,
@@ -262,13 +266,7 @@ class PacketProtection:
         """
         if len(ciphertext) < TAG_SIZE:
             raise DecryptError("sealed payload shorter than the AEAD tag")
-        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
-            raise DecryptError(f"packet number {packet_number} does not fit in 64 bits")
-        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
-        try:
-            aead = self._aead
-        except AttributeError:  # released while the owner was quiet
-            aead = self._rebuild()
+        nonce, aead = self._keyed(packet_number, DecryptError)
         try:
             return aead.decrypt(nonce, ciphertext, header)
         except InvalidTag:
@@ -288,13 +286,7 @@ class PacketProtection:
         """
         if len(ciphertext) < TAG_SIZE:
             raise DecryptError("sealed payload shorter than the AEAD tag")
-        if not 0 <= packet_number <= MAX_PACKET_NUMBER:
-            raise DecryptError(f"packet number {packet_number} does not fit in 64 bits")
-        nonce = (self._iv ^ packet_number).to_bytes(AEAD_NONCE_SIZE, "big")
-        try:
-            aead = self._aead
-        except AttributeError:  # released while the owner was quiet
-            aead = self._rebuild()
+        nonce, aead = self._keyed(packet_number, DecryptError)
         try:
             aead.decrypt_into(nonce, ciphertext, header, out)
         except InvalidTag:
