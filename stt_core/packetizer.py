@@ -132,7 +132,7 @@ def _may_send(session: Session, now: float) -> bool:
 
 def has_pending_data(session: Session) -> bool:
     """True when stream data waits (used to decide whether to re-flush)."""
-    return bool(session.streams.ready_streams())
+    return session.streams.has_ready()
 
 
 def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:

@@ -575,8 +575,7 @@ class Session:
         if self.state in (SessionState.ESTABLISHED, SessionState.CLOSING):
             # A running minimum, not a list and min(): the endpoint asks after
             # every flush, twice per packet on a request/response exchange.
-            last_sent = self.last_sent_ack_eliciting
-            quiet_since = last_sent if last_sent > self.last_received else self.last_received
+            quiet_since = self.quiet_since
             keep_alive = quiet_since + config.keep_alive_interval
             if keep_alive < earliest:
                 earliest = keep_alive
