@@ -5,7 +5,9 @@ It must not know about event loops: the core's deadlines are compared with
 this clock, never with ``anyio.current_time()``, because the event loop's clock
 differs between backends (trio's is even virtualisable in tests) and may have
 a coarser resolution. Code that needs to sleep until a core deadline converts
-it with :func:`loop_deadline`.
+it with :func:`loop_deadline`. Which event loop runs matters only to
+:func:`loop_clock` and :func:`running_asyncio_loop`, for the asyncio-only
+shortcuts that run outside any task.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 import anyio
 
-__all__ = ["loop_clock", "loop_deadline", "now"]
+__all__ = ["loop_clock", "loop_deadline", "now", "running_asyncio_loop"]
 
 
 def now() -> float:
@@ -39,6 +41,18 @@ def loop_deadline(core_deadline: float,
     return loop_time() + (core_deadline - now())
 
 
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, or None (trio).
+
+    The bindings' asyncio-only shortcuts (the UDP reader callback, the node's
+    deferred flush, the loop clock below) all start from this one test.
+    """
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def loop_clock() -> Callable[[], float]:
     """The running event loop's clock as a function that also works outside tasks.
 
@@ -48,7 +62,5 @@ def loop_clock() -> Callable[[], float]:
     unless ``anyio.run`` started the loop. Elsewhere ``anyio.current_time``.
     Call it from a task.
     """
-    try:
-        return asyncio.get_running_loop().time
-    except RuntimeError:
-        return anyio.current_time
+    loop = running_asyncio_loop()
+    return anyio.current_time if loop is None else loop.time

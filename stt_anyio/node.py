@@ -26,7 +26,6 @@ the core is only ever touched between two awaits of one event-loop thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import ipaddress
@@ -67,6 +66,7 @@ from stt_core.trace import NULL_TRACE
 from . import clock
 from .migration import FailoverPath, Migrator, SessionPaths, WsOptions, plan_paths
 from .session import ChangeSignal, Session, closed_error
+from .timeouts import time_limit
 from .tracing import TraceWriter, resolve_trace_dir
 from .udp import DEFAULT_BUFFER_SIZE, UdpAddress, UdpCarrier
 from .websocket import DEFAULT_PATH, WebSocketCarrier, WsPeer
@@ -399,19 +399,11 @@ class Node:
         """
         if not self.config.server_mode:
             raise InvalidStateError("accept() needs open_node(server_mode=True)")
-        if timeout is None:
-            # No cancel scope without a deadline: a server accepting in a loop
-            # would build and enter one per session for nothing.
-            await self._wait_accept_queue()
-        else:
-            with anyio.fail_after(max(timeout, 0.0)):
-                await self._wait_accept_queue()
+        with time_limit(timeout):
+            while not self._accept_queue:
+                self._require_running()
+                await self._accept_signal.wait()
         return self._accept_queue.popleft()
-
-    async def _wait_accept_queue(self) -> None:
-        while not self._accept_queue:
-            self._require_running()
-            await self._accept_signal.wait()
 
     def get_stats(self) -> dict[str, Any]:
         """Counters of the endpoint and the carriers, as plain data."""
@@ -486,7 +478,8 @@ class Node:
     async def _run_pump(self) -> None:
         """The node's one pump task (see the module docstring)."""
         self._loop_time = clock.loop_clock()  # _kick re-arms from reader callbacks too
-        self._call_soon = _asyncio_call_soon()
+        loop = clock.running_asyncio_loop()
+        self._call_soon = None if loop is None else loop.call_soon
         while True:
             with anyio.CancelScope() as scope:
                 self._timer_scope = scope
@@ -656,14 +649,6 @@ def _dispatch_stream_event(event: Event, session: Session) -> None:
         session._on_path_changed(event.new_address)
     elif isinstance(event, ResumeTokenReceived):
         session.resume_token = event.token
-
-
-def _asyncio_call_soon() -> Callable[[Callable[[], None]], object] | None:
-    """The running asyncio loop's ``call_soon``, or None on trio."""
-    try:
-        return asyncio.get_running_loop().call_soon
-    except RuntimeError:
-        return None
 
 
 async def _resolve(addr: tuple[str, int]) -> UdpAddress:

@@ -47,6 +47,7 @@ from stt_core.errors import (
 from stt_core.events import Address, SessionClosed, SessionRef
 
 from . import clock
+from .timeouts import time_limit
 
 __all__ = ["Session", "Stream"]
 
@@ -160,11 +161,7 @@ class Stream:
             SessionClosedError: the session ended.
             TimeoutError: no buffer room within ``timeout`` seconds.
         """
-        if timeout is None:
-            # No cancel scope when there is no deadline: entering and leaving
-            # one costs more than the rest of a small write.
-            return await self._queue(bytes(data))
-        with anyio.fail_after(max(timeout, 0.0)):
+        with time_limit(timeout):
             return await self._queue(bytes(data))
 
     async def send(self, data: bytes, *, timeout: float | None = None) -> None:
@@ -240,14 +237,7 @@ class Stream:
             SessionClosedError: the session ended and no message is left.
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        if timeout is None:
-            # Without a deadline no cancel scope is needed (it would cost more
-            # than the wait itself on a request/response path).
-            while not self._messages:
-                self._raise_if_finished()
-                await self._changed.wait()
-            return self._take()
-        with anyio.fail_after(max(timeout, 0.0)):
+        with time_limit(timeout):
             while not self._messages:
                 self._raise_if_finished()
                 await self._changed.wait()
@@ -481,7 +471,7 @@ class Session:
             SessionClosedError: the session ended.
             TimeoutError: none within ``timeout`` seconds.
         """
-        with anyio.fail_after(None if timeout is None else max(timeout, 0.0)):
+        with time_limit(timeout):
             while not self._incoming:
                 self._raise_if_closed()
                 await self._changed.wait()

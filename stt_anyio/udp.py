@@ -76,6 +76,8 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
+from .clock import running_asyncio_loop
+
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
     "MAX_BATCH",
@@ -320,7 +322,7 @@ class UdpCarrier:
         returns when the carrier is closed. Exceptions raised by the callbacks
         propagate (they are the owner's bugs, not the network's).
         """
-        loop = _running_asyncio_loop()
+        loop = running_asyncio_loop()
         if loop is not None and await self._run_in_reader(loop):
             return
         while self._is_open():
@@ -650,14 +652,6 @@ class UdpCarrier:
         anyio.notify_closing(self._sock)
         self._sock.close()
         await anyio.lowlevel.checkpoint()
-
-
-def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The asyncio loop this task runs on, or None (trio)."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _stop_reader(loop: asyncio.AbstractEventLoop, fd: int,
