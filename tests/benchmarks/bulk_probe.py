@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import Any
 import anyio
 
 from stt_anyio import open_node
+
+from .probe_support import pin_to_core
 
 SEED = b"bulk probe shared seed"
 MESSAGE_SIZE = 256 * 1024
@@ -48,11 +49,6 @@ class Options:
         return settings
 
 
-def _pin(core: int) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {core})
-
-
 def _minor_faults() -> int:
     """Minor page faults of this process so far: pages the allocator took fresh from
     the kernel (each one a fault and a zeroed page on first touch)."""
@@ -70,7 +66,7 @@ def _profiler(options: Options, role: str) -> Any:
 
 
 def _server(options: Options, queue: Queue[Any]) -> None:
-    _pin(1)
+    pin_to_core(1)
 
     async def main() -> None:
         async with open_node(shared_seed=SEED, node_id=b"probe-server",
@@ -98,7 +94,7 @@ def _server(options: Options, queue: Queue[Any]) -> None:
 
 def _client(options: Options, address: tuple[str, int]) -> tuple[float, float, int,
                                                                    dict[str, Any], dict[str, Any]]:
-    _pin(0)
+    pin_to_core(0)
     result: list[Any] = []
 
     async def main() -> None:

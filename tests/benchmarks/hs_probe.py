@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 import anyio
 
 from stt_anyio import Node, open_node
+
+from .probe_support import pin_to_core, run_side
 
 SEED = b"handshake probe shared seed"
 
@@ -47,26 +47,6 @@ class Side:
     received: float
 
 
-def _pin(core: int) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {core})
-
-
-def _run(options: Options, role: str, main: Any) -> Any:
-    """Run ``main`` on the chosen backend, under pyinstrument when this side is profiled."""
-    if options.profile != role:
-        return anyio.run(main, backend=options.backend)
-    import pyinstrument
-
-    profiler = pyinstrument.Profiler(interval=0.0002, async_mode="disabled")
-    profiler.start()
-    try:
-        return anyio.run(main, backend=options.backend)
-    finally:
-        profiler.stop()
-        print(profiler.output_text(unicode=False, color=False))
-
-
 def _mark(node: Node) -> tuple[float, int, int]:
     stats = node.get_stats()["udp"]
     return time.process_time(), stats["datagrams_sent"], stats["datagrams_received"]
@@ -85,7 +65,7 @@ async def _command(pipe: Connection) -> str:
 
 
 def _server(options: Options, pipe: Connection) -> None:
-    _pin(1)
+    pin_to_core(1)
 
     async def main() -> None:
         async with open_node(shared_seed=SEED, node_id=b"hs-server", host="127.0.0.1") as node, \
@@ -103,11 +83,11 @@ def _server(options: Options, pipe: Connection) -> None:
             pipe.send(_since(node, start, options.count))
             tg.cancel_scope.cancel()
 
-    _run(options, "server", main)
+    run_side(main, options.backend, profiled=options.profile == "server")
 
 
 def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
-    _pin(0)
+    pin_to_core(0)
     address = pipe.recv()
 
     async def main() -> tuple[list[float], Side]:
@@ -128,7 +108,8 @@ def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
             pipe.send("stop")
             return sorted(samples[options.warmup:]), side
 
-    result: tuple[list[float], Side] = _run(options, "client", main)
+    result: tuple[list[float], Side] = run_side(main, options.backend,
+                                                profiled=options.profile == "client")
     return result
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,10 +30,10 @@ from multiprocessing.queues import Queue
 from types import FrameType
 from typing import Any
 
-import anyio
-
 from stt_anyio import open_node
 from stt_core.errors import STTError
+
+from .probe_support import pin_to_core, run_side
 
 SEED = b"rtt probe shared seed"
 REQUEST = bytes(range(64))
@@ -56,26 +55,6 @@ class Side:
     cpu_us: float
     sent: float
     received: float
-
-
-def _pin(core: int) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {core})
-
-
-def _run(options: Options, role: str, main: Any) -> Any:
-    """Run ``main`` on the chosen backend, under pyinstrument when this side is profiled."""
-    if options.profile != role:
-        return anyio.run(main, backend=options.backend)
-    import pyinstrument
-
-    profiler = pyinstrument.Profiler(interval=0.0002, async_mode="disabled")
-    profiler.start()
-    try:
-        return anyio.run(main, backend=options.backend)
-    finally:
-        profiler.stop()
-        print(profiler.output_text(unicode=False, color=False))
 
 
 class BytecodeCounter:
@@ -120,7 +99,7 @@ class BytecodeCounter:
 
 
 def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
-    _pin(1)
+    pin_to_core(1)
 
     async def main() -> None:
         async with open_node(shared_seed=SEED, node_id=b"rtt-server", host="127.0.0.1") as node:
@@ -152,11 +131,11 @@ def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
             except STTError:
                 return
 
-    _run(options, "server", main)
+    run_side(main, options.backend, profiled=options.profile == "server")
 
 
 def _client(options: Options, address: tuple[str, int]) -> tuple[list[float], Side]:
-    _pin(0)
+    pin_to_core(0)
 
     async def main() -> tuple[list[float], Side]:
         async with open_node(shared_seed=SEED, node_id=b"rtt-client",
@@ -182,7 +161,8 @@ def _client(options: Options, address: tuple[str, int]) -> tuple[list[float], Si
                         (stats["datagrams_received"] - start[2]) / options.count)
             return sorted(samples[options.warmup:]), side
 
-    result: tuple[list[float], Side] = _run(options, "client", main)
+    result: tuple[list[float], Side] = run_side(main, options.backend,
+                                                profiled=options.profile == "client")
     return result
 
 
