@@ -546,7 +546,7 @@ class Node:
             elif session is None:
                 continue
             elif isinstance(event, MessageReceived):
-                session._stream_for_message(event.stream_id)._on_message(event.data)
+                session._stream_for_message(event.stream_id)._on_message(event.message)
                 delivered = True
             elif isinstance(event, SessionClosed):
                 self._on_session_closed(event, session)

@@ -33,7 +33,7 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
-from stt_core import Endpoint, SessionState, SessionStats
+from stt_core import Endpoint, ReceivedMessage, SessionState, SessionStats
 from stt_core.errors import (
     AuthenticationError,
     BufferFullError,
@@ -137,7 +137,9 @@ class Stream:
         self.stream_id = stream_id
         self.purpose = purpose
         self.priority = priority
-        self._messages: deque[bytes] = deque()
+        # Unread messages stay in the core's reassembly buffer until taken:
+        # one copy of a message is alive at a time (ReceivedMessage).
+        self._messages: deque[ReceivedMessage] = deque()
         self._awaited: set[int] = set()
         self._delivered: set[int] = set()
         self._eof = False
@@ -244,7 +246,7 @@ class Stream:
         return self._take()
 
     def _take(self) -> bytes:
-        message = self._messages.popleft()
+        message = self._messages.popleft().data
         link = self.session._link
         if not link.auto_consume and not self.session.closed \
                 and link.endpoint.consume(self.session.ref, self.stream_id, len(message)):
@@ -330,8 +332,8 @@ class Stream:
 
     # -- called by the pump --------------------------------------------------
 
-    def _on_message(self, data: bytes) -> None:
-        self._messages.append(data)
+    def _on_message(self, message: ReceivedMessage) -> None:
+        self._messages.append(message)
         self._changed.fire()
 
     def _on_delivered(self, message_id: int) -> None:

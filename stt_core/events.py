@@ -17,6 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import NewType
 
+from .stream_receive import ReceivedMessage
+
 __all__ = [
     "Address",
     "ApplicationFrameReceived",
@@ -24,6 +26,7 @@ __all__ = [
     "MessageDelivered",
     "MessageReceived",
     "PathChanged",
+    "ReceivedMessage",
     "ResumeTokenReceived",
     "SessionClosed",
     "SessionEstablished",
@@ -101,12 +104,26 @@ class StreamOpened(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageReceived(Event):
-    """A whole message arrived, in order, on a stream."""
+    """A whole message arrived, in order, on a stream.
+
+    The one event that holds a live object: :attr:`message` reads its bytes
+    out of the stream's reassembly buffer on first use, so a binding that
+    queues these events until its application asks holds one copy of a
+    message at a time, not one per queued message (see
+    :class:`~stt_core.stream_receive.ReceivedMessage`). The bytes are valid
+    whenever they are read; reading :attr:`data` at once behaves exactly as a
+    plain ``bytes`` field would.
+    """
 
     stream_id: int
     """The stream the message belongs to."""
-    data: bytes
-    """The message, byte-identical to what the peer passed to ``send_message``."""
+    message: ReceivedMessage
+    """The message; ``message.size`` is its length without making the bytes."""
+
+    @property
+    def data(self) -> bytes:
+        """The message, byte-identical to what the peer passed to ``send_message``."""
+        return self.message.data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

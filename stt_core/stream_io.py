@@ -252,7 +252,7 @@ def _accept_bytes_unchecked(session: Session, stream: Stream, offset: int,
 
 def _deliver(session: Session, stream: Stream) -> None:
     """Hand complete messages to the application, then report a finished peer."""
-    messages = stream.receiver.pop_messages()
+    messages = stream.receiver.pop_received()
     if not stream.announced:
         stream.held_messages.extend(messages)
         return
@@ -263,9 +263,10 @@ def _deliver(session: Session, stream: Stream) -> None:
     for message in messages:
         stream.messages_received += 1
         session.stats.messages_received += 1
-        session.emit(MessageReceived(ref=session.ref, stream_id=stream.stream_id, data=message))
+        session.emit(MessageReceived(ref=session.ref, stream_id=stream.stream_id,
+                                     message=message))
         if auto:
-            stream.receiver.consume(len(message))
+            stream.receiver.consume(message.size)
     _return_credit(session, stream)
     if stream.receiver.is_finished and not stream.remote_closed:
         stream.remote_closed = True

@@ -38,7 +38,8 @@ session applies the same (signed) changes to the session window
 Worst cases: each ``on_data`` costs one slice assignment plus O(log g) range
 bookkeeping over g out-of-order pieces, and g is capped (``max_gaps``) so a
 peer fragmenting its data on purpose is a protocol error, not a slow path.
-Each message is copied out of the buffer once, when it completes.
+Each message is copied out of the buffer once: when the application first
+reads it (:class:`ReceivedMessage`), or earlier if the buffer must move.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .errors import ErrorCode, InvalidStateError, ProtocolError
 from .flow import ByteRanges
 from .wire import pull_varint
 
-__all__ = ["DEFAULT_MAX_GAPS", "StreamReceiver"]
+__all__ = ["DEFAULT_MAX_GAPS", "ReceivedMessage", "StreamReceiver"]
 
 _IDLE_KEEP_WINDOWS = 4
 """A reassembly buffer larger than this many stream windows is freed as soon as it
@@ -60,6 +61,65 @@ An honest sender creates one piece per lost frame still being repaired, far
 below this with any sane window; 1-byte frames with 1-byte holes are not
 honest.
 """
+
+
+class ReceivedMessage:
+    """A completed message whose bytes are made on first read.
+
+    Why: a receive batch can complete many large messages before the
+    application takes the first. Copying each out at once kept them all alive
+    together, and once the application had freed them glibc trimmed the heap
+    and faulted the same pages in again for the next batch (docs/performance.md,
+    "Messages made on first read"). Left in the reassembly buffer until read,
+    one message's bytes are alive at a time and the allocator reuses them.
+
+    The receiver guarantees the bytes stay valid: it never moves, overwrites
+    or frees the part of its buffer an unread message lies in without copying
+    that message out first.
+    """
+
+    __slots__ = ("_data", "_receiver", "end", "start")
+
+    def __init__(self, receiver: StreamReceiver | None, start: int, end: int,
+                 data: bytes | None = None) -> None:
+        self._receiver = receiver
+        self._data = data
+        self.start = start
+        """Stream offset of the message's first payload byte."""
+        self.end = end
+        """Stream offset just past its last byte."""
+
+    @classmethod
+    def of(cls, data: bytes) -> ReceivedMessage:
+        """A message that is already bytes (for tests and simulators)."""
+        return cls(None, 0, len(data), data)
+
+    @property
+    def size(self) -> int:
+        """Payload length, known without making the bytes."""
+        return self.end - self.start
+
+    @property
+    def data(self) -> bytes:
+        """The message payload (copied out of the reassembly buffer on first use)."""
+        data = self._data
+        if data is None:
+            receiver = self._receiver
+            assert receiver is not None
+            data = receiver._read(self)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReceivedMessage):
+            return self.data == other.data
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        state = "read" if self._data is not None else "unread"
+        return f"ReceivedMessage({self.size} bytes, {state})"
 
 
 class StreamReceiver:
@@ -81,6 +141,7 @@ class StreamReceiver:
         "_msg_released",
         "_msg_start",
         "_parse_pos",
+        "_pending",
         "_released",
         "_reported",
         "_window",
@@ -119,6 +180,9 @@ class StreamReceiver:
         self._released = 0  # total bytes released (credit returned)
         self._reported = 0  # part of _released already given to take_released()
         self._held = 0  # payload bytes of completed messages not yet consumed
+        # Popped messages still in the buffer, oldest first; None when there
+        # are none (most streams, most of the time: no list per idle stream).
+        self._pending: list[ReceivedMessage] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -152,8 +216,7 @@ class StreamReceiver:
         and is kept for the next message while it is at most a few windows
         (see :meth:`_compact`).
         """
-        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
-        return max(0, self._highest - keep)
+        return max(0, self._highest - self._keep_offset())
 
     @property
     def is_finished(self) -> bool:
@@ -260,9 +323,11 @@ class StreamReceiver:
         the prefix with ``del``, made CPython reallocate and glibc hand pages
         back and fault them in again: see docs/performance.md.)
         """
+        if self._pending is not None:
+            self._materialize_consumed()
         buf = self._buf
         size = len(buf)
-        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        keep = self._keep_offset()
         dead = keep - self._buf_start
         live = size - dead  # an upper bound: the tail past the highest byte is stale
         if dead >= size // 2 and end - dead <= size:
@@ -305,7 +370,17 @@ class StreamReceiver:
     # ------------------------------------------------------------- application
 
     def pop_messages(self) -> list[bytes]:
+        """Every message completed since the last call, in order, as bytes.
+
+        The same as :meth:`pop_received` with each message read at once.
+        """
+        return [message.data for message in self.pop_received()]
+
+    def pop_received(self) -> list[ReceivedMessage]:
         """Every message completed since the last call, in order.
+
+        Each message's bytes are made when it is first read, so a caller that
+        queues them holds one copy at a time (see :class:`ReceivedMessage`).
 
         Raises:
             ProtocolError: MESSAGE_TOO_LARGE as soon as a length prefix
@@ -317,25 +392,86 @@ class StreamReceiver:
             # (on_data already released what rule (a) allows). The common case
             # of a bulk transfer: one packet of a large message.
             return []
-        out: list[bytes] = []
+        out: list[ReceivedMessage] = []
         while True:
             if self._msg_end < 0 and not self._parse_header():
                 break
             if self._contig < self._msg_end:
                 break
-            start = self._msg_start - self._buf_start
-            end = self._msg_end - self._buf_start
-            out.append(memoryview(self._buf)[start:end].tobytes())
+            start = self._msg_start
+            end = self._msg_end
+            if end > start:
+                message = ReceivedMessage(self, start, end)
+                if self._pending is None:
+                    self._pending = [message]
+                else:
+                    self._pending.append(message)
+            else:
+                message = ReceivedMessage(None, start, end, b"")
+            out.append(message)
             # Rule (b): the whole completed payload is held until consumed, so
             # the credit its bytes released while incomplete is taken back.
-            self._released -= self._msg_released - self._msg_start
-            self._held += self._msg_end - self._msg_start
-            self._parse_pos = self._msg_end
+            self._released -= self._msg_released - start
+            self._held += end - start
+            self._parse_pos = end
             self._msg_start = self._msg_end = -1
         self._release_partial()
         self._compact()
         self._check_truncated()
         return out
+
+    def _keep_offset(self) -> int:
+        """The lowest stream offset whose byte the buffer must still hold."""
+        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        pending = self._pending
+        if pending is not None and pending[0].start < keep:
+            keep = pending[0].start
+        return keep
+
+    def _materialize(self, message: ReceivedMessage) -> bytes:
+        """Copy one unread message out of the buffer and stop protecting it."""
+        base = self._buf_start
+        data = memoryview(self._buf)[message.start - base:message.end - base].tobytes()
+        message._data = data
+        message._receiver = None
+        pending = self._pending
+        if pending is not None:
+            # Readers take messages in order, so this is nearly always the
+            # first; any read ones before the first unread are dropped too.
+            while pending and pending[0]._data is not None:
+                del pending[0]
+            if not pending:
+                self._pending = None
+        return data
+
+    def _read(self, message: ReceivedMessage) -> bytes:
+        """The application reads an unread message: copy it out, then let the
+        buffer restart if that was the last byte it had to keep."""
+        data = self._materialize(message)
+        if self._pending is None:
+            self._compact()
+        return data
+
+    def _materialize_consumed(self) -> None:
+        """Copy out unread messages the caller already consumed (oldest first).
+
+        An unread message that is not consumed yet is part of the held bytes
+        flow control bounds, so moving it with the buffer keeps the memory
+        bound. One consumed unread (``auto_consume``, or a caller that returns
+        credit before reading) is not bounded: the peer was told it may send
+        more, so it must not make the buffer grow.
+        """
+        pending = self._pending
+        while pending is not None and sum(m.end - m.start for m in pending) > self._held:
+            self._materialize(pending[0])
+            pending = self._pending
+
+    def _materialize_pending(self) -> None:
+        """Copy every unread message out: the buffer is about to move or go."""
+        pending = self._pending
+        while pending is not None:
+            self._materialize(pending[0])
+            pending = self._pending
 
     def _parse_header(self) -> bool:
         """Parse the next length prefix if all its bytes are in; True on success."""
@@ -387,7 +523,7 @@ class StreamReceiver:
         then at most a few windows, memory its flow-control window lets it use
         whenever it is busy anyway.
         """
-        keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
+        keep = self._keep_offset()
         if keep == self._highest and keep != self._buf_start:
             self._buf_start = keep
             if (self._final_size is not None
@@ -450,6 +586,8 @@ class StreamReceiver:
             the session can return their share of the session window.
         """
         unreported = self._highest - self._reported
+        if self._pending is not None:
+            self._materialize_pending()  # messages already handed out stay readable
         self._discarded = True
         self._released = self._reported = self._highest
         self._buf = bytearray()

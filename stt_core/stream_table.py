@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import ErrorCode, ProtocolError
+from .stream_receive import ReceivedMessage
 from .streams import StreamReceiver, StreamSender
 
 __all__ = ["Stream", "StreamTable"]
@@ -45,7 +46,7 @@ class Stream:
     """True once the application was told about the stream (StreamOpened)."""
     open_frame_pending: bool = False
     """STREAM_OPEN still has to be sent."""
-    held_messages: list[bytes] = field(default_factory=list)
+    held_messages: list[ReceivedMessage] = field(default_factory=list)
     """Messages that arrived before the peer's STREAM_OPEN was seen."""
     was_blocked: bool = False
     """The application hit backpressure; emit StreamWritable when room returns."""

@@ -17,6 +17,7 @@ from stt_core.errors import (
     StreamClosedError,
 )
 from stt_core.send_buffer import SMALL_WRITE, TAIL_CHUNK
+from stt_core.stream_receive import ReceivedMessage
 from stt_core.streams import SessionFlowControl, StreamReceiver, StreamSender
 from stt_core.wire import encode_varint
 
@@ -62,6 +63,10 @@ class Channel:
     delivered: list[int] = field(default_factory=list)
     unconsumed: int = 0
     max_memory: int = 0
+    lazy: bool = False
+    """Keep popped messages unread (ReceivedMessage) and read them at random moments."""
+    handles: list[ReceivedMessage] = field(default_factory=list)
+    max_allocation: int = 0
 
     def send_some(self) -> None:
         for _ in range(self.rng.randint(1, 8)):
@@ -80,8 +85,13 @@ class Channel:
         if self.rng.random() < self.dup:
             self.in_flight.append((offset, payload, fin))
         self.session.on_new_bytes(self.receiver.on_data(offset, payload, fin))
-        self.max_memory = max(self.max_memory, self.unconsumed + self.receiver.buffered_bytes)
-        for message in self.receiver.pop_messages():
+        if not self.lazy:  # lazily, unread messages are in both terms: see max_allocation
+            self.max_memory = max(self.max_memory,
+                                  self.unconsumed + self.receiver.buffered_bytes)
+        self.max_allocation = max(self.max_allocation, len(self.receiver._buf))
+        if self.lazy:
+            self._pop_lazily()
+        for message in [] if self.lazy else self.receiver.pop_messages():
             self.received.append(message)
             if self.consume:
                 self.receiver.consume(len(message))
@@ -96,6 +106,16 @@ class Channel:
             self.sender.on_lost(offset, len(payload), fin)
         else:
             self.delivered += self.sender.on_acked(offset, len(payload), fin)
+
+    def _pop_lazily(self) -> None:
+        for handle in self.receiver.pop_received():
+            self.handles.append(handle)
+            if self.consume:
+                self.receiver.consume(handle.size)  # consumed before it is read
+            else:
+                self.unconsumed += handle.size
+        if self.handles and self.rng.random() < 0.3:
+            _ = self.rng.choice(self.handles).data  # any one, in or out of order
 
     def consume_all(self) -> None:
         """The slow application finally reads everything it was given."""
@@ -134,14 +154,14 @@ class Channel:
 def make_channel(seed: int, *, window: int = 64 * 1024, buffer_limit: int = 256 * 1024,
                  payloads: tuple[int, ...] = (1200,), loss: float = 0.0, dup: float = 0.0,
                  ack_loss: float = 0.0, reorder: bool = False,
-                 consume: bool = True) -> Channel:
+                 consume: bool = True, lazy: bool = False) -> Channel:
     receiver = StreamReceiver(4, window=window, max_message_size=1 << 23)
     sender = StreamSender(4, buffer_limit=buffer_limit, max_frame_size=16384,
                           peer_max_stream_data=receiver.advertised_limit)
     session = SessionFlowControl(receive_window=1 << 40)
     return Channel(random.Random(seed), sender, receiver, session, loss=loss, dup=dup,
                    ack_loss=ack_loss, reorder=reorder, payloads=payloads, consume=consume,
-                   window=window)
+                   window=window, lazy=lazy)
 
 
 def check_complete(channel: Channel, messages: list[bytes]) -> None:
@@ -190,6 +210,37 @@ def test_round_trip_4_mib_messages_with_loss_and_reordering() -> None:
                            loss=0.05, dup=0.05, ack_loss=0.05, reorder=True)
     channel.run(messages)
     check_complete(channel, messages)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(sizes_st, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+    loss=st.sampled_from([0.0, 0.2]),
+    reorder=st.booleans(),
+    window=st.sampled_from([100, 4096, 65536]),
+    consume_before_reading=st.booleans(),
+)
+def test_messages_read_late_and_out_of_order_are_intact_and_memory_stays_bounded(
+        sizes: list[int], seed: int, loss: float, reorder: bool, window: int,
+        consume_before_reading: bool) -> None:
+    """Popped messages stay in the reassembly buffer until read, while more data
+    lands, the buffer slides and grows. Held ones are within the flow-control
+    bound; consumed-but-unread ones (auto_consume) are copied out before the
+    buffer would grow for them."""
+    rng = random.Random(seed)
+    messages = [rng.randbytes(size) for size in sizes]
+    channel = make_channel(seed, window=window, payloads=(700, 5000), loss=loss,
+                           reorder=reorder, buffer_limit=8192, lazy=True,
+                           consume=consume_before_reading)
+    finished = channel.run(messages, allow_stall=not consume_before_reading)
+    while not finished:
+        channel.consume_all()  # the reader takes its credit back in bursts
+        finished = channel.run([], allow_stall=True)
+    channel.received = [handle.data for handle in channel.handles]
+    check_complete(channel, messages)
+    largest = max((len(m) for m in messages), default=0)
+    assert channel.max_allocation <= 2 * (window + largest + 8)
 
 
 @pytest.mark.parametrize("window", [1000, 64 * 1024])
@@ -495,6 +546,29 @@ def test_receiver_reuses_its_buffer_across_messages_and_frees_it_at_the_end() ->
     assert all(type(m) is bytes for m in popped)
     assert len(buffers) <= 2  # at most one growth once it fits the live bytes
     assert len(receiver._buf) == 0 and receiver.is_finished
+
+
+def test_popped_message_is_made_once_on_first_read() -> None:
+    receiver = new_receiver()
+    receiver.on_data(0, framed(b"hello", b"", b"world"), False)
+    first, empty, last = receiver.pop_received()
+    assert (first.size, empty.size, last.size) == (5, 0, 5)
+    assert "unread" in repr(first) and "read" in repr(empty)
+    data = first.data
+    assert data == b"hello" and first.data is data  # made once, then kept
+    assert last.data == b"world" and empty.data == b""
+    assert first == ReceivedMessage.of(b"hello") and first != last
+
+
+def test_messages_handed_out_stay_readable_after_discard() -> None:
+    """A reset stream drops its buffer; what the application was already given
+    is copied out first, so its queued messages still read correctly."""
+    receiver = new_receiver(window=10_000)
+    receiver.on_data(0, framed(b"a" * 300, b"b" * 400), False)
+    handed_out = receiver.pop_received()
+    receiver.discard()
+    assert len(receiver._buf) == 0
+    assert [m.data for m in handed_out] == [b"a" * 300, b"b" * 400]
 
 
 def test_receiver_slides_live_bytes_when_the_parsed_prefix_is_dead() -> None:
