@@ -35,13 +35,14 @@ TRIGGERS: dict[tuple[SessionState, SessionState], str] = {
         "HELLO or RESUME queued (initiator) / valid HELLO or RESUME accepted (responder)",
     (S.INIT, S.CLOSED): "abandoned before any message",
     (S.HANDSHAKING, S.ESTABLISHED):
-        "FINAL or RESUME_OK verified (initiator) / AUTH_PROOF verified or RESUME"
-        " accepted (responder)",
+        "CHALLENGE verified (AUTH_PROOF queued) or RESUME_OK verified (initiator) /"
+        " AUTH_PROOF verified or RESUME accepted (responder)",
     (S.HANDSHAKING, S.CLOSED):
         "connect timeout, REJECT, peer id mismatch, refused resume, local close",
     (S.ESTABLISHED, S.CLOSING): "local close: SESSION_CLOSE sent",
     (S.ESTABLISHED, S.CLOSED):
-        "SESSION_CLOSE or ERROR received, ERROR sent, idle timeout, superseded by a resume",
+        "SESSION_CLOSE or ERROR received, ERROR sent, idle timeout, superseded by a resume,"
+        " handshake never confirmed (initiator)",
     (S.CLOSING, S.CLOSED):
         "SESSION_CLOSE acknowledged, close timeout, ERROR, idle timeout",
 }

@@ -50,6 +50,7 @@ from stt_core.errors import (
 from stt_core.events import (
     Address,
     Event,
+    HandshakeConfirmed,
     MessageDelivered,
     MessageReceived,
     PathChanged,
@@ -550,6 +551,8 @@ class Node:
                 delivered = True
             elif isinstance(event, SessionClosed):
                 self._on_session_closed(event, session)
+            elif isinstance(event, HandshakeConfirmed):
+                session._on_confirmed()
             else:
                 _dispatch_stream_event(event, session)
         return delivered
@@ -563,7 +566,8 @@ class Node:
             else:
                 self._accept_queue.append(session)
                 self._accept_signal.fire()
-        session._on_established(event.session_id, event.peer_node_id, event.address)
+        session._on_established(event.session_id, event.peer_node_id, event.address,
+                                event.confirmed)
         logger.info("session %s established with %r at %r (%s)", event.session_id.hex(),
                     event.peer_node_id, event.address,
                     "initiated" if event.initiator else "accepted")

@@ -358,7 +358,7 @@ class Session:
     """One established STT session. Obtain it from ``Node.connect``/``Node.accept``."""
 
     # Slots: a server holds one handle per idle session, thousands of them.
-    __slots__ = ("_changed", "_close_event", "_incoming", "_last_stats", "_link",
+    __slots__ = ("_changed", "_close_event", "_confirmed", "_incoming", "_last_stats", "_link",
                  "_peer_address", "_peer_node_id", "_session_id", "_streams", "ref",
                  "resume_token")
 
@@ -373,6 +373,7 @@ class Session:
         # and an idle session never needs one).
         self._incoming: deque[Stream] | None = None
         self._close_event: SessionClosed | None = None
+        self._confirmed = False
         # The stats kept once the core forgot the session; taken at close.
         self._last_stats: SessionStats | None = None
         self._changed = ChangeSignal()
@@ -540,6 +541,30 @@ class Session:
             await self._changed.wait()
         return self._close_event
 
+    @property
+    def confirmed(self) -> bool:
+        """True once the peer is known to have established the session too.
+
+        ``connect`` returns one round trip before that (protocol.md §6.3):
+        the session may be used at once, and the core resends what the peer
+        was not ready for. An accepted or resumed session is confirmed from
+        the start.
+        """
+        return self._confirmed
+
+    async def wait_confirmed(self, *, timeout: float | None = None) -> None:
+        """Wait until :attr:`confirmed` (for code that needs the peer to know
+        the session, such as a count of the server's sessions).
+
+        Raises:
+            SessionClosedError: the session ended first.
+            TimeoutError: not confirmed within ``timeout`` seconds.
+        """
+        with time_limit(timeout):
+            while not self._confirmed:
+                self._raise_if_closed()
+                await self._changed.wait()
+
     def _raise_if_closed(self) -> None:
         if self._close_event is not None:
             raise closed_error(self._close_event)
@@ -547,10 +572,15 @@ class Session:
     # -- called by the pump --------------------------------------------------
 
     def _on_established(self, session_id: bytes, peer_node_id: bytes,
-                        address: Address) -> None:
+                        address: Address, confirmed: bool) -> None:
         self._session_id = session_id
         self._peer_node_id = peer_node_id
         self._peer_address = address
+        self._confirmed = confirmed
+        self._changed.fire()
+
+    def _on_confirmed(self) -> None:
+        self._confirmed = True
         self._changed.fire()
 
     def _on_stream_opened(self, stream_id: int, purpose: str, priority: int) -> None:

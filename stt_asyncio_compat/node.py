@@ -252,6 +252,10 @@ class STTNode(NodeLifecycle):
         try:
             raw = await inner.connect(_address(peer_address), peer_node_id=peer_node_id,
                                       timeout=timeout, transport=_transport(transport))
+            # The manual's connect returns once both sides hold the session
+            # (its examples count the server's sessions right after), so wait
+            # out the FINAL that stt_anyio's connect does not (protocol.md §6.3).
+            await raw.wait_confirmed(timeout=timeout)
         except AuthenticationError:
             self._report_closed(b"", "auth_failure")
             raise

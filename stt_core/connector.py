@@ -69,29 +69,8 @@ def _new_initiator(endpoint: Endpoint, session: Session) -> None:
                           pad_to=HELLO_SIZE)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
-    session.hs_proof_attempts = 0
     endpoint.by_handshake_id[handshake.handshake_id] = session
     _queue_hello(session, b"")
-
-
-def restart(endpoint: Endpoint, session: Session, now: float) -> None:
-    """Start the handshake over when AUTH_PROOF keeps going unanswered.
-
-    The responder forgets a half-open handshake after its own connect timeout,
-    which may be shorter than ours; once it has, our AUTH_PROOF can never be
-    answered. A fresh HELLO (protocol.md §6.7) gets a fresh CHALLENGE instead of
-    retrying into the void until our deadline.
-    """
-    session.hs_restart_due = False
-    if endpoint.by_handshake_id.get(session.handshake_id) is session:
-        del endpoint.by_handshake_id[session.handshake_id]
-    if session.session_id and endpoint.by_session_id.get(session.session_id) is session:
-        del endpoint.by_session_id[session.session_id]
-    session.session_id = b""
-    _new_initiator(endpoint, session)
-    session.hs_interval = endpoint.config.handshake_retransmit_interval
-    session.hs_retransmit_at = now + session.hs_interval
-    endpoint.touch(session)
 
 
 def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: float, *,
@@ -157,9 +136,17 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
     if session is None or not session.initiator:
         return DropReason.UNKNOWN_SESSION
     handshake = session.handshake
+    header, body = data[:10], data[10:]
+    if packet_type == PacketType.FINAL and isinstance(handshake, Initiator):
+        # Established since CHALLENGE; FINAL confirms the responder got AUTH_PROOF.
+        try:
+            return _on_final(session, handshake, header, body)
+        except HandshakeAuthError:
+            return DropReason.DECRYPTION_FAILED  # our AUTH_PROOF timer brings a fresh one
+        except HandshakeError:
+            return DropReason.BAD_HANDSHAKE
     if session.state is not SessionState.HANDSHAKING:
         return DropReason.REPLAYED_HANDSHAKE
-    header, body = data[:10], data[10:]
     if isinstance(handshake, ResumeInitiator):
         return _on_resume_reply(endpoint, session, handshake, packet_type, header, body, now)
     if not isinstance(handshake, Initiator):
@@ -167,8 +154,6 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
     try:
         if packet_type == PacketType.CHALLENGE:
             return _on_challenge(endpoint, session, handshake, header, body, now)
-        if packet_type == PacketType.FINAL:
-            return _on_final(endpoint, session, handshake, header, body, now)
         if packet_type == PacketType.REJECT:
             return _on_reject(endpoint, session, handshake, body)
         if packet_type == PacketType.RETRY:
@@ -230,6 +215,14 @@ def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, he
     session.hs_interval = endpoint.config.handshake_retransmit_interval
     session.hs_retransmit_at = now + session.hs_interval
     session.last_received = now
+    # Established now, one round trip before FINAL (protocol.md §6.3): the
+    # CHALLENGE authenticated the responder, and the traffic keys need nothing
+    # FINAL carries. AUTH_PROOF leaves first in this flush, ahead of any session
+    # packet, and is retransmitted until FINAL or a session packet confirms it.
+    session.install_keys(handshake.traffic_keys(), now)
+    endpoint.by_handshake_id.pop(session.handshake_id, None)
+    grant_session_window(session)
+    session.establish(now)
     endpoint.touch(session)
     return None
 
@@ -239,17 +232,13 @@ def _derived_session_id(handshake: Initiator) -> bytes | None:
     return handshake.session_id
 
 
-def _on_final(endpoint: Endpoint, session: Session, handshake: Initiator, header: bytes,
-              body: bytes, now: float) -> DropReason | None:
+def _on_final(session: Session, handshake: Initiator, header: bytes,
+              body: bytes) -> DropReason | None:
+    """FINAL: the responder's key confirmation; the session is already established."""
     if handshake.session_id is None:
-        return DropReason.UNEXPECTED_PACKET
-    keys = handshake.on_final(header, body)
-    session.install_keys(keys, now)
-    session.handshake = None
-    endpoint.by_handshake_id.pop(session.handshake_id, None)
-    grant_session_window(session)
-    session.establish(now)
-    endpoint.touch(session)
+        return DropReason.UNEXPECTED_PACKET  # FINAL before CHALLENGE
+    handshake.on_final(header, body)
+    session.confirm_handshake()
     return None
 
 

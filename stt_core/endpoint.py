@@ -279,8 +279,6 @@ class Endpoint:
             if session is None:
                 continue
             session.handle_timer(now)
-            if session.hs_restart_due:
-                connector.restart(self, session, now)
             self.touch(session)
         self.acceptor.handle_timer(now)
 

@@ -23,6 +23,7 @@ __all__ = [
     "Address",
     "ApplicationFrameReceived",
     "Event",
+    "HandshakeConfirmed",
     "MessageDelivered",
     "MessageReceived",
     "PathChanged",
@@ -66,6 +67,20 @@ class SessionEstablished(Event):
     """True on the side that called ``connect``."""
     resumed: bool = False
     """True when the session was re-established from a resume token."""
+    confirmed: bool = True
+    """False on an initiator established on CHALLENGE (protocol.md §6.3): the
+    responder is established once it reads our AUTH_PROOF, which
+    :class:`HandshakeConfirmed` reports. True on every other side."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeConfirmed(Event):
+    """The responder has our AUTH_PROOF: FINAL, or a session packet from it, arrived.
+
+    The initiator may send from :class:`SessionEstablished` on; this event is
+    for code that also needs the peer to know the session (a test that counts
+    the server's sessions right after ``connect``, the manual's ``connect``).
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -468,6 +468,22 @@ class Initiator:
         mac = _open(result.s_hs, _NONCE_1, header, body)
         if not _hmac.compare_digest(mac, _finished_mac(result.s_hs, result.h3)):
             raise HandshakeAuthError("FINAL key confirmation failed")
+        return self.traffic_keys()
+
+    def traffic_keys(self) -> HandshakeKeys:
+        """The session keys, known as soon as a CHALLENGE verified.
+
+        The responder proved the seed and its ephemeral key by sealing the
+        CHALLENGE, and h3 covers our AUTH_PROOF, so nothing FINAL carries is
+        needed to derive them: the initiator installs them at once and is
+        established one round trip earlier (protocol.md §6.3).
+
+        Raises:
+            HandshakeError: no CHALLENGE was accepted yet.
+        """
+        result = self._result
+        if result is None or self.session_id is None or self.peer_node_id is None:
+            raise HandshakeError("no CHALLENGE accepted yet")
         if result.keys is None:
             result.keys = _traffic_keys(result.hs, result.h3, initiator=True,
                                         session_id=self.session_id,

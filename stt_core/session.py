@@ -41,6 +41,7 @@ from .events import (
     Address,
     ApplicationFrameReceived,
     Event,
+    HandshakeConfirmed,
     PathChanged,
     ResumeTokenReceived,
     SessionClosed,
@@ -88,8 +89,9 @@ class _PathProbe:
 
 PMTU_PROBE_SIZES = (1452, 8952, 16384, 32768, 65507)
 """Datagram sizes path MTU discovery tries, in order (Ethernet, jumbo frames, loopback)."""
-PROOF_ATTEMPTS_BEFORE_RESTART = 5
-"""Unanswered AUTH_PROOF retransmissions after which the initiator sends a new HELLO."""
+AUTH_PROOF_ATTEMPTS = 5
+"""AUTH_PROOF retransmissions without confirmation after which an initiator gives
+the session up: the responder has forgotten the handshake (protocol.md §6.7)."""
 MAX_HANDSHAKE_RETRANSMIT_INTERVAL = 2.0
 """Backoff cap for handshake retransmissions: a long connect timeout on a bad
 path keeps trying every 2 s instead of waiting ever longer (protocol.md §6.7)."""
@@ -128,7 +130,7 @@ class Session:
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
         "early_credit", "emit", "expected_peer_node_id", "final_packet", "grant_due", "handshake",
         "handshake_id", "hs_deadline", "hs_interval", "hs_packet", "hs_proof_attempts",
-        "hs_restart_due", "hs_retransmit_at", "hs_send_due", "initiator", "keep_alive_ack_due",
+        "hs_retransmit_at", "hs_send_due", "initiator", "keep_alive_ack_due",
         "last_path_challenge", "last_received", "last_sent_ack_eliciting", "local_max_data",
         "nack_floor", "next_packet_number", "pacing_at", "packets_under_key", "path",
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
@@ -238,7 +240,6 @@ class Session:
         self.auth_rejects = 0
         self.expected_peer_node_id: bytes | None = None
         self.hs_proof_attempts = 0
-        self.hs_restart_due = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -297,7 +298,20 @@ class Session:
         self.address_validated = True
         self.emit(SessionEstablished(
             ref=self.ref, session_id=self.session_id, peer_node_id=self.peer_node_id,
-            address=self.address, initiator=self.initiator, resumed=self.resumed))
+            address=self.address, initiator=self.initiator, resumed=self.resumed,
+            confirmed=self.handshake is None))
+
+    def confirm_handshake(self) -> None:
+        """The responder has our AUTH_PROOF (FINAL, or a session packet from it).
+
+        Until then an initiator established on CHALLENGE keeps its handshake
+        and retransmits AUTH_PROOF (protocol.md §6.3, §6.7).
+        """
+        self.handshake = None
+        self.hs_retransmit_at = None
+        self.hs_send_due = False
+        self.hs_packet = b""
+        self.emit(HandshakeConfirmed(ref=self.ref))
 
     # ------------------------------------------------------------------ closing
 
@@ -402,6 +416,10 @@ class Session:
             # Keys for this session were only ever sent to this address (a resumed
             # session's RESUME_OK): an authenticated packet from it proves it (§8.2).
             self.address_validated = True
+        if self.handshake is not None:
+            # An initiator established on CHALLENGE: the responder installs its
+            # keys only on our AUTH_PROOF, so this packet confirms it (§6.3).
+            self.confirm_handshake()
         if self.trace.enabled:
             self.trace.event(now, self.ref, "packet_received", {
                 "packet_number": pn, "size": len(data),
@@ -584,7 +602,8 @@ class Session:
                 if release < earliest:
                     earliest = release
             for deadline in (self.recovery.loss_detection_deadline(),
-                             self.acks.ack_deadline(), self.close_deadline, self.pacing_at):
+                             self.acks.ack_deadline(), self.close_deadline, self.pacing_at,
+                             self.hs_retransmit_at):
                 if deadline is not None and deadline < earliest:
                     earliest = deadline
         return earliest
@@ -615,15 +634,17 @@ class Session:
         """Drop the last handshake packet and its trigger once the peer is past them.
 
         The responder keeps FINAL (or RESUME_OK) and the AUTH_PROOF it answered,
-        to resend FINAL if that AUTH_PROOF comes again (protocol.md §6.7). The
-        initiator installs traffic keys only on FINAL, so one authenticated
-        packet from it proves FINAL arrived; a later copy of AUTH_PROOF is then
-        a replay and is dropped as one. The initiator's own AUTH_PROOF is dead
-        weight once it is established.
+        to resend FINAL if that AUTH_PROOF comes again (protocol.md §6.7), until
+        the initiator acknowledged one of its session packets: the initiator
+        then holds the keys and was confirmed by that packet, so it will not
+        ask again, and a later copy of AUTH_PROOF is a replay, dropped as one.
+        (Its own session packets prove nothing: an initiator sends them from
+        CHALLENGE on, before FINAL.) The initiator's own AUTH_PROOF is dead
+        weight once it is confirmed.
         """
-        if self.hs_send_due:
-            return
-        if self.initiator or self.stats.packets_received > 0:
+        if self.hs_send_due or self.handshake is not None:
+            return  # not confirmed yet: AUTH_PROOF may have to go again
+        if self.initiator or self.recovery.largest_acked is not None:
             self.hs_packet = self.final_packet = self.auth_proof_packet = b""
 
     def handle_timer(self, now: float) -> None:
@@ -647,6 +668,10 @@ class Session:
                 return
             self.finish_close(now)
             return
+        if self.hs_retransmit_at is not None and now >= self.hs_retransmit_at:
+            self._retransmit_auth_proof(now)
+            if self.is_closed:
+                return
         self._release_when_quiet(now)
         if self.pacing_at is not None and now >= self.pacing_at:
             self.pacing_at = None  # the flush that follows sends what the pacer held
@@ -655,6 +680,10 @@ class Session:
             packetizer.requeue_lost(self, lost, now)
         if probes:
             self.probe_packets = max(self.probe_packets, probes)
+            if self.handshake is not None:
+                # Unconfirmed: the responder may be dropping our packets for
+                # want of the AUTH_PROOF, so it goes ahead of the probes.
+                self.hs_send_due = True
 
     def _handle_handshake_timer(self, now: float) -> None:
         """Give up at the connect deadline; the initiator retransmits before that."""
@@ -664,14 +693,27 @@ class Session:
                       "handshake did not complete before the connect timeout")
             return
         if self.hs_retransmit_at is not None and now >= self.hs_retransmit_at:
-            if self.initiator and self.session_id and not self.resumed:
-                self.hs_proof_attempts += 1  # AUTH_PROOF phase: CHALLENGE was seen
-                if self.hs_proof_attempts >= PROOF_ATTEMPTS_BEFORE_RESTART:
-                    self.hs_restart_due = True  # the endpoint starts over (connector.restart)
-                    return
             self.hs_send_due = True
             self.hs_interval = min(self.hs_interval * 2, MAX_HANDSHAKE_RETRANSMIT_INTERVAL)
             self.hs_retransmit_at = now + self.hs_interval
+
+    def _retransmit_auth_proof(self, now: float) -> None:
+        """AUTH_PROOF again, for an initiator established but not yet confirmed.
+
+        A responder that never answers lost our handshake (it restarted, or
+        evicted the pending handshake): after as many tries as a handshake
+        makes before starting over, the session fails rather than sending
+        into nothing until the idle timeout.
+        """
+        self.hs_proof_attempts += 1
+        if self.hs_proof_attempts >= AUTH_PROOF_ATTEMPTS:
+            self.hs_retransmit_at = None
+            self.fail("timeout", int(ErrorCode.IDLE_TIMEOUT),
+                      "the peer never confirmed the handshake (no FINAL, no packet)")
+            return
+        self.hs_send_due = True
+        self.hs_interval = min(self.hs_interval * 2, MAX_HANDSHAKE_RETRANSMIT_INTERVAL)
+        self.hs_retransmit_at = now + self.hs_interval
 
     def finish_close(self, now: float) -> None:
         """Our SESSION_CLOSE was acknowledged (or the close timeout ran out)."""

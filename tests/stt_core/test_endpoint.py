@@ -10,6 +10,7 @@ import pytest
 from stt_core import (
     Config,
     DropReason,
+    HandshakeConfirmed,
     MessageReceived,
     SessionClosed,
     SessionEstablished,
@@ -30,7 +31,10 @@ def closed(events: list[object]) -> list[SessionClosed]:
 
 def connect(pair: Pair, **kwargs: object) -> int:
     ref = pair.client.connect(SERVER_ADDR, pair.now, **kwargs)  # type: ignore[arg-type]
-    pair.run_for(2.0, stop=lambda: bool(established(pair.client_events)
+    # Until both sides are up: the client is established on CHALLENGE, a
+    # one-way trip before the server (on AUTH_PROOF).
+    pair.run_for(2.0, stop=lambda: bool((established(pair.client_events)
+                                         and established(pair.server_events))
                                         or closed(pair.client_events)))
     return ref
 
@@ -249,18 +253,57 @@ def test_garbage_datagrams_are_dropped_and_counted_without_harm() -> None:
     assert [e.data for e in received] == [b"still alive"]
 
 
-def test_initiator_starts_over_when_the_responder_forgot_the_handshake() -> None:
-    # The responder gives up on half-open handshakes after 2 s; our AUTH_PROOFs
-    # are lost for 4 s, so retrying them can never work: a new HELLO must.
-    pair = Pair(client=make_config(b"client", connect_timeout=30.0),
+def test_initiator_closes_when_the_responder_forgot_the_handshake() -> None:
+    """The initiator is established on CHALLENGE; if the responder then forgets
+    the handshake (it gives up on half-open ones after 2 s, and our AUTH_PROOFs
+    are lost for 4 s), nothing can confirm it: after the AUTH_PROOF attempts a
+    handshake makes, the session fails instead of sending into nothing until
+    the idle timeout."""
+    pair = Pair(client=make_config(b"client", connect_timeout=30.0, idle_timeout=60.0),
                 server=make_config(b"server", server_mode=True, connect_timeout=2.0))
     lost_until = pair.now + 4.0
     pair.drop = lambda datagram, source, destination: (
         datagram[0] == PacketType.AUTH_PROOF and pair.now < lost_until)
+    start = pair.now
     ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(30.0, stop=lambda: bool(established(pair.client_events)
-                                         or closed(pair.client_events)))
+    pair.run_for(30.0, stop=lambda: bool(closed(pair.client_events)))
     (event,) = established(pair.client_events)
     assert event.ref == ref
-    hellos = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.HELLO]
-    assert len({hello[2:10] for hello in hellos}) >= 2  # a second handshake id
+    assert not established(pair.server_events)
+    (end,) = closed(pair.client_events)
+    assert end.established and end.reason == "timeout"
+    assert "never confirmed" in end.message
+    assert pair.now - start < 10.0  # well before the 60 s idle timeout
+    proofs = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.AUTH_PROOF]
+    assert len(proofs) >= 5
+
+
+def test_initiator_is_established_on_challenge_and_confirmed_by_final() -> None:
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: bool(established(pair.client_events)))
+    session = pair.client.sessions[ref]
+    assert not established(pair.server_events)  # AUTH_PROOF is still on its way
+    assert session.handshake is not None and session.hs_retransmit_at is not None
+    sent = [d[0] for who, d in pair.sent if who == "client" and d[0] < 8]
+    assert sent == [PacketType.HELLO, PacketType.AUTH_PROOF]
+    assert established(pair.client_events)[0].confirmed is False
+    pair.run_for(1.0, stop=lambda: session.handshake is None)
+    assert established(pair.server_events)[0].confirmed is True
+    assert [e.ref for e in pair.client_events if isinstance(e, HandshakeConfirmed)] == [ref]
+    assert session.hs_retransmit_at is None and session.hs_packet == b""
+    assert [d[0] for who, d in pair.sent if who == "server" and d[0] < 8] == [
+        PacketType.CHALLENGE, PacketType.FINAL]
+
+
+def test_forged_final_does_not_confirm_the_initiator() -> None:
+    pair = Pair()
+    pair.drop = lambda datagram, source, destination: datagram[0] == PacketType.FINAL
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: bool(established(pair.client_events)))
+    session = pair.client.sessions[ref]
+    forged = bytes([PacketType.FINAL]) + session.hs_packet[1:10] + bytes(48)
+    before = pair.client.stats.drops.get(DropReason.DECRYPTION_FAILED.value, 0)
+    pair.client.receive_datagram(forged, SERVER_ADDR, pair.now)
+    assert pair.client.stats.drops.get(DropReason.DECRYPTION_FAILED.value, 0) == before + 1
+    assert session.handshake is not None

@@ -154,7 +154,7 @@ def test_forged_cookie_from_another_address_is_not_accepted() -> None:
     """A cookie is bound to the address it was issued to."""
     pair = Pair(server=make_config(b"server", server_mode=True, cookie_threshold=0))
     ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(3.0, stop=lambda: bool(established(pair.client_events)))
+    pair.run_for(3.0, stop=lambda: bool(established(pair.server_events)))
     assert established(pair.client_events)
     hello_with_cookie = [d for who, d in pair.sent
                          if who == "client" and d[0] == PacketType.HELLO][-1]
