@@ -140,7 +140,9 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
     if packet_type == PacketType.FINAL and isinstance(handshake, Initiator):
         # Established since CHALLENGE; FINAL confirms the responder got AUTH_PROOF.
         try:
-            return _on_final(session, handshake, header, body)
+            reason = _on_final(session, handshake, header, body)
+            endpoint.touch(session)  # confirmed: path MTU probing may start
+            return reason
         except HandshakeAuthError:
             return DropReason.DECRYPTION_FAILED  # our AUTH_PROOF timer brings a fresh one
         except HandshakeError:

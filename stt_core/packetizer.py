@@ -160,8 +160,13 @@ def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Addres
     is not read as congestion; an ACK raises the path's datagram size.
     """
     if session.pmtu_probe_size or not session.pmtu_candidates or session.path.reliable \
-            or session.state is not SessionState.ESTABLISHED or not session.address_validated:
-        return  # never probe an unvalidated address: a probe would break the 3x limit
+            or session.state is not SessionState.ESTABLISHED or not session.address_validated \
+            or session.handshake is not None:
+        # Never probe an unvalidated address (a probe would break the 3x limit),
+        # nor before the handshake is confirmed: a peer that has not read our
+        # AUTH_PROOF drops the probe, and a session that ends within its first
+        # round trip never needs the larger size.
+        return
     size = session.pmtu_candidates[0]
     header_size = len(encode_session_header(session.send_phase, session.session_id,
                                             session.next_packet_number))

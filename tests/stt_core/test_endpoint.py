@@ -307,3 +307,20 @@ def test_forged_final_does_not_confirm_the_initiator() -> None:
     pair.client.receive_datagram(forged, SERVER_ADDR, pair.now)
     assert pair.client.stats.drops.get(DropReason.DECRYPTION_FAILED.value, 0) == before + 1
     assert session.handshake is not None
+
+
+def test_initiator_probes_the_path_mtu_only_once_confirmed() -> None:
+    pair = Pair()
+    pair.drop = lambda datagram, source, destination: (  # all but CHALLENGE, for a while
+        source == SERVER_ADDR and datagram[0] != PacketType.CHALLENGE and pair.now < 1000.1)
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    session = pair.client.sessions[ref]
+
+    def client_probes() -> list[bytes]:
+        return [d for who, d in pair.sent if who == "client" and len(d) == 1452]
+
+    pair.run_for(0.09)
+    assert established(pair.client_events) and session.handshake is not None
+    assert client_probes() == []  # nothing confirmed it yet, so no probe
+    pair.run_for(1.0, stop=lambda: bool(client_probes()))
+    assert session.handshake is None and len(client_probes()) == 1
