@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stt_core import stream_receive
 from stt_core.errors import (
     BufferFullError,
     ErrorCode,
@@ -17,7 +19,7 @@ from stt_core.errors import (
     StreamClosedError,
 )
 from stt_core.send_buffer import SMALL_WRITE, TAIL_CHUNK
-from stt_core.stream_receive import ReceivedMessage
+from stt_core.stream_receive import LAZY_MIN_SIZE, ReceivedMessage
 from stt_core.streams import SessionFlowControl, StreamReceiver, StreamSender
 from stt_core.wire import encode_varint
 
@@ -233,10 +235,12 @@ def test_messages_read_late_and_out_of_order_are_intact_and_memory_stays_bounded
     channel = make_channel(seed, window=window, payloads=(700, 5000), loss=loss,
                            reorder=reorder, buffer_limit=8192, lazy=True,
                            consume=consume_before_reading)
-    finished = channel.run(messages, allow_stall=not consume_before_reading)
-    while not finished:
-        channel.consume_all()  # the reader takes its credit back in bursts
-        finished = channel.run([], allow_stall=True)
+    # Every non-empty message stays in the buffer until read, not only large ones.
+    with mock.patch.object(stream_receive, "LAZY_MIN_SIZE", 1):
+        finished = channel.run(messages, allow_stall=not consume_before_reading)
+        while not finished:
+            channel.consume_all()  # the reader takes its credit back in bursts
+            finished = channel.run([], allow_stall=True)
     channel.received = [handle.data for handle in channel.handles]
     check_complete(channel, messages)
     largest = max((len(m) for m in messages), default=0)
@@ -549,26 +553,31 @@ def test_receiver_reuses_its_buffer_across_messages_and_frees_it_at_the_end() ->
 
 
 def test_popped_message_is_made_once_on_first_read() -> None:
-    receiver = new_receiver()
-    receiver.on_data(0, framed(b"hello", b"", b"world"), False)
-    first, empty, last = receiver.pop_received()
-    assert (first.size, empty.size, last.size) == (5, 0, 5)
-    assert "unread" in repr(first) and "read" in repr(empty)
+    big, other = b"h" * LAZY_MIN_SIZE, b"w" * (LAZY_MIN_SIZE + 1)
+    receiver = new_receiver(window=100_000, max_message_size=100_000)
+    receiver.on_data(0, framed(big, b"", b"small", other), False)
+    first, empty, small, last = receiver.pop_received()
+    assert (first.size, empty.size, small.size, last.size) == (len(big), 0, 5, len(other))
+    # Large messages wait in the buffer; small ones were copied out at once.
+    assert "unread" in repr(first) and "unread" in repr(last)
+    assert "unread" not in repr(small) and "unread" not in repr(empty)
     data = first.data
-    assert data == b"hello" and first.data is data  # made once, then kept
-    assert last.data == b"world" and empty.data == b""
-    assert first == ReceivedMessage.of(b"hello") and first != last
+    assert data == big and first.data is data  # made once, then kept
+    assert last.data == other and empty.data == b"" and small.data == b"small"
+    assert first == ReceivedMessage.of(big) and first != last
 
 
 def test_messages_handed_out_stay_readable_after_discard() -> None:
     """A reset stream drops its buffer; what the application was already given
     is copied out first, so its queued messages still read correctly."""
-    receiver = new_receiver(window=10_000)
-    receiver.on_data(0, framed(b"a" * 300, b"b" * 400), False)
+    receiver = new_receiver(window=100_000, max_message_size=100_000)
+    messages = [b"a" * LAZY_MIN_SIZE, b"b" * 2 * LAZY_MIN_SIZE]
+    receiver.on_data(0, framed(*messages), False)
     handed_out = receiver.pop_received()
+    assert receiver._pending == handed_out  # both unread, in the buffer
     receiver.discard()
     assert len(receiver._buf) == 0
-    assert [m.data for m in handed_out] == [b"a" * 300, b"b" * 400]
+    assert [m.data for m in handed_out] == messages
 
 
 def test_receiver_slides_live_bytes_when_the_parsed_prefix_is_dead() -> None:
