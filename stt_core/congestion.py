@@ -147,7 +147,13 @@ class Pacer:
         self._capacity = max(self._floor_capacity, rate * PACER_BURST_INTERVAL)
 
     def _tokens_at(self, now: float) -> float:
-        if self._last_time is None or now <= self._last_time:
+        if self._last_time is None:
+            # No paced packet yet: the bucket is full at its current depth. The
+            # depth may have grown since birth (path MTU discovery), and the
+            # tokens, which only refill after a paced send, must follow it, or
+            # a datagram larger than the birth depth would wait forever.
+            return self._capacity
+        if now <= self._last_time:
             return self._tokens
         return min(self._capacity, self._tokens + (now - self._last_time) * self._rate)
 

@@ -331,6 +331,21 @@ def test_pacer_query_is_pure_and_refills() -> None:
     assert pacer.next_send_time(10.0, MDS) == 10.0  # bucket full again
 
 
+def test_pacer_bucket_grown_before_any_paced_send_does_not_stall() -> None:
+    """Path MTU discovery can raise the datagram size after the first RTT sample
+    but before the first paced packet (data sent before the sample is unpaced).
+    The tokens must follow the deeper bucket: a full-size datagram used to wait
+    forever, since tokens only refill after a paced send."""
+    pacer = Pacer(MDS)
+    pacer.on_packet_sent(MDS, 0.0)  # before any RTT sample: unpaced, spends nothing
+    pacer.update(100 * 65_507, 0.001)
+    pacer.set_max_datagram_size(65_507)
+    assert pacer.next_send_time(1.0, 65_507) == 1.0
+    pacer.on_packet_sent(65_507, 1.0)
+    later = pacer.next_send_time(1.0, 65_507)
+    assert later >= 1.0 and pacer.next_send_time(later, 65_507) == later
+
+
 def test_pacer_follows_window_after_loss() -> None:
     cc = NewReno(max_datagram_size=MDS)
     one_round(cc, 0.0, rtt_of())
