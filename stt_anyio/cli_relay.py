@@ -151,10 +151,14 @@ class LossyRelay:
 
 
 async def _send_ignoring_errors(send: Awaitable[None]) -> None:
-    """Await a send; a refused or failed send is just more loss for a relay."""
+    """Await a send; a refused or failed send is just more loss for a relay.
+
+    A socket closed by ``aclose`` while a datagram was on its way through is
+    not an error either: the forwarding loop ends at its next receive.
+    """
     try:
         await send
-    except OSError:
+    except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):
         return
 
 
