@@ -161,11 +161,12 @@ def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Addres
     """
     if session.pmtu_probe_size or not session.pmtu_candidates or session.path.reliable \
             or session.state is not SessionState.ESTABLISHED or not session.address_validated \
-            or session.handshake is not None:
+            or session.handshake is not None or not session.stats.messages_sent:
         # Never probe an unvalidated address (a probe would break the 3x limit),
-        # nor before the handshake is confirmed: a peer that has not read our
-        # AUTH_PROOF drops the probe, and a session that ends within its first
-        # round trip never needs the larger size.
+        # nor before the handshake is confirmed (a peer that has not read our
+        # AUTH_PROOF drops the probe), nor before the application sent anything:
+        # the size is for our own direction, so a side that only receives, or a
+        # session that ends before it sends, never needs it.
         return
     size = session.pmtu_candidates[0]
     header_size = len(encode_session_header(session.send_phase, session.session_id,

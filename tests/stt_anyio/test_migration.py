@@ -297,7 +297,11 @@ async def test_failover_waits_for_outstanding_data() -> None:
         session, peer = await connect_pair(r, failover=[("websocket", r.ws_address)],
                                            failover_after=0.3)
         await exchange(session, peer, "warm-up", 2)
-        await wait_until(lambda: session.stats.bytes_in_flight == 0)
+        # Nothing outstanding: no data in flight, and the path MTU probes that
+        # the client's first message started are all answered.
+        core = r.client._endpoint.sessions[session.ref]
+        await wait_until(lambda: session.stats.bytes_in_flight == 0
+                         and not core.pmtu_probe_size and not core.pmtu_candidates)
         r.relay.forwarding = False
         await anyio.sleep(1.0)  # silent, but nothing is outstanding: stay
         assert session.peer_address == r.relay.address

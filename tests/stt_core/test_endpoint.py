@@ -309,18 +309,24 @@ def test_forged_final_does_not_confirm_the_initiator() -> None:
     assert session.handshake is not None
 
 
-def test_initiator_probes_the_path_mtu_only_once_confirmed() -> None:
+def test_path_mtu_is_probed_only_by_a_confirmed_side_that_sends() -> None:
     pair = Pair()
     pair.drop = lambda datagram, source, destination: (  # all but CHALLENGE, for a while
         source == SERVER_ADDR and datagram[0] != PacketType.CHALLENGE and pair.now < 1000.1)
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     session = pair.client.sessions[ref]
 
-    def client_probes() -> list[bytes]:
-        return [d for who, d in pair.sent if who == "client" and len(d) == 1452]
+    def probes(side: str) -> list[bytes]:
+        return [d for who, d in pair.sent if who == side and len(d) == 1452]
 
     pair.run_for(0.09)
     assert established(pair.client_events) and session.handshake is not None
-    assert client_probes() == []  # nothing confirmed it yet, so no probe
-    pair.run_for(1.0, stop=lambda: bool(client_probes()))
-    assert session.handshake is None and len(client_probes()) == 1
+    stream = pair.client.open_stream(ref)
+    pair.client.send_message(ref, stream, b"hello")
+    pair.run_for(0.005)
+    assert probes("client") == []  # it sends, but nothing confirmed it yet
+    pair.run_for(1.0, stop=lambda: bool(probes("client")))
+    assert session.handshake is None and len(probes("client")) == 1
+    pair.run_for(1.0)
+    assert established(pair.server_events)
+    assert probes("server") == []  # the server never sent a message: it never needs to

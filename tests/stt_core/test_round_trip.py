@@ -44,6 +44,10 @@ def settled_pair() -> tuple[Pair, int, int]:
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(3.0)
     stream_id = pair.client.open_stream(ref, purpose="rtt")
+    # Each side probes the path MTU once it has sent a message: one exchange,
+    # then time for the probes and their ACKs.
+    round_trip(pair, ref, stream_id)
+    pair.run_for(3.0)
     return pair, ref, stream_id
 
 
