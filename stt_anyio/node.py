@@ -198,28 +198,32 @@ class Node:
         self._in_flush = True
         try:
             self._dispatch()
-            self._route(self._endpoint.datagrams_to_send(clock.now()))
+            self._route(self._endpoint.datagrams_to_send(clock.now(), lend=True))
             self._dispatch()
         finally:
             self._in_flush = False
 
-    def _route(self, out: list[tuple[bytes, Address]]) -> None:
+    def _route(self, out: list[tuple[bytes | memoryview, Address]]) -> None:
         """Hand WebSocket datagrams to their connections and send the UDP ones.
 
         UDP datagrams go out now, without waiting, unless a backlog exists;
         what the socket cannot take joins the backlog, behind anything already
-        there, for the pump to send once the socket is writable.
+        there, for the pump to send once the socket is writable. The flush
+        borrowed large datagrams from the core (``lend=True``): one that must
+        wait is copied, since the next flush writes its buffer again.
         """
-        udp_batch: list[tuple[bytes, UdpAddress]] = []
+        udp_batch: list[tuple[bytes | memoryview, UdpAddress]] = []
         for data, addr in out:
             if isinstance(addr, tuple):
                 udp_batch.append((data, addr))
             elif isinstance(addr, WsPeer) and self._ws is not None:
-                self._ws.send(data, addr)
+                self._ws.send(bytes(data) if isinstance(data, memoryview) else data, addr)
         udp = self._udp
         if udp_batch and not self._backlog and udp is not None:
             del udp_batch[:udp.try_send_many(udp_batch)]
-        self._backlog += udp_batch
+        if udp_batch:
+            self._backlog += [(bytes(data) if isinstance(data, memoryview) else data, addr)
+                              for data, addr in udp_batch]
 
     # -- public API ----------------------------------------------------------
 
@@ -521,7 +525,7 @@ class Node:
         handing a sealed batch to a task that yields before sending would put
         later packet numbers on the wire first, which the peer reads as loss.
         """
-        self._route(self._endpoint.datagrams_to_send(clock.now()))
+        self._route(self._endpoint.datagrams_to_send(clock.now(), lend=True))
         udp = self._udp
         if self._backlog and udp is not None:
             # Shielded so a timer firing mid-wait does not lose datagrams.

@@ -489,7 +489,7 @@ class UdpCarrier:
 
     # -- sending --------------------------------------------------------------
 
-    def try_send(self, data: bytes, addr: UdpAddress) -> bool:
+    def try_send(self, data: bytes | memoryview, addr: UdpAddress) -> bool:
         """Send one datagram without waiting.
 
         Returns:
@@ -518,7 +518,7 @@ class UdpCarrier:
         self.stats.send_errors += 1
         return True
 
-    def try_send_many(self, datagrams: Sequence[tuple[bytes, UdpAddress]],
+    def try_send_many(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
                       start: int = 0) -> int:
         """Send ``datagrams[start:]`` in order without waiting; GSO where possible.
 
@@ -543,7 +543,7 @@ class UdpCarrier:
             index = run_end
         return end
 
-    def _send_each(self, datagrams: Sequence[tuple[bytes, UdpAddress]],
+    def _send_each(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
                    index: int, end: int) -> int:
         """``try_send`` each of ``datagrams[index:end]``; returns where it had to stop."""
         for position in range(index, end):
@@ -553,7 +553,7 @@ class UdpCarrier:
         return end
 
     @staticmethod
-    def _gso_run_end(datagrams: Sequence[tuple[bytes, UdpAddress]], index: int) -> int:
+    def _gso_run_end(datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]], index: int) -> int:
         """End of the run starting at ``index`` that one segmented send may carry.
 
         A run goes to one address; every datagram but the last has the first
@@ -576,7 +576,7 @@ class UdpCarrier:
             break
         return position
 
-    def _send_segmented(self, datagrams: Sequence[tuple[bytes, UdpAddress]],
+    def _send_segmented(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
                         index: int, end: int) -> bool | None:
         """One ``sendmsg`` with ``UDP_SEGMENT`` for ``datagrams[index:end]``.
 
@@ -623,7 +623,7 @@ class UdpCarrier:
             return False
         return not self._closed
 
-    async def send_batch(self, datagrams: Sequence[tuple[bytes, UdpAddress]]) -> None:
+    async def send_batch(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]]) -> None:
         """Send datagrams in order, waiting for writability when the kernel is full.
 
         Runs of same-destination datagrams go out segmented (see module doc).

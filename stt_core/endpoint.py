@@ -25,6 +25,7 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from . import acceptor, connector, packetizer, stream_io
 from .config import Config
@@ -82,7 +83,7 @@ class Endpoint:
         self.by_handshake_id: dict[bytes, Session] = {}
         self.paths: dict[Address, PathProperties] = {}
         self.pmtu_cache: OrderedDict[Address, int] = OrderedDict()
-        self.stateless_out: list[tuple[bytes, Address]] = []
+        self.stateless_out: list[tuple[bytes | memoryview, Address]] = []
         self.acceptor = acceptor.Acceptor(self, now)
         self.tokens = TokenIssuer(key=random_bytes(32), lifetime=config.resume_token_lifetime,
                                   capacity=max(4096, 2 * config.max_sessions),
@@ -218,8 +219,29 @@ class Endpoint:
         self.touch(session)
         return reason
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Every datagram due now, with its destination address."""
+    @overload
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+
+    @overload
+    def datagrams_to_send(self, now: float, *,
+                          lend: bool) -> list[tuple[bytes | memoryview, Address]]: ...
+
+    def datagrams_to_send(self, now: float, *,
+                          lend: bool = False) -> list[tuple[Any, Address]]:
+        """Every datagram due now, with its destination address.
+
+        With ``lend=True`` a large datagram (4 KiB of payload or more) may be
+        a ``memoryview`` of a buffer the endpoint writes again from the next
+        ``datagrams_to_send(..., lend=True)`` on: send or copy every datagram
+        before that call. A bulk sender then reuses the same memory for every
+        flush instead of allocating (and page-faulting) tens of 64 KiB blocks
+        each time (``stt_core.scratch.PacketPool``). Without it every datagram
+        is ``bytes`` of its own, which a caller may keep as long as it likes.
+        """
+        scratch = self.scratch
+        scratch.lending = lend
+        if lend:
+            scratch.packets.restart()
         out = self.stateless_out
         self.stateless_out = []
         self._flush_again_at = None
@@ -242,6 +264,7 @@ class Endpoint:
                 self.forget(session)
             else:
                 self._reschedule(session)
+        scratch.lending = False
         stats = self.stats
         stats.datagrams_sent += len(out)
         for datagram, _ in out:

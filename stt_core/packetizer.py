@@ -65,12 +65,16 @@ MIN_USEFUL_DATA = 32
 MAX_DATAGRAMS_PER_FLUSH = 256
 """Bound one flush so a fast sender cannot starve the binding's receive side."""
 
+Outgoing = list[tuple[bytes | memoryview, Address]]
+"""Datagrams of one flush and their destinations; a large one may be a view of a
+buffer lent until the next flush (``Endpoint.datagrams_to_send(..., lend=True)``)."""
 
-def datagrams(session: Session, now: float) -> list[tuple[bytes, Address]]:
+
+def datagrams(session: Session, now: float) -> Outgoing:
     """Everything this session wants to send now (may be empty)."""
     if session.send_protection is None:
         return []
-    out: list[tuple[bytes, Address]] = []
+    out: Outgoing = []
     if session.state is SessionState.CLOSED:
         packet = _build_packet(session, now, allow_data=False)
         session.control.clear()
@@ -135,7 +139,7 @@ def has_pending_data(session: Session) -> bool:
     return session.streams.has_ready()
 
 
-def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:
+def _send_path_probes(session: Session, now: float, out: Outgoing) -> None:
     """PATH_CHALLENGE to each unvalidated address, within its amplification budget."""
     for addr, probe in session.probes.items():
         retry_interval = max(3 * session.recovery.rtt.smoothed_rtt, 0.05)
@@ -153,7 +157,7 @@ def _send_path_probes(session: Session, now: float, out: list[tuple[bytes, Addre
         out.append((packet, addr))
 
 
-def _send_pmtu_probe(session: Session, now: float, out: list[tuple[bytes, Address]]) -> None:
+def _send_pmtu_probe(session: Session, now: float, out: Outgoing) -> None:
     """Try the next larger datagram size: a padded KEEP_ALIVE (protocol.md §8.3).
 
     The probe is not counted in flight, so losing it (the path is too narrow)
@@ -203,7 +207,8 @@ def _on_pmtu_probe_lost(session: Session, size: int) -> None:
         session.pmtu_candidates = []  # the path is narrower: stop at what works
 
 
-def _build_packet(session: Session, now: float, *, allow_data: bool) -> bytes | None:
+def _build_packet(session: Session, now: float, *,
+                  allow_data: bool) -> bytes | memoryview | None:
     """Pack one packet, or return None when there is nothing worth sending."""
     max_size = session.path.max_datagram_size
     if not session.address_validated:
@@ -332,7 +337,7 @@ def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes 
 
 
 def _seal(session: Session, parts: list[bytes | memoryview], records: list[tuple[object, ...]],
-          now: float, *, ack_eliciting: bool, in_flight: bool = True) -> bytes:
+          now: float, *, ack_eliciting: bool, in_flight: bool = True) -> bytes | memoryview:
     """Protect the payload under the current key, record it, maybe rotate keys."""
     protection = session.send_protection
     if protection is None:
@@ -341,6 +346,7 @@ def _seal(session: Session, parts: list[bytes | memoryview], records: list[tuple
     session.next_packet_number = pn + 1
     header = encode_session_header(session.send_phase, session.session_id, pn)
     plaintext: bytes | memoryview
+    packet: bytes | memoryview
     if len(parts[-1]) >= SCRATCH_MIN_PLAINTEXT:
         # Large (a packet's last part is its DATA payload or its padding, and
         # summing every part's length would cost a small packet 0.3 us):
@@ -354,9 +360,17 @@ def _seal(session: Session, parts: list[bytes | memoryview], records: list[tuple
             end = position + len(part)
             plaintext[position:end] = part
             position = end
-        sealed = scratch.sealed.view(length + TAG_SIZE)
-        protection.seal_into(pn, header, plaintext, sealed)
-        packet = header + sealed
+        lent = scratch.packets.take(len(header) + length + TAG_SIZE) \
+            if scratch.lending else None
+        if lent is not None:
+            # Sealed in place in a buffer lent to the caller until its next flush.
+            lent[:len(header)] = header
+            protection.seal_into(pn, header, plaintext, lent[len(header):])
+            packet = lent
+        else:
+            sealed = scratch.sealed.view(length + TAG_SIZE)
+            protection.seal_into(pn, header, plaintext, sealed)
+            packet = header + sealed
     else:
         plaintext = b"".join(parts)
         packet = header + protection.seal(pn, header, plaintext)

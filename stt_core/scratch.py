@@ -25,7 +25,8 @@ overwrite each other's packets.
 
 from __future__ import annotations
 
-__all__ = ["SCRATCH_MIN_PLAINTEXT", "Scratch", "ScratchBuffers"]
+__all__ = ["LENT_PACKETS_MAX", "SCRATCH_MIN_PLAINTEXT", "PacketPool", "Scratch",
+           "ScratchBuffers"]
 
 SCRATCH_MIN_PLAINTEXT = 4096
 """Plaintexts at least this long open into the scratch; shorter ones into ``bytes``.
@@ -67,13 +68,69 @@ class Scratch:
         return len(self._buffer)
 
 
-class ScratchBuffers:
-    """The three buffers of one endpoint: a large packet opened, and one being
-    assembled and sealed. Each is used within one call and never across two."""
+LENT_PACKETS_MAX = 64
+"""Large packets one flush may seal into lent buffers; later ones are ``bytes``.
 
-    __slots__ = ("opened", "plaintext", "sealed")
+64 datagrams of 64 KiB (4 MiB, more than a loopback congestion window holds)
+cover a whole flush of a bulk sender; the cap bounds what an endpoint keeps.
+"""
+
+
+class PacketPool:
+    """Buffers for the sealed large packets of one flush, lent to the caller.
+
+    Why: a bulk sender's flush is tens of 64 KiB packets. As ``bytes`` each
+    was a fresh block, the whole flush was freed at once after sending, glibc
+    trimmed its heap, and the next flush faulted the pages in again (about 40
+    faults per MiB on the sender; docs/performance.md, "Lent packet
+    buffers"). Lent buffers are written anew by every flush instead.
+
+    The contract: a packet from :meth:`take` is valid until :meth:`restart`,
+    which the endpoint calls at the start of the next
+    ``datagrams_to_send(..., lend=True)``. The caller sends or copies every
+    lent packet before that.
+    """
+
+    __slots__ = ("_buffers", "_next")
+
+    def __init__(self) -> None:
+        self._buffers: list[bytearray] = []
+        self._next = 0
+
+    def restart(self) -> None:
+        """A new flush: every buffer may be written again."""
+        self._next = 0
+
+    def take(self, size: int) -> memoryview | None:
+        """A writable view of ``size`` bytes for one packet, or None past the cap."""
+        index = self._next
+        if index >= LENT_PACKETS_MAX:
+            return None
+        self._next = index + 1
+        buffers = self._buffers
+        if index == len(buffers):
+            buffers.append(bytearray(size))
+        elif len(buffers[index]) < size:
+            buffers[index] = bytearray(size)  # a view of the old one may be alive
+        return memoryview(buffers[index])[:size]
+
+    @property
+    def capacity(self) -> int:
+        """Bytes held by the pool."""
+        return sum(map(len, self._buffers))
+
+
+class ScratchBuffers:
+    """The buffers of one endpoint: a large packet opened, one being assembled
+    and sealed (each used within one call and never across two), and the
+    sealed packets lent to the caller of one flush (:class:`PacketPool`)."""
+
+    __slots__ = ("lending", "opened", "packets", "plaintext", "sealed")
 
     def __init__(self) -> None:
         self.opened = Scratch()
         self.plaintext = Scratch()
         self.sealed = Scratch()
+        self.packets = PacketPool()
+        self.lending = False
+        """True during a ``datagrams_to_send(..., lend=True)``."""

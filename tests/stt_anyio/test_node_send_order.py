@@ -87,3 +87,57 @@ async def test_bulk_transfer_sends_packet_numbers_in_order(offload: bool) -> Non
         out_of_order = sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
         assert out_of_order == 0
         assert session.stats.spurious_losses == 0
+
+
+class _RefusingSocket(_RecordingSocket):
+    """Refuses every third send as a full kernel buffer would, so datagrams wait
+    in the node's backlog; records the bytes of those it accepts."""
+
+    def __init__(self, sock: socket.socket, numbers: list[int]) -> None:
+        super().__init__(sock, numbers)
+        self._calls = 0
+
+    def _refuse(self) -> None:
+        self._calls += 1
+        if self._calls % 3 == 0:
+            raise BlockingIOError
+
+    def sendto(self, data: bytes, addr: UdpAddress) -> int:
+        self._refuse()
+        return super().sendto(data, addr)
+
+    def sendmsg(self, buffers: list[bytes], *args: Any) -> int:
+        self._refuse()
+        return super().sendmsg(buffers, *args)
+
+
+async def test_lent_large_datagrams_that_wait_in_the_backlog_arrive_intact() -> None:
+    """The node borrows large datagrams from the core for one flush; those the
+    socket refuses are copied into the backlog before the next flush writes
+    their buffers again."""
+    big = {"max_datagram_size": 65_507, "pmtu_probe_limit": 65_507}
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=big) as server, \
+            open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                      config_overrides=big) as client:
+        numbers: list[int] = []
+        assert client._udp is not None
+        client._udp._sock = _RefusingSocket(client._udp._sock, numbers)  # type: ignore[assignment]
+        payload = bytes(range(256)) * 1024
+        count = 32
+        with anyio.fail_after(60):
+            session = await client.connect(server.local_address)
+            peer = await server.accept()
+            stream = session.open_stream(purpose="bulk")
+            digest = hashlib.sha256()
+            async with anyio.create_task_group() as tg:
+                async def read() -> None:
+                    inbound = await peer.accept_stream()
+                    for _ in range(count):
+                        digest.update(await inbound.receive())
+                tg.start_soon(read)
+                for _ in range(count):
+                    await stream.write(payload)
+        assert digest.digest() == hashlib.sha256(payload * count).digest()
+        assert client.get_stats()["udp"]["send_blocked"] > 0  # the backlog was used
+        assert client._endpoint.scratch.packets.capacity > 0  # and packets were lent
+        assert session.stats.packets_lost == 0
