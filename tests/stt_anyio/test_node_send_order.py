@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from stt_anyio import open_node
+from stt_anyio import Node, Session, open_node
 from stt_anyio.udp import UdpAddress, UdpCarrier
 from stt_core.wire import PacketType, parse_header
 
@@ -58,6 +58,27 @@ def _record_sends(carrier: UdpCarrier, numbers: list[int]) -> None:
     carrier._sock = _RecordingSocket(carrier._sock, numbers)  # type: ignore[assignment]
 
 
+async def _transfer(client: Node, server: Node, *, count: int, deadline: float) -> Session:
+    """Connect, send ``count`` messages of 256 KiB on one stream with buffered
+    writes, and check by SHA-256 that the server read exactly them."""
+    payload = bytes(range(256)) * 1024
+    with anyio.fail_after(deadline):
+        session = await client.connect(server.local_address)
+        peer = await server.accept()
+        stream = session.open_stream(purpose="bulk")
+        digest = hashlib.sha256()
+        async with anyio.create_task_group() as tg:
+            async def read() -> None:
+                inbound = await peer.accept_stream()
+                for _ in range(count):
+                    digest.update(await inbound.receive())
+            tg.start_soon(read)
+            for _ in range(count):
+                await stream.write(payload)
+    assert digest.digest() == hashlib.sha256(payload * count).digest()
+    return session
+
+
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
 async def test_bulk_transfer_sends_packet_numbers_in_order(offload: bool) -> None:
     async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=OVERRIDES,
@@ -67,22 +88,7 @@ async def test_bulk_transfer_sends_packet_numbers_in_order(offload: bool) -> Non
         numbers: list[int] = []
         assert client._udp is not None
         _record_sends(client._udp, numbers)
-        payload = bytes(range(256)) * 1024  # 256 KiB per message
-        count = 16
-        with anyio.fail_after(30):
-            session = await client.connect(server.local_address)
-            peer = await server.accept()
-            stream = session.open_stream(purpose="bulk")
-            digest = hashlib.sha256()
-            async with anyio.create_task_group() as tg:
-                async def read() -> None:
-                    inbound = await peer.accept_stream()
-                    for _ in range(count):
-                        digest.update(await inbound.receive())
-                tg.start_soon(read)
-                for _ in range(count):
-                    await stream.write(payload)
-        assert digest.digest() == hashlib.sha256(payload * count).digest()
+        session = await _transfer(client, server, count=16, deadline=30)
         assert len(numbers) > 3000  # 4 MiB at 1200-byte datagrams
         out_of_order = sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
         assert out_of_order == 0
@@ -122,22 +128,7 @@ async def test_lent_large_datagrams_that_wait_in_the_backlog_arrive_intact() -> 
         numbers: list[int] = []
         assert client._udp is not None
         client._udp._sock = _RefusingSocket(client._udp._sock, numbers)  # type: ignore[assignment]
-        payload = bytes(range(256)) * 1024
-        count = 32
-        with anyio.fail_after(60):
-            session = await client.connect(server.local_address)
-            peer = await server.accept()
-            stream = session.open_stream(purpose="bulk")
-            digest = hashlib.sha256()
-            async with anyio.create_task_group() as tg:
-                async def read() -> None:
-                    inbound = await peer.accept_stream()
-                    for _ in range(count):
-                        digest.update(await inbound.receive())
-                tg.start_soon(read)
-                for _ in range(count):
-                    await stream.write(payload)
-        assert digest.digest() == hashlib.sha256(payload * count).digest()
+        session = await _transfer(client, server, count=32, deadline=60)
         assert client.get_stats()["udp"]["send_blocked"] > 0  # the backlog was used
         assert client._endpoint.scratch.packets.capacity > 0  # and packets were lent
         assert session.stats.packets_lost == 0
