@@ -1,11 +1,12 @@
 """Events: what the core tells the application, as small frozen dataclasses.
 
-Events carry ids and values, never live objects. Every event names its session
-by :data:`SessionRef`, a small integer the endpoint hands out when a session
-starts (``connect`` returns it; incoming sessions get one when they are
-accepted). The 8-byte wire ``session_id`` is only known once the handshake has
-run, so it is reported in :class:`SessionEstablished` and kept as a field where
-useful.
+Events carry ids and values, never live objects, with one exception:
+:class:`MessageReceived` holds its message unread (see there, and why).
+Every event names its session by :data:`SessionRef`, a small integer the
+endpoint hands out when a session starts (``connect`` returns it; incoming
+sessions get one when they are accepted). The 8-byte wire ``session_id`` is
+only known once the handshake has run, so it is reported in
+:class:`SessionEstablished` and kept as a field where useful.
 
 Drain events with ``Endpoint.next_event()`` after every call that feeds input
 (``receive_datagram``, ``handle_timer``) or issues a command.
