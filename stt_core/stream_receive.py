@@ -44,6 +44,8 @@ reads it (:class:`ReceivedMessage`), or earlier if the buffer must move.
 
 from __future__ import annotations
 
+import weakref
+
 from .errors import ErrorCode, InvalidStateError, ProtocolError
 from .flow import ByteRanges
 from .wire import pull_varint
@@ -87,7 +89,7 @@ class ReceivedMessage:
     that message out first.
     """
 
-    __slots__ = ("_data", "_receiver", "end", "start")
+    __slots__ = ("__weakref__", "_data", "_receiver", "end", "start")
 
     def __init__(self, receiver: StreamReceiver | None, start: int, end: int,
                  data: bytes | None = None) -> None:
@@ -191,7 +193,9 @@ class StreamReceiver:
         self._held = 0  # payload bytes of completed messages not yet consumed
         # Popped messages still in the buffer, oldest first; None when there
         # are none (most streams, most of the time: no list per idle stream).
-        self._pending: list[ReceivedMessage] | None = None
+        # Weak: a message the application drops unread frees at once (no
+        # reference cycle through the receiver) and stops pinning the buffer.
+        self._pending: list[weakref.ref[ReceivedMessage]] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -416,9 +420,9 @@ class StreamReceiver:
             else:
                 message = ReceivedMessage(self, start, end)
                 if self._pending is None:
-                    self._pending = [message]
+                    self._pending = [weakref.ref(message)]
                 else:
-                    self._pending.append(message)
+                    self._pending.append(weakref.ref(message))
             out.append(message)
             # Rule (b): the whole completed payload is held until consumed, so
             # the credit its bytes released while incomplete is taken back.
@@ -434,10 +438,22 @@ class StreamReceiver:
     def _keep_offset(self) -> int:
         """The lowest stream offset whose byte the buffer must still hold."""
         keep = self._msg_start if self._msg_end >= 0 else self._parse_pos
-        pending = self._pending
-        if pending is not None and pending[0].start < keep:
-            keep = pending[0].start
+        if self._pending is not None:
+            first = self._first_unread()
+            if first is not None and first.start < keep:
+                keep = first.start
         return keep
+
+    def _first_unread(self) -> ReceivedMessage | None:
+        """The oldest popped message still unread and alive; drops the rest before it."""
+        pending = self._pending
+        while pending:
+            message = pending[0]()
+            if message is not None and message._data is None:
+                return message
+            del pending[0]  # read, or dropped unread by the application
+        self._pending = None
+        return None
 
     def _materialize(self, message: ReceivedMessage) -> bytes:
         """Copy one unread message out of the buffer and stop protecting it."""
@@ -445,14 +461,10 @@ class StreamReceiver:
         data = memoryview(self._buf)[message.start - base:message.end - base].tobytes()
         message._data = data
         message._receiver = None
-        pending = self._pending
-        if pending is not None:
+        if self._pending is not None:
             # Readers take messages in order, so this is nearly always the
-            # first; any read ones before the first unread are dropped too.
-            while pending and pending[0]._data is not None:
-                del pending[0]
-            if not pending:
-                self._pending = None
+            # first; any read or dropped ones before the first unread go too.
+            self._first_unread()
         return data
 
     def _read(self, message: ReceivedMessage) -> bytes:
@@ -472,17 +484,23 @@ class StreamReceiver:
         credit before reading) is not bounded: the peer was told it may send
         more, so it must not make the buffer grow.
         """
-        pending = self._pending
-        while pending is not None and sum(m.end - m.start for m in pending) > self._held:
-            self._materialize(pending[0])
-            pending = self._pending
+        while (first := self._first_unread()) is not None \
+                and self._unread_bytes() > self._held:
+            self._materialize(first)
+
+    def _unread_bytes(self) -> int:
+        """Payload bytes of the popped messages still unread and alive."""
+        total = 0
+        for ref in self._pending or ():
+            message = ref()
+            if message is not None and message._data is None:
+                total += message.end - message.start
+        return total
 
     def _materialize_pending(self) -> None:
         """Copy every unread message out: the buffer is about to move or go."""
-        pending = self._pending
-        while pending is not None:
-            self._materialize(pending[0])
-            pending = self._pending
+        while (first := self._first_unread()) is not None:
+            self._materialize(first)
 
     def _parse_header(self) -> bool:
         """Parse the next length prefix if all its bytes are in; True on success."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import weakref
 from dataclasses import dataclass, field
 from unittest import mock
 
@@ -574,10 +575,28 @@ def test_messages_handed_out_stay_readable_after_discard() -> None:
     messages = [b"a" * LAZY_MIN_SIZE, b"b" * 2 * LAZY_MIN_SIZE]
     receiver.on_data(0, framed(*messages), False)
     handed_out = receiver.pop_received()
-    assert receiver._pending == handed_out  # both unread, in the buffer
+    assert receiver._pending is not None
+    assert [ref() for ref in receiver._pending] == handed_out  # both unread, in the buffer
     receiver.discard()
     assert len(receiver._buf) == 0
     assert [m.data for m in handed_out] == messages
+
+
+def test_a_message_dropped_unread_is_freed_at_once_and_stops_pinning_the_buffer() -> None:
+    """No reference cycle through the receiver: an application that drops an
+    unread message (a closed session's queue) frees it without the cyclic GC,
+    and the buffer may restart behind it."""
+    receiver = new_receiver(window=100_000, max_message_size=100_000)
+    receiver.on_data(0, framed(b"a" * LAZY_MIN_SIZE), False)
+    (message,) = receiver.pop_received()
+    assert receiver.buffered_bytes == LAZY_MIN_SIZE  # pinned while unread
+    alive = weakref.ref(message)
+    del message
+    assert alive() is None  # freed by reference counting alone
+    assert receiver.buffered_bytes == 0
+    data = framed(b"b" * 10)
+    receiver.on_data(LAZY_MIN_SIZE + 2, data, False)
+    assert receiver.pop_messages() == [b"b" * 10]
 
 
 def test_receiver_slides_live_bytes_when_the_parsed_prefix_is_dead() -> None:
