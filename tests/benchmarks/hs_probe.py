@@ -23,9 +23,9 @@ from multiprocessing.connection import Connection
 
 import anyio
 
-from stt_anyio import Node, open_node
+from stt_anyio import open_node
 
-from .probe_support import pin_to_core, run_side
+from .probe_support import Side, mark, pin_to_core, print_report, run_side, since
 
 SEED = b"handshake probe shared seed"
 
@@ -36,26 +36,6 @@ class Options:
     warmup: int
     backend: str
     profile: str
-
-
-@dataclass(frozen=True)
-class Side:
-    """What one process measured over the counted handshakes."""
-
-    cpu_us: float
-    sent: float
-    received: float
-
-
-def _mark(node: Node) -> tuple[float, int, int]:
-    stats = node.get_stats()["udp"]
-    return time.process_time(), stats["datagrams_sent"], stats["datagrams_received"]
-
-
-def _since(node: Node, start: tuple[float, int, int], count: int) -> Side:
-    now = _mark(node)
-    return Side((now[0] - start[0]) * 1e6 / count, (now[1] - start[1]) / count,
-                (now[2] - start[2]) / count)
 
 
 async def _command(pipe: Connection) -> str:
@@ -78,9 +58,9 @@ def _server(options: Options, pipe: Connection) -> None:
             tg.start_soon(accept_forever)
             pipe.send(node.local_address)
             await _command(pipe)  # warm-up done
-            start = _mark(node)
+            start = mark(node)
             await _command(pipe)  # every counted session closed
-            pipe.send(_since(node, start, options.count))
+            pipe.send(since(node, start, options.count))
             tg.cancel_scope.cancel()
 
     run_side(main, options.backend, profiled=options.profile == "server")
@@ -94,17 +74,17 @@ def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
         async with open_node(shared_seed=SEED, node_id=b"hs-client",
                              server_mode=False) as node:
             samples: list[float] = []
-            start = _mark(node)
+            start = mark(node)
             async with anyio.create_task_group() as tg:
                 for i in range(options.warmup + options.count):
                     if i == options.warmup:
                         pipe.send("start")
-                        start = _mark(node)
+                        start = mark(node)
                     began = time.perf_counter()
                     session = await node.connect(address)
                     samples.append(time.perf_counter() - began)
                     tg.start_soon(session.close)
-            side = _since(node, start, options.count)
+            side = since(node, start, options.count)
             pipe.send("stop")
             return sorted(samples[options.warmup:]), side
 
@@ -132,13 +112,8 @@ def main() -> None:
         server.join(timeout=10)
         if server.is_alive():
             server.kill()
-    p50 = samples[len(samples) // 2] * 1e3
-    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e3
-    print(f"{options.backend}: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {options.count} "
-          f"handshakes")
-    for name, side in (("client", client), ("server", served)):
-        print(f"  {name}: {side.cpu_us:.0f} us CPU per handshake, datagrams sent "
-              f"{side.sent:.2f} / received {side.received:.2f} per handshake")
+    print_report(options.backend, samples, options.count, "handshake", client, served,
+                 in_ms=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What the two-process probes share: pinning a side to a core, and running a side
-under pyinstrument when it is the one being profiled.
+"""What the two-process probes share: pinning a side to a core, running a side
+under pyinstrument when it is the one being profiled, and measuring and
+reporting a side's CPU and datagrams per operation.
 
 Used by ``bulk_probe``, ``hs_probe`` and ``rtt_probe``; it must not know what
 a probe measures.
@@ -8,10 +9,50 @@ a probe measures.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+
+Mark = tuple[float, int, int]
+"""CPU time and UDP datagrams sent and received at one moment (:func:`mark`)."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one process measured per counted operation."""
+
+    cpu_us: float
+    sent: float
+    received: float
+
+
+def mark(node: Any) -> Mark:
+    """This process's CPU time and the node's UDP datagram counts, now."""
+    stats = node.get_stats()["udp"]
+    return time.process_time(), stats["datagrams_sent"], stats["datagrams_received"]
+
+
+def since(node: Any, start: Mark, count: int) -> Side:
+    """CPU and datagrams per operation over the ``count`` operations since ``start``."""
+    now = mark(node)
+    return Side((now[0] - start[0]) * 1e6 / count, (now[1] - start[1]) / count,
+                (now[2] - start[2]) / count)
+
+
+def print_report(backend: str, samples: list[float], count: int, what: str,
+                 client: Side, server: Side, *, in_ms: bool = False) -> None:
+    """The percentiles of sorted ``samples`` (seconds) and each side's figures."""
+    scale, unit, digits = (1e3, "ms", 3) if in_ms else (1e6, "us", 0)
+    p50 = samples[len(samples) // 2] * scale
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * scale
+    print(f"{backend}: p50 {p50:.{digits}f} {unit}, p99 {p99:.{digits}f} {unit} "
+          f"over {count} {what}s")
+    for name, side in (("client", client), ("server", server)):
+        print(f"  {name}: {side.cpu_us:.0f} us CPU per {what}, datagrams sent "
+              f"{side.sent:.2f} / received {side.received:.2f} per {what}")
 
 
 def pin_to_core(core: int) -> None:

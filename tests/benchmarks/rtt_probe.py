@@ -33,7 +33,7 @@ from typing import Any
 from stt_anyio import open_node
 from stt_core.errors import STTError
 
-from .probe_support import pin_to_core, run_side
+from .probe_support import Mark, Side, mark, pin_to_core, print_report, run_side, since
 
 SEED = b"rtt probe shared seed"
 REQUEST = bytes(range(64))
@@ -46,15 +46,6 @@ class Options:
     backend: str
     profile: str
     bytecodes: bool = False
-
-
-@dataclass(frozen=True)
-class Side:
-    """What one process measured over the counted round trips."""
-
-    cpu_us: float
-    sent: float
-    received: float
 
 
 class BytecodeCounter:
@@ -106,8 +97,7 @@ def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
             ready.put(node.local_address)
             session = await node.accept()
             stream = await session.accept_stream()
-            stats = node.get_stats()["udp"]
-            start = (0.0, 0, 0)
+            start: Mark = (0.0, 0, 0)
             echoed = 0
             counter = BytecodeCounter(node) if options.bytecodes else None
             try:
@@ -117,17 +107,11 @@ def _server(options: Options, ready: Queue[Any], results: Queue[Any]) -> None:
                     if echoed == options.warmup:
                         if counter is not None:
                             counter.start()
-                        stats = node.get_stats()["udp"]
-                        start = (time.process_time(), stats["datagrams_sent"],
-                                 stats["datagrams_received"])
+                        start = mark(node)
                     elif echoed == options.warmup + options.count:
                         if counter is not None:
                             counter.stop(options.count)
-                        stats = node.get_stats()["udp"]
-                        results.put(Side(
-                            (time.process_time() - start[0]) * 1e6 / options.count,
-                            (stats["datagrams_sent"] - start[1]) / options.count,
-                            (stats["datagrams_received"] - start[2]) / options.count))
+                        results.put(since(node, start, options.count))
             except STTError:
                 return
 
@@ -143,23 +127,17 @@ def _client(options: Options, address: tuple[str, int]) -> tuple[list[float], Si
             session = await node.connect(address)
             stream = session.open_stream(purpose="rtt")
             samples: list[float] = []
-            start = (0.0, 0, 0)
+            start: Mark = (0.0, 0, 0)
             for i in range(options.warmup + options.count):
                 if i == options.warmup:
-                    stats = node.get_stats()["udp"]
-                    start = (time.process_time(), stats["datagrams_sent"],
-                             stats["datagrams_received"])
+                    start = mark(node)
                 began = time.perf_counter()
                 await stream.write(REQUEST)
                 reply = await stream.receive()
                 samples.append(time.perf_counter() - began)
                 if reply != REQUEST:
                     raise RuntimeError("the echo differs from the request")
-            stats = node.get_stats()["udp"]
-            side = Side((time.process_time() - start[0]) * 1e6 / options.count,
-                        (stats["datagrams_sent"] - start[1]) / options.count,
-                        (stats["datagrams_received"] - start[2]) / options.count)
-            return sorted(samples[options.warmup:]), side
+            return sorted(samples[options.warmup:]), since(node, start, options.count)
 
     result: tuple[list[float], Side] = run_side(main, options.backend,
                                                 profiled=options.profile == "client")
@@ -189,12 +167,7 @@ def main() -> None:
         server.join(timeout=10)
         if server.is_alive():
             server.kill()
-    p50 = samples[len(samples) // 2] * 1e6
-    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6
-    print(f"{options.backend}: p50 {p50:.0f} us, p99 {p99:.0f} us over {options.count} round trips")
-    for name, side in (("client", client), ("server", served)):
-        print(f"  {name}: {side.cpu_us:.0f} us CPU per round trip, datagrams sent "
-              f"{side.sent:.2f} / received {side.received:.2f} per round trip")
+    print_report(options.backend, samples, options.count, "round trip", client, served)
 
 
 if __name__ == "__main__":
