@@ -15,7 +15,6 @@ are left out. ``--profile client|server`` runs that side under pyinstrument.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import time
 from dataclasses import dataclass
@@ -25,7 +24,15 @@ import anyio
 
 from stt_anyio import open_node
 
-from .probe_support import Side, mark, pin_to_core, print_report, run_side, since
+from .probe_support import (
+    Side,
+    mark,
+    pin_to_core,
+    print_report,
+    probe_arguments,
+    run_side,
+    since,
+)
 
 SEED = b"handshake probe shared seed"
 
@@ -94,13 +101,7 @@ def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=1000, help="handshakes measured")
-    parser.add_argument("--warmup", type=int, default=50, help="handshakes left out first")
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--profile", choices=("", "client", "server"), default="")
-    args = parser.parse_args()
+    args = probe_arguments(__doc__, count=1000, warmup=50, what="handshake").parse_args()
     options = Options(args.count, max(args.warmup, 1), args.backend, args.profile)
     ours, theirs = multiprocessing.Pipe()
     server = multiprocessing.Process(target=_server, args=(options, theirs))

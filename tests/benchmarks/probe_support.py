@@ -8,6 +8,7 @@ a probe measures.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,19 @@ def since(node: Any, start: Mark, count: int) -> Side:
     now = mark(node)
     return Side((now[0] - start[0]) * 1e6 / count, (now[1] - start[1]) / count,
                 (now[2] - start[2]) / count)
+
+
+def probe_arguments(doc: str | None, *, count: int, warmup: int,
+                    what: str) -> argparse.ArgumentParser:
+    """The options every latency probe takes: how many operations, how many to
+    leave out first, the backend, and which side to profile."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=count, help=f"{what}s measured")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"{what}s left out first")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--profile", choices=("", "client", "server"), default="")
+    return parser
 
 
 def print_report(backend: str, samples: list[float], count: int, what: str,

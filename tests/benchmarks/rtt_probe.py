@@ -21,7 +21,6 @@ from the moment its socket is read to the ``sendto`` of the echo.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import time
@@ -33,7 +32,16 @@ from typing import Any
 from stt_anyio import open_node
 from stt_core.errors import STTError
 
-from .probe_support import Mark, Side, mark, pin_to_core, print_report, run_side, since
+from .probe_support import (
+    Mark,
+    Side,
+    mark,
+    pin_to_core,
+    print_report,
+    probe_arguments,
+    run_side,
+    since,
+)
 
 SEED = b"rtt probe shared seed"
 REQUEST = bytes(range(64))
@@ -145,12 +153,7 @@ def _client(options: Options, address: tuple[str, int]) -> tuple[list[float], Si
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=3000, help="round trips measured")
-    parser.add_argument("--warmup", type=int, default=200, help="round trips left out first")
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--profile", choices=("", "client", "server"), default="")
+    parser = probe_arguments(__doc__, count=3000, warmup=200, what="round trip")
     parser.add_argument("--bytecodes", action="store_true",
                         help="count the server's bytecodes per round trip (slow)")
     args = parser.parse_args()
