@@ -484,8 +484,9 @@ class StreamReceiver:
         credit before reading) is not bounded: the peer was told it may send
         more, so it must not make the buffer grow.
         """
-        while (first := self._first_unread()) is not None \
-                and self._unread_bytes() > self._held:
+        unread = self._unread_bytes()
+        while unread > self._held and (first := self._first_unread()) is not None:
+            unread -= first.size
             self._materialize(first)
 
     def _unread_bytes(self) -> int:
