@@ -25,7 +25,7 @@ from .handshake import (
 )
 from .resumption import ResumeInitiator, Ticket
 from .states import SessionState
-from .wire import FrameType, LimitFrame, PacketType, encode_handshake_header
+from .wire import PacketType, encode_handshake_header
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -260,7 +260,7 @@ def grant_session_window(session: Session, *, piggyback: bool = True) -> None:
         if piggyback:
             session.grant_due = True
         else:
-            session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
+            session.control.append(session.max_data_frame())
 
 
 def _on_reject(endpoint: Endpoint, session: Session, handshake: Initiator,

@@ -246,7 +246,7 @@ def _build_packet(session: Session, now: float, *,
     if session.grant_due and (parts or session.control or ready or probing) \
             and session.state is SessionState.ESTABLISHED:
         session.grant_due = False
-        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data))
+        session.control.append(session.max_data_frame())
     remaining = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)
@@ -534,7 +534,7 @@ def _refresh(session: Session, frame: Frame) -> Frame:
     """A lost credit frame is re-sent with the current limit, not the stale one."""
     if isinstance(frame, LimitFrame):
         if frame.frame_type == FrameType.MAX_DATA:
-            return LimitFrame(FrameType.MAX_DATA, -1, session.local_max_data)
+            return session.max_data_frame()
         stream = session.streams.get(frame.stream_id)
         if stream is not None:
             return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,

@@ -66,6 +66,7 @@ from .wire import (
     Frame,
     FrameType,
     Header,
+    LimitFrame,
     PathFrame,
     ResumeTokenFrame,
     WireError,
@@ -300,6 +301,10 @@ class Session:
             ref=self.ref, session_id=self.session_id, peer_node_id=self.peer_node_id,
             address=self.address, initiator=self.initiator, resumed=self.resumed,
             confirmed=self.handshake is None))
+
+    def max_data_frame(self) -> LimitFrame:
+        """MAX_DATA advertising the session window as it stands now."""
+        return LimitFrame(FrameType.MAX_DATA, -1, self.local_max_data)
 
     def confirm_handshake(self) -> None:
         """The responder has our AUTH_PROOF (FINAL, or a session packet from it).

@@ -183,7 +183,7 @@ def _maybe_grant_session_credit(session: Session) -> None:
     target = session.data_consumed + window
     if target - session.local_max_data >= window // 2:
         session.local_max_data = target
-        session.control.append(LimitFrame(FrameType.MAX_DATA, -1, target))
+        session.control.append(session.max_data_frame())
 
 
 def release_send_buffer(session: Session, stream: Stream, before: int) -> None:
