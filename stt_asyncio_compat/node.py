@@ -38,7 +38,9 @@ from stt_core import Config
 from stt_core.errors import (
     AuthenticationError,
     ConfigError,
+    ConnectionTimeoutError,
     InvalidStateError,
+    SessionClosedError,
 )
 
 from ._binding import Reservation, reserve
@@ -249,16 +251,24 @@ class STTNode(NodeLifecycle):
         if self._shared_seed is None:
             raise ConfigError("this STTNode has no shared_seed, so it cannot authenticate "
                               "to any peer; pass shared_seed=...")
+        limit = inner.config.connect_timeout if timeout is None else timeout
+        deadline = anyio.current_time() + limit
         try:
             raw = await inner.connect(_address(peer_address), peer_node_id=peer_node_id,
                                       timeout=timeout, transport=_transport(transport))
-            # The manual's connect returns once both sides hold the session
-            # (its examples count the server's sessions right after), so wait
-            # out the FINAL that stt_anyio's connect does not (protocol.md §6.3).
-            await raw.wait_confirmed(timeout=timeout)
         except AuthenticationError:
             self._report_closed(b"", "auth_failure")
             raise
+        # The manual's connect returns once both sides hold the session (its
+        # examples count the server's sessions right after), so wait out the
+        # confirmation that stt_anyio's connect does not (protocol.md §6.3),
+        # within the same timeout.
+        try:
+            await raw.wait_confirmed(timeout=max(deadline - anyio.current_time(), 0.0))
+        except (TimeoutError, SessionClosedError):
+            await raw.close(timeout=0.5)
+            raise ConnectionTimeoutError(
+                f"{peer_address!r} did not confirm the session within {limit} s") from None
         return self._adopt(raw, initiator=True)
 
     async def connect_udp(self, peer_host: str, peer_port: int,

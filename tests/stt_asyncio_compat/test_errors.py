@@ -240,3 +240,26 @@ async def test_unknown_override_is_a_config_error() -> None:
         STTNode(node_id=b"x", bind_address="127.0.0.1", host="0.0.0.0")
     with pytest.raises(ConfigError):
         STTNode(node_id=b"x", port=70000)
+
+
+async def test_a_session_the_server_never_confirms_times_out_as_a_connect(
+        nodes: NodeFactory) -> None:
+    """connect waits for the server to hold the session too (protocol.md §6.3),
+    within the one timeout it was given, and reports running out as a connect
+    timeout, like a handshake that got no answer."""
+    server, client = nodes(b"Bob"), nodes(b"Alice")
+    await server.start()
+    await client.start()
+    inner = client._inner
+    assert inner is not None
+    receive = inner._endpoint.receive_datagram
+
+    def only_challenge(data: Any, addr: Any, now: float) -> None:
+        if bytes(data[:1]) == b"\x02":  # CHALLENGE: the client is established on it
+            receive(data, addr, now)    # but hears nothing that would confirm it
+
+    inner._endpoint.receive_datagram = only_challenge  # type: ignore[method-assign]
+    start = anyio.current_time()
+    with pytest.raises(ConnectionTimeoutError):
+        await client.connect(loopback(server), b"Bob", timeout=1.0)
+    assert anyio.current_time() - start < 1.9
