@@ -217,13 +217,12 @@ class Node:
             if isinstance(addr, tuple):
                 udp_batch.append((data, addr))
             elif isinstance(addr, WsPeer) and self._ws is not None:
-                self._ws.send(bytes(data) if isinstance(data, memoryview) else data, addr)
+                self._ws.send(_owned(data), addr)
         udp = self._udp
         if udp_batch and not self._backlog and udp is not None:
             del udp_batch[:udp.try_send_many(udp_batch)]
         if udp_batch:
-            self._backlog += [(bytes(data) if isinstance(data, memoryview) else data, addr)
-                              for data, addr in udp_batch]
+            self._backlog += [(_owned(data), addr) for data, addr in udp_batch]
 
     # -- public API ----------------------------------------------------------
 
@@ -657,6 +656,11 @@ def _dispatch_stream_event(event: Event, session: Session) -> None:
         session._on_path_changed(event.new_address)
     elif isinstance(event, ResumeTokenReceived):
         session.resume_token = event.token
+
+
+def _owned(datagram: bytes | memoryview) -> bytes:
+    """A datagram the core lent for one flush (a view), as bytes that outlive it."""
+    return bytes(datagram) if isinstance(datagram, memoryview) else datagram
 
 
 async def _resolve(addr: tuple[str, int]) -> UdpAddress:
