@@ -89,6 +89,9 @@ __all__ = [
 UdpAddress = tuple[str, int]
 """A UDP peer address as the carrier reports and accepts it: ``(host, port)``."""
 
+Datagrams = Sequence[tuple[bytes | memoryview, UdpAddress]]
+"""Datagrams to send in order, each with its destination (``bytes`` or a view)."""
+
 DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024
 """Default SO_RCVBUF/SO_SNDBUF request (bytes): room for bursts at high rates."""
 MAX_BATCH = 512
@@ -518,7 +521,7 @@ class UdpCarrier:
         self.stats.send_errors += 1
         return True
 
-    def try_send_many(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
+    def try_send_many(self, datagrams: Datagrams,
                       start: int = 0) -> int:
         """Send ``datagrams[start:]`` in order without waiting; GSO where possible.
 
@@ -543,7 +546,7 @@ class UdpCarrier:
             index = run_end
         return end
 
-    def _send_each(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
+    def _send_each(self, datagrams: Datagrams,
                    index: int, end: int) -> int:
         """``try_send`` each of ``datagrams[index:end]``; returns where it had to stop."""
         for position in range(index, end):
@@ -553,7 +556,7 @@ class UdpCarrier:
         return end
 
     @staticmethod
-    def _gso_run_end(datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]], index: int) -> int:
+    def _gso_run_end(datagrams: Datagrams, index: int) -> int:
         """End of the run starting at ``index`` that one segmented send may carry.
 
         A run goes to one address; every datagram but the last has the first
@@ -576,7 +579,7 @@ class UdpCarrier:
             break
         return position
 
-    def _send_segmented(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]],
+    def _send_segmented(self, datagrams: Datagrams,
                         index: int, end: int) -> bool | None:
         """One ``sendmsg`` with ``UDP_SEGMENT`` for ``datagrams[index:end]``.
 
@@ -623,7 +626,7 @@ class UdpCarrier:
             return False
         return not self._closed
 
-    async def send_batch(self, datagrams: Sequence[tuple[bytes | memoryview, UdpAddress]]) -> None:
+    async def send_batch(self, datagrams: Datagrams) -> None:
         """Send datagrams in order, waiting for writability when the kernel is full.
 
         Runs of same-destination datagrams go out segmented (see module doc).
