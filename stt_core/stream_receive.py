@@ -414,9 +414,7 @@ class StreamReceiver:
             start = self._msg_start
             end = self._msg_end
             if end - start < LAZY_MIN_SIZE:
-                base = self._buf_start
-                message = ReceivedMessage(
-                    None, start, end, memoryview(self._buf)[start - base:end - base].tobytes())
+                message = ReceivedMessage(None, start, end, self._copy_out(start, end))
             else:
                 message = ReceivedMessage(self, start, end)
                 if self._pending is None:
@@ -455,10 +453,14 @@ class StreamReceiver:
         self._pending = None
         return None
 
+    def _copy_out(self, start: int, end: int) -> bytes:
+        """The stream bytes ``[start, end)`` as ``bytes`` of their own (all in the buffer)."""
+        base = self._buf_start
+        return memoryview(self._buf)[start - base:end - base].tobytes()
+
     def _materialize(self, message: ReceivedMessage) -> bytes:
         """Copy one unread message out of the buffer and stop protecting it."""
-        base = self._buf_start
-        data = memoryview(self._buf)[message.start - base:message.end - base].tobytes()
+        data = self._copy_out(message.start, message.end)
         message._data = data
         message._receiver = None
         if self._pending is not None:
@@ -495,7 +497,7 @@ class StreamReceiver:
         for ref in self._pending or ():
             message = ref()
             if message is not None and message._data is None:
-                total += message.end - message.start
+                total += message.size
         return total
 
     def _materialize_pending(self) -> None:
