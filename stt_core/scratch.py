@@ -16,7 +16,8 @@ packet. Frame parsing copies every field it keeps into ``bytes``; the one
 exception, a large DATA payload, is a view that the stream receiver copies
 into its reassembly buffer before the packet's processing ends
 (``tests/stt_core/test_scratch.py`` holds both to that). The send side
-copies the sealed bytes out before it returns the packet.
+copies the sealed bytes out before it returns the packet, unless its caller
+borrows packets for one flush (:class:`PacketPool`).
 
 One set serves one endpoint, which is single-threaded by design; two
 endpoints never share one, so threads driving separate endpoints cannot
@@ -94,7 +95,7 @@ class PacketPool:
     __slots__ = ("_buffers", "_next")
 
     def __init__(self) -> None:
-        self._buffers: list[bytearray] = []
+        self._buffers: list[Scratch] = []  # one per packet of the largest flush so far
         self._next = 0
 
     def restart(self) -> None:
@@ -107,17 +108,14 @@ class PacketPool:
         if index >= LENT_PACKETS_MAX:
             return None
         self._next = index + 1
-        buffers = self._buffers
-        if index == len(buffers):
-            buffers.append(bytearray(size))
-        elif len(buffers[index]) < size:
-            buffers[index] = bytearray(size)  # a view of the old one may be alive
-        return memoryview(buffers[index])[:size]
+        if index == len(self._buffers):
+            self._buffers.append(Scratch())
+        return self._buffers[index].view(size)
 
     @property
     def capacity(self) -> int:
         """Bytes held by the pool."""
-        return sum(map(len, self._buffers))
+        return sum(buffer.capacity for buffer in self._buffers)
 
 
 class ScratchBuffers:
