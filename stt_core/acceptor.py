@@ -229,6 +229,7 @@ class Acceptor:
             return DropReason.BAD_HANDSHAKE
         self.pending_done(session)
         session.address = addr
+        session.take_handshake_rtt(now)  # CHALLENGE to AUTH_PROOF
         session.install_keys(keys, now)
         final_header = encode_handshake_header(PacketType.FINAL, session.session_id)
         session.final_packet = final_header + responder.final(final_header)

@@ -103,6 +103,7 @@ def _on_resume_ok(endpoint: Endpoint, session: Session, handshake: ResumeInitiat
     if old is not None and old is not session:
         old.fail("error", 0, "superseded by a resumed session")
         endpoint.forget(old)
+    session.take_handshake_rtt(now)  # RESUME to RESUME_OK
     session.install_keys(keys, now)
     session.handshake = None
     endpoint.by_handshake_id.pop(session.handshake_id, None)
@@ -140,7 +141,7 @@ def on_handshake_reply(endpoint: Endpoint, packet_type: int, cid: bytes, data: b
     if packet_type == PacketType.FINAL and isinstance(handshake, Initiator):
         # Established since CHALLENGE; FINAL confirms the responder got AUTH_PROOF.
         try:
-            reason = _on_final(session, handshake, header, body)
+            reason = _on_final(session, handshake, header, body, now)
             endpoint.touch(session)  # confirmed: path MTU probing may start
             return reason
         except HandshakeAuthError:
@@ -212,6 +213,7 @@ def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, he
         return None
     session.session_id = session_id
     endpoint.by_session_id[session_id] = session
+    session.take_handshake_rtt(now)  # HELLO to CHALLENGE
     session.hs_packet = encode_handshake_header(PacketType.AUTH_PROOF, session_id) + proof
     session.hs_send_due = True
     session.hs_interval = endpoint.config.handshake_retransmit_interval
@@ -235,11 +237,12 @@ def _derived_session_id(handshake: Initiator) -> bytes | None:
 
 
 def _on_final(session: Session, handshake: Initiator, header: bytes,
-              body: bytes) -> DropReason | None:
+              body: bytes, now: float) -> DropReason | None:
     """FINAL: the responder's key confirmation; the session is already established."""
     if handshake.session_id is None:
         return DropReason.UNEXPECTED_PACKET  # FINAL before CHALLENGE
     handshake.on_final(header, body)
+    session.take_handshake_rtt(now)  # AUTH_PROOF to FINAL
     session.confirm_handshake()
     return None
 

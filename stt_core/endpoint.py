@@ -250,6 +250,7 @@ class Endpoint:
         for session in dirty.values():
             if session.hs_send_due:
                 session.hs_send_due = False
+                session.note_handshake_sent(now)
                 out.append((session.hs_packet, session.address))
                 if not session.address_validated:
                     session.amplification_sent += len(session.hs_packet)

@@ -264,6 +264,17 @@ class LossRecovery:
             self._ack_eliciting_in_flight += 1
             self._last_ack_eliciting_time = packet.sent_time
 
+    def on_handshake_rtt(self, sample: float, now: float) -> None:
+        """A handshake message's round trip: the session's first RTT sample.
+
+        As QUIC's handshake does (RFC 9002 §5), it gives ``min_rtt`` a value
+        no delayed ACK inflated. The reply's own processing time is part of
+        the sample (a fraction of a millisecond), as it is in QUIC's.
+        """
+        self.rtt.update(sample, 0.0)
+        if self._first_rtt_sample_time is None:
+            self._first_rtt_sample_time = now
+
     def on_ack_received(
         self, ack_ranges: Iterable[range], ack_delay: float, now: float
     ) -> tuple[list[SentPacket], list[SentPacket]]:

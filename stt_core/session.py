@@ -131,8 +131,9 @@ class Session:
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
         "early_credit", "emit", "expected_peer_node_id", "final_packet", "grant_due", "handshake",
         "handshake_id", "hs_deadline", "hs_interval", "hs_packet", "hs_proof_attempts",
-        "hs_retransmit_at", "hs_send_due", "initiator", "keep_alive_ack_due",
-        "last_path_challenge", "last_received", "last_sent_ack_eliciting", "local_max_data",
+        "hs_retransmit_at", "hs_send_due", "hs_sent_at", "hs_timed", "initiator",
+        "keep_alive_ack_due", "last_path_challenge", "last_received", "last_sent_ack_eliciting",
+        "local_max_data",
         "nack_floor", "next_packet_number", "pacing_at", "packets_under_key", "path",
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
         "pmtu_probe_size", "probe_packets", "probes", "random_bytes", "recovery", "recv_next",
@@ -235,6 +236,9 @@ class Session:
         self.hs_interval = config.handshake_retransmit_interval
         self.hs_retransmit_at: float | None = None
         self.hs_deadline: float | None = None
+        # The handshake message being timed for an RTT sample, and when it left.
+        self.hs_timed = b""
+        self.hs_sent_at: float | None = None
         self.final_packet = b""
         self.auth_proof_packet = b""
         self.counted_pending = initiator
@@ -315,8 +319,33 @@ class Session:
         self.handshake = None
         self.hs_retransmit_at = None
         self.hs_send_due = False
-        self.hs_packet = b""
+        self.hs_packet = self.hs_timed = b""
         self.emit(HandshakeConfirmed(ref=self.ref))
+
+    def note_handshake_sent(self, now: float) -> None:
+        """Our handshake message left: time it, unless it is a retransmission.
+
+        Karn's rule: the reply to a message sent twice cannot say which copy
+        it answers, so a resent message is not timed at all.
+        """
+        if self.hs_timed is self.hs_packet:
+            self.hs_sent_at = None
+        else:
+            self.hs_timed = self.hs_packet
+            self.hs_sent_at = now
+
+    def take_handshake_rtt(self, now: float) -> None:
+        """The reply to our current handshake message arrived: an RTT sample.
+
+        Called before the reply replaces ``hs_packet``. Without this sample a
+        session's first one would come from an ACK the peer delayed, and
+        ``min_rtt``, which RFC 9002 never corrects for ACK delay, would keep
+        that delay until an undelayed ACK arrived (docs/protocol.md §10.2).
+        """
+        if self.hs_sent_at is not None and self.hs_timed is self.hs_packet:
+            self.recovery.on_handshake_rtt(now - self.hs_sent_at, now)
+        self.hs_sent_at = None
+        self.hs_timed = b""
 
     # ------------------------------------------------------------------ closing
 
@@ -650,7 +679,7 @@ class Session:
         if self.hs_send_due or self.handshake is not None:
             return  # not confirmed yet: AUTH_PROOF may have to go again
         if self.initiator or self.recovery.largest_acked is not None:
-            self.hs_packet = self.final_packet = self.auth_proof_packet = b""
+            self.hs_packet = self.final_packet = self.auth_proof_packet = self.hs_timed = b""
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due: idle death, close timeout, loss detection."""

@@ -16,6 +16,7 @@ from stt_core import (
     SessionEstablished,
     SessionState,
 )
+from stt_core.session import CIPHER_RELEASE_INTERVAL
 from stt_core.wire import PacketType
 
 from .helpers import SERVER_ADDR, Pair, make_config
@@ -330,3 +331,57 @@ def test_path_mtu_is_probed_only_by_a_confirmed_side_that_sends() -> None:
     pair.run_for(1.0)
     assert established(pair.server_events)
     assert probes("server") == []  # the server never sent a message: it never needs to
+
+
+def test_the_handshake_gives_each_side_its_first_rtt_sample() -> None:
+    """HELLO to CHALLENGE times the initiator's round trip, CHALLENGE to AUTH_PROOF
+    the responder's: 20 ms on a link with 10 ms each way."""
+    pair = Pair(delay=0.010)
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: bool(established(pair.client_events)))
+    client_rtt = pair.client.sessions[ref].recovery.rtt
+    assert client_rtt.has_sample and client_rtt.min_rtt == pytest.approx(0.020)
+    pair.run_for(1.0, stop=lambda: bool(established(pair.server_events)))
+    (server_session,) = pair.server.sessions.values()
+    server_rtt = server_session.recovery.rtt
+    assert server_rtt.has_sample and server_rtt.min_rtt == pytest.approx(0.020)
+
+
+def test_an_idle_session_keeps_the_path_rtt_after_the_delayed_window_grant() -> None:
+    """Right after a handshake the only ack-eliciting frame in flight is the window
+    grant, and its ACK waits max_ack_delay (25 ms). Were that the first RTT sample,
+    min_rtt (never corrected for ACK delay) would read 35 ms on this 10 ms path,
+    and the smoothed RTT, the pacing rate and the PTO would follow it."""
+    pair = Pair(delay=0.005)
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)  # the handshake, the grant and its delayed ACK, then nothing
+    (server_session,) = pair.server.sessions.values()
+    sessions = (pair.client.sessions[ref], server_session)
+    for session in sessions:
+        rtt = session.recovery.rtt
+        assert rtt.min_rtt == pytest.approx(0.010)
+        assert rtt.smoothed_rtt < 0.015
+    pair.run_for(CIPHER_RELEASE_INTERVAL + 1.0)  # an idle session sheds its handshake packets
+    for session in sessions:
+        assert session.hs_timed == b"" and session.hs_packet == b""
+
+
+def test_a_resent_hello_is_not_timed_but_auth_proof_to_final_is() -> None:
+    """Karn's rule: a CHALLENGE cannot say which copy of a resent HELLO it answers."""
+    pair = Pair(delay=0.010)
+    hellos = [0]
+
+    def drop_first_hello(datagram: bytes, source: object, destination: object) -> bool:
+        if datagram[0] == PacketType.HELLO:
+            hellos[0] += 1
+            return hellos[0] == 1
+        return False
+
+    pair.drop = drop_first_hello
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(5.0, stop=lambda: bool(established(pair.client_events)))
+    session = pair.client.sessions[ref]
+    assert hellos[0] == 2
+    assert not session.recovery.rtt.has_sample
+    pair.run_for(1.0, stop=lambda: session.handshake is None)  # FINAL
+    assert session.recovery.rtt.min_rtt == pytest.approx(0.020)

@@ -186,6 +186,18 @@ def test_ack_delay_is_subtracted_from_samples() -> None:
     assert rec.rtt.smoothed_rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.18)
 
 
+def test_a_handshake_sample_lets_later_acks_subtract_their_delay() -> None:
+    """With the handshake's 10 ms as min_rtt, an ACK held 25 ms reads as the 10 ms
+    path; as the first sample it would have set min_rtt to 35 ms for good."""
+    rec = make()
+    rec.on_handshake_rtt(0.010, now=0.5)
+    assert rec.rtt.has_sample and rec.rtt.min_rtt == pytest.approx(0.010)
+    send(rec, 0, 1.0)
+    rec.on_ack_received([range(0, 1)], 0.025, 1.036)  # 11 ms of path, 25 of delay
+    assert rec.rtt.min_rtt == pytest.approx(0.010)
+    assert rec.rtt.smoothed_rtt == pytest.approx(0.875 * 0.010 + 0.125 * 0.011)
+
+
 # -- PTO -------------------------------------------------------------------
 
 

@@ -111,3 +111,14 @@ def test_a_lost_resume_ok_is_recovered_without_burning_the_token() -> None:
     pair.drop = drop
     event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
     assert dropped and isinstance(event, SessionEstablished) and event.resumed
+
+
+def test_resume_to_resume_ok_is_the_resumed_sessions_first_rtt_sample() -> None:
+    pair = Pair(delay=0.015)
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    resumed = pair.client.resume(SERVER_ADDR, ticket, pair.now)
+    assert isinstance(outcome(pair, resumed), SessionEstablished)
+    rtt = pair.client.sessions[resumed].recovery.rtt
+    assert rtt.has_sample and rtt.min_rtt == pytest.approx(0.030)
