@@ -19,13 +19,22 @@ import argparse
 import time
 from collections.abc import Callable
 
-from stt_core import Config, Endpoint, MessageReceived, SessionState
+from stt_core import (
+    Config,
+    Endpoint,
+    HandshakeConfirmed,
+    MessageReceived,
+    SessionEstablished,
+)
+from stt_core.events import SessionRef
 
 CLIENT = ("10.0.0.1", 1)
 SERVER = ("10.0.0.2", 2)
 SEED = b"scaling benchmark seed"
 STEP = 0.0005
 """Virtual seconds per shuttle round (a 1 ms round trip)."""
+QUIET_STEPS = 130
+"""Shuttle rounds after the last confirmation: 50 ms for the handshakes' last packets and ACKs."""
 
 
 def _endpoints(datagram: int) -> tuple[Endpoint, Endpoint]:
@@ -47,36 +56,50 @@ class Link:
         self.messages = 0
 
     def step(self) -> None:
-        self.now += STEP
-        for source, sink, addr in ((self.client, self.server, CLIENT),
-                                   (self.server, self.client, SERVER)):
-            for datagram, _ in source.datagrams_to_send(self.now):
-                sink.receive_datagram(datagram, addr, self.now)
+        self._shuttle()
         while (event := self.server.next_event()) is not None:
             if isinstance(event, MessageReceived):
                 self.delivered += len(event.data)
                 self.messages += 1
         while self.client.next_event() is not None:
             pass
+        self._fire_timers()
+
+    def _shuttle(self) -> None:
+        self.now += STEP
+        for source, sink, addr in ((self.client, self.server, CLIENT),
+                                   (self.server, self.client, SERVER)):
+            for datagram, _ in source.datagrams_to_send(self.now):
+                sink.receive_datagram(datagram, addr, self.now)
+
+    def _fire_timers(self) -> None:
         for endpoint in (self.client, self.server):
             timer = endpoint.next_timer()
             if timer is not None and timer <= self.now:
                 endpoint.handle_timer(self.now)
 
-    def connect(self, count: int) -> list[int]:
-        """Open ``count`` sessions (not measured); returns their client-side refs."""
+    def connect(self, count: int) -> list[SessionRef]:
+        """Open ``count`` sessions (not measured); returns their client-side refs.
+
+        Waits for every handshake to be confirmed (the initiator is established
+        on CHALLENGE, before the server has its AUTH_PROOF) and then for the
+        link to fall quiet, so no handshake work is left for the measured part.
+        """
         refs = [self.client.connect(SERVER, self.now) for _ in range(count)]
-        established = 0
-        while established < count:
+        confirmed = 0
+        while confirmed < count:
+            self._shuttle()
+            while (event := self.client.next_event()) is not None:
+                if isinstance(event, HandshakeConfirmed) \
+                        or (isinstance(event, SessionEstablished) and event.confirmed):
+                    confirmed += 1
+            self._fire_timers()
+        for _ in range(QUIET_STEPS):
             self.step()
-            established = sum(1 for ref in refs
-                              if self.client.session_state(ref) is SessionState.ESTABLISHED)
-        while self.client.next_event() is not None:
-            pass
         return refs
 
 
-def _drive(link: Link, senders: list[tuple[int, int, bytes, int]], total: int) -> float:
+def _drive(link: Link, senders: list[tuple[SessionRef, int, bytes, int]], total: int) -> float:
     """Send every (ref, stream, message, count) until ``total`` bytes arrived; CPU seconds."""
     pending = [[ref, stream, message, count] for ref, stream, message, count in senders]
     start = time.process_time()
