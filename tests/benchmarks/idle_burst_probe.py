@@ -58,7 +58,8 @@ async def _one_burst(server: object, client: object, size: int, idle: float) -> 
 
 
 async def _run(args: argparse.Namespace) -> list[float]:
-    overrides = {"max_datagram_size": args.datagram, "pmtu_probe_limit": args.datagram}
+    overrides = {"max_datagram_size": args.datagram, "pmtu_probe_limit": args.datagram,
+                 "congestion_control": args.congestion}
     async with open_node(shared_seed=SEED, node_id=b"burst-server", host="127.0.0.1",
                          config_overrides=overrides) as server, \
             open_node(shared_seed=SEED, node_id=b"burst-client", server_mode=False,
@@ -76,11 +77,12 @@ def main() -> None:
     parser.add_argument("--datagram", type=int, default=1200, help="largest datagram, bytes")
     parser.add_argument("--repeat", type=int, default=9, help="sessions, one burst each")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--congestion", choices=("newreno", "cubic", "bbr"), default="newreno")
     args = parser.parse_args()
     samples = anyio.run(_run, args, backend=args.backend)
     ms = sorted(s * 1000 for s in samples)
-    print(f"{args.backend}: {args.size:,} B after {args.idle} s idle at {args.datagram}-byte "
-          f"datagrams: median {statistics.median(ms):.2f} ms "
+    print(f"{args.backend}, {args.congestion}: {args.size:,} B after {args.idle} s idle "
+          f"at {args.datagram}-byte datagrams: median {statistics.median(ms):.2f} ms "
           f"(min {ms[0]:.2f}, max {ms[-1]:.2f}) over {len(ms)} sessions")
 
 
