@@ -13,6 +13,11 @@ binding's phases:
 - ``write``: ``send_message``, and the flush that builds and seals the packet;
 - ``timer``: ``next_timer`` after the write.
 
+``--gap 200`` waits 200 us between round trips, asleep (``--gap-mode sleep``,
+as the two-process probe's processes are between packets) or spinning
+(``spin``), outside the timed phases: it shows what sleeping costs the next
+round trip's work (caches and the core's idle state), not the work itself.
+
 ``--profile`` prints a cProfile table instead (per side and round trip);
 ``--bytecodes`` counts the Python calls and bytecodes executed per side and
 round trip (``sys.settrace`` with opcode events): slow, but the same on a
@@ -20,6 +25,7 @@ loaded machine as on an idle one, so it tells small changes apart where the
 timings cannot.
 
     .venv/bin/python -m tests.benchmarks.core_rtt [--count 20000] [--profile | --bytecodes]
+    .venv/bin/python -m tests.benchmarks.core_rtt --count 5000 --gap 200 [--gap-mode spin]
 """
 
 from __future__ import annotations
@@ -121,13 +127,26 @@ def connected_pair() -> tuple[Side, Side, int]:
     return client, server, stream_id
 
 
-def run(count: int, profiler: cProfile.Profile | None = None) -> tuple[Side, Side]:
+def pause(gap: float, how: str) -> None:
+    """Wait ``gap`` seconds between round trips, asleep or spinning (see ``--gap``)."""
+    if how == "sleep":
+        time.sleep(gap)
+        return
+    until = time.perf_counter() + gap
+    while time.perf_counter() < until:
+        pass
+
+
+def run(count: int, profiler: cProfile.Profile | None = None, *, gap: float = 0.0,
+        how: str = "sleep") -> tuple[Side, Side]:
     """``count`` round trips; returns both sides with their time per phase."""
     client, server, stream_id = connected_pair()
     now = 0.0
     if profiler is not None:
         profiler.enable()
     for i in range(count):
+        if gap:
+            pause(gap, how)  # outside every timed phase
         now += 0.0002
         request = client.write(stream_id, REQUEST, now)
         now += 0.0001
@@ -190,6 +209,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--bytecodes", action="store_true")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="microseconds to wait between round trips")
+    parser.add_argument("--gap-mode", choices=("sleep", "spin"), default="sleep")
     args = parser.parse_args()
     run(500)  # warm up
     if args.bytecodes:
@@ -203,7 +225,7 @@ def main() -> None:
         _print_profile(profiler, args.count)
         return
     for _ in range(args.runs):
-        client, server = run(args.count)
+        client, server = run(args.count, gap=args.gap / 1e6, how=args.gap_mode)
         for name, side in (("client", client), ("server", server)):
             per = {phase: side.spent[phase] / args.count * 1e6 for phase in PHASES}
             print(f"{name}: {sum(per.values()):5.1f} us per round trip = "
