@@ -175,7 +175,7 @@ class Stream:
             StreamClosedError, SessionClosedError: as for :meth:`write`.
         """
         with anyio.CancelScope(deadline=_deadline(timeout)) as scope:
-            message_id = await self._queue(bytes(data))
+            message_id = await self._queue(bytes(data), ack_now=True)
             self._awaited.add(message_id)
             try:
                 await self._wait_delivered(message_id)
@@ -186,7 +186,7 @@ class Stream:
             raise SendTimeoutError(
                 f"message on stream {self.stream_id} not acknowledged within {timeout} s")
 
-    async def _queue(self, data: bytes) -> int:
+    async def _queue(self, data: bytes, *, ack_now: bool = False) -> int:
         link = self.session._link
         ref = self.session.ref
         while True:
@@ -195,7 +195,8 @@ class Stream:
             # refused send_message is what makes the core emit StreamWritable
             # once room frees up.
             try:
-                message_id = link.endpoint.send_message(ref, self.stream_id, data)
+                message_id = link.endpoint.send_message(ref, self.stream_id, data,
+                                                        ack_now=ack_now)
             except BufferFullError:
                 await self._changed.wait()
             else:

@@ -52,6 +52,7 @@ class AckTracker:
         "_largest_time",
         "_new_since_ack",
         "_received",
+        "_requested",
         "_unacked_eliciting",
         "ack_eliciting_threshold",
         "duplicates",
@@ -86,6 +87,7 @@ class AckTracker:
         self._unacked_eliciting = 0
         self._first_unacked_time: float | None = None
         self._immediate = False
+        self._requested = False
         self._new_since_ack = False
 
     @property
@@ -132,6 +134,31 @@ class AckTracker:
         """
         self._immediate = True
 
+    def ack_requested(self) -> None:
+        """The peer asked for an ACK at once (IMMEDIATE_ACK): it waits on one.
+
+        Due at once like :meth:`ack_now`, with one difference
+        (:meth:`ack_due` with ``patient``): a binding may let the application
+        have its turn first, since a reply written then carries the ACK.
+        """
+        self._requested = True
+
+    def ack_due(self, now: float, *, patient: bool = False) -> bool:
+        """True when an ACK should go out at ``now``. Pure.
+
+        With ``patient``, an ACK due only because the peer asked for it
+        (:meth:`ack_requested`) does not count: the caller is about to let the
+        application run and will flush right after it.
+        """
+        first = self._first_unacked_time
+        if first is None:
+            return False
+        if self._immediate or self._unacked_eliciting >= self.ack_eliciting_threshold:
+            return True
+        if self._requested and not patient:
+            return True
+        return first + self.max_ack_delay <= now
+
     def ack_deadline(self) -> float | None:
         """When an ACK must be sent; a time at or before ``now`` means at once. Pure.
 
@@ -140,7 +167,8 @@ class AckTracker:
         first = self._first_unacked_time
         if first is None:
             return None
-        if self._immediate or self._unacked_eliciting >= self.ack_eliciting_threshold:
+        if self._immediate or self._requested \
+                or self._unacked_eliciting >= self.ack_eliciting_threshold:
             return first
         return first + self.max_ack_delay
 
@@ -168,6 +196,7 @@ class AckTracker:
         self._unacked_eliciting = 0
         self._first_unacked_time = None
         self._immediate = False
+        self._requested = False
         return ranges, max(now - self._largest_time, 0.0)
 
     def missing_ranges(self, limit: int = 16) -> list[range]:

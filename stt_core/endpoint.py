@@ -313,7 +313,11 @@ class Endpoint:
         request whose ACK may wait for the reply (which will carry it). A
         binding may then put the flush off briefly, for instance until the
         application had its turn, without holding back any datagram. Errs
-        towards True.
+        towards True, with one exception: an ACK the peer asked for at once
+        (IMMEDIATE_ACK, a confirmed send) does not count, because a flush
+        put off until the application had its turn sends it a moment later,
+        and a reply written in that turn carries it in the same packet. A
+        binding that relies on this must flush right after that turn.
         """
         return bool(self.stateless_out) or any(
             packetizer.output_due(session, now) for session in self._dirty.values())
@@ -411,15 +415,22 @@ class Endpoint:
         self.touch(session)
         return stream_id
 
-    def send_message(self, ref: SessionRef, stream_id: int, data: bytes) -> int:
+    def send_message(self, ref: SessionRef, stream_id: int, data: bytes, *,
+                     ack_now: bool = False) -> int:
         """Queue one message; returns its id for ``MessageDelivered``.
+
+        Pass ``ack_now=True`` when the caller will wait for this message's
+        ``MessageDelivered``: the packet carrying its last byte then asks the
+        peer to acknowledge at once (IMMEDIATE_ACK, protocol.md §4.5) instead
+        of after its ``max_ack_delay``. A reply the peer sends anyway carries
+        the ACK just as well, so leave it False for requests and bulk writes.
 
         Raises:
             BufferFullError: ``can_send`` is False; wait for ``StreamWritable``.
             StreamClosedError, SessionClosedError, InvalidStateError.
         """
         session = self._session(ref)
-        message_id = stream_io.send_message(session, stream_id, data)
+        message_id = stream_io.send_message(session, stream_id, data, ack_now=ack_now)
         self.touch(session)
         return message_id
 

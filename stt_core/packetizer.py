@@ -53,8 +53,13 @@ _PMTU_PROBE = 2
 KEEP_ALIVE = SimpleFrame(FrameType.KEEP_ALIVE)
 """The KEEP_ALIVE frame (ack-eliciting, no fields); one shared instance."""
 KEEP_ALIVE_ACK = SimpleFrame(FrameType.KEEP_ALIVE_ACK)
+IMMEDIATE_ACK = SimpleFrame(FrameType.IMMEDIATE_ACK)
+"""Asks the peer to acknowledge at once (protocol.md §4.5); rides with a confirmed
+message's last byte, and again with any retransmission of that byte."""
+_IMMEDIATE_ACK_BYTES = IMMEDIATE_ACK.encode()
 _NOT_RETRANSMITTED = frozenset((
-    FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.PATH_CHALLENGE,
+    FrameType.KEEP_ALIVE, FrameType.KEEP_ALIVE_ACK, FrameType.IMMEDIATE_ACK,
+    FrameType.PATH_CHALLENGE,
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
 _SENDING_STATES = frozenset((SessionState.ESTABLISHED, SessionState.CLOSING))
@@ -103,18 +108,20 @@ def output_due(session: Session, now: float) -> bool:
     """True unless :func:`datagrams` would certainly return nothing now. Pure.
 
     Errs towards True: anything but an established session with no probe,
-    keep-alive or close pending goes to the full test, :func:`datagrams`.
+    keep-alive or close pending goes to the full test, :func:`datagrams`. One
+    exception the other way: an ACK due only because the peer asked for it
+    (IMMEDIATE_ACK) counts as not due, see ``Endpoint.output_due``.
     """
     if session.state is not SessionState.ESTABLISHED or session.hs_send_due \
             or session.probes or session.keep_alive_ack_due \
             or session.close_frame is not None:
         return True
-    if session.pmtu_candidates and not session.pmtu_probe_size:
+    if _pmtu_probe_due(session):
         return True
-    return session.keep_alive_due(now) or _may_send(session, now)
+    return session.keep_alive_due(now) or _may_send(session, now, patient=True)
 
 
-def _may_send(session: Session, now: float) -> bool:
+def _may_send(session: Session, now: float, *, patient: bool = False) -> bool:
     """False when :func:`_build_packet` would find nothing to put in a packet.
 
     A packet carries an ACK that is due, control frames, stream data or a
@@ -128,10 +135,7 @@ def _may_send(session: Session, now: float) -> bool:
     if session.control or session.probe_packets > 0 or session.streams.has_ready():
         return True
     acks = session.acks
-    if not acks.ack_needed:
-        return False
-    deadline = acks.ack_deadline()
-    return deadline is not None and deadline <= now
+    return acks.ack_needed and acks.ack_due(now, patient=patient)
 
 
 def has_pending_data(session: Session) -> bool:
@@ -157,20 +161,28 @@ def _send_path_probes(session: Session, now: float, out: Outgoing) -> None:
         out.append((packet, addr))
 
 
+def _pmtu_probe_due(session: Session) -> bool:
+    """True when :func:`_send_pmtu_probe` would send a probe now. Pure.
+
+    Never to an unvalidated address (a probe would break the 3x limit), nor
+    before the handshake is confirmed (a peer that has not read our
+    AUTH_PROOF drops the probe), nor before the application sent anything:
+    the size is for our own direction, so a side that only receives, or a
+    session that ends before it sends, never needs it.
+    """
+    return bool(session.pmtu_candidates) and not session.pmtu_probe_size \
+        and not session.path.reliable and session.state is SessionState.ESTABLISHED \
+        and session.address_validated and session.handshake is None \
+        and session.stats.messages_sent > 0
+
+
 def _send_pmtu_probe(session: Session, now: float, out: Outgoing) -> None:
     """Try the next larger datagram size: a padded KEEP_ALIVE (protocol.md §8.3).
 
     The probe is not counted in flight, so losing it (the path is too narrow)
     is not read as congestion; an ACK raises the path's datagram size.
     """
-    if session.pmtu_probe_size or not session.pmtu_candidates or session.path.reliable \
-            or session.state is not SessionState.ESTABLISHED or not session.address_validated \
-            or session.handshake is not None or not session.stats.messages_sent:
-        # Never probe an unvalidated address (a probe would break the 3x limit),
-        # nor before the handshake is confirmed (a peer that has not read our
-        # AUTH_PROOF drops the probe), nor before the application sent anything:
-        # the size is for our own direction, so a side that only receives, or a
-        # session that ends before it sends, never needs it.
+    if not _pmtu_probe_due(session):
         return
     size = session.pmtu_candidates[0]
     header_size = len(encode_session_header(session.send_phase, session.session_id,
@@ -323,6 +335,15 @@ def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes 
             parts.append(payload)
             capacity -= overhead + size
             records.append((_DATA, stream_id, offset, size, fin))
+            awaited = sender.ack_request_end
+            if awaited and offset < awaited <= offset + size:
+                # The last byte of a message its writer waits on: ask for the
+                # ACK now, or in the next packet if this one is full.
+                if capacity > 0:
+                    parts.append(_IMMEDIATE_ACK_BYTES)
+                    capacity -= 1
+                else:
+                    session.control.append(IMMEDIATE_ACK)
             new_bytes = sender.highest_sent - before
             if new_bytes > 0:
                 session.data_sent += new_bytes

@@ -551,6 +551,9 @@ class Session:
     def _on_keep_alive(self, frame: Frame, now: float) -> None:
         self.keep_alive_ack_due = True
 
+    def _on_immediate_ack(self, frame: Frame, now: float) -> None:
+        self.acks.ack_requested()  # the sender waits on this ACK (protocol.md §4.5)
+
     def _on_keep_alive_ack(self, frame: Frame, now: float) -> None:
         """Nothing to do: hearing the peer already refreshed ``last_received``."""
 
@@ -779,6 +782,7 @@ Session.handlers = {
     FrameType.NACK: packetizer.on_nack_frame,
     FrameType.KEEP_ALIVE: Session._on_keep_alive,
     FrameType.KEEP_ALIVE_ACK: Session._on_keep_alive_ack,
+    FrameType.IMMEDIATE_ACK: Session._on_immediate_ack,
     FrameType.DATA: stream_io.on_data_frame,
     FrameType.STREAM_OPEN: stream_io.on_stream_open_frame,
     FrameType.STREAM_CLOSE: stream_io.on_stream_close_frame,

@@ -109,7 +109,8 @@ def can_send(session: Session, stream_id: int) -> bool:
             and session.send_buffered < session.config.session_send_buffer_bytes)
 
 
-def send_message(session: Session, stream_id: int, data: bytes) -> int:
+def send_message(session: Session, stream_id: int, data: bytes, *,
+                 ack_now: bool = False) -> int:
     """Queue one message; see ``Endpoint.send_message``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"message must be bytes-like, not {type(data).__name__}")
@@ -120,6 +121,8 @@ def send_message(session: Session, stream_id: int, data: bytes) -> int:
             f"send buffer of stream {stream_id} is full; wait for StreamWritable")
     before = stream.sender.buffered_bytes
     message_id = stream.sender.write_message(bytes(data))
+    if ack_now:
+        stream.sender.request_ack()
     session.send_buffered += stream.sender.buffered_bytes - before
     stream.messages_sent += 1
     session.stats.messages_sent += 1

@@ -46,6 +46,7 @@ class StreamSender:
     """
 
     __slots__ = (
+        "_ack_request_end",
         "_acked",
         "_acked_offset",
         "_buf",
@@ -91,6 +92,7 @@ class StreamSender:
         self._message_ends: deque[int] = deque()  # end offsets of undelivered messages
         self._next_id = 0
         self._delivered_id = 0  # id of the oldest undelivered message
+        self._ack_request_end = 0  # end of the newest message whose writer awaits its ACK
         self._final_size: int | None = None
         self._fin_pending = False  # a frame carrying FIN must (still) be sent
         self._fin_acked = False
@@ -120,6 +122,24 @@ class StreamSender:
         """Bytes actually held for the buffer, including acknowledged bytes of a chunk
         not yet acknowledged to its end."""
         return self._buf.held
+
+    @property
+    def ack_request_end(self) -> int:
+        """End offset of the newest message marked by :meth:`request_ack`, or 0.
+
+        The packetizer adds IMMEDIATE_ACK to every packet whose DATA frame
+        carries the byte just below it (the first send and any retransmission).
+        """
+        return self._ack_request_end
+
+    def request_ack(self) -> None:
+        """The writer of the message just written waits for its acknowledgement.
+
+        Without this the peer holds its ACK of a lone packet for
+        ``max_ack_delay`` (25 ms), and a loop of confirmed sends runs at one
+        message per 25 ms whatever the path.
+        """
+        self._ack_request_end = self._write_offset
 
     def write_message(self, data: bytes | bytearray | memoryview) -> int:
         """Append one message to the stream.

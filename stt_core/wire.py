@@ -88,6 +88,7 @@ class FrameType:
     NACK: Final = 0x12
     KEEP_ALIVE: Final = 0x13
     KEEP_ALIVE_ACK: Final = 0x14
+    IMMEDIATE_ACK: Final = 0x15
     STREAM_OPEN: Final = 0x20
     STREAM_CLOSE: Final = 0x21
     STREAM_FIN: Final = 0x22
@@ -336,7 +337,7 @@ class NackFrame:
 
 @dataclass(slots=True)
 class SimpleFrame:
-    """A frame without fields: PADDING run, KEEP_ALIVE, KEEP_ALIVE_ACK."""
+    """A frame without fields: PADDING run, KEEP_ALIVE, KEEP_ALIVE_ACK, IMMEDIATE_ACK."""
 
     frame_type: int
 
@@ -598,6 +599,7 @@ _PARSERS: dict[int, _Parser] = {
     FrameType.NACK: _parse_nack,
     FrameType.KEEP_ALIVE: _parse_simple(FrameType.KEEP_ALIVE),
     FrameType.KEEP_ALIVE_ACK: _parse_simple(FrameType.KEEP_ALIVE_ACK),
+    FrameType.IMMEDIATE_ACK: _parse_simple(FrameType.IMMEDIATE_ACK),
     FrameType.STREAM_OPEN: _parse_stream_open,
     FrameType.STREAM_CLOSE: _parse_stream_close,
     FrameType.STREAM_FIN: _parse_stream_fin,

@@ -60,6 +60,37 @@ def test_ack_deadline_threshold_and_delay() -> None:
     assert acks.build_ack(1.02) is None  # nothing new
 
 
+def test_a_requested_ack_is_due_at_once_but_may_wait_for_a_reply() -> None:
+    """IMMEDIATE_ACK: due now, except to a caller about to let the application
+    reply (patient), and only until the ACK is built."""
+    acks = AckTracker(max_ack_delay=0.025)
+    acks.on_packet_received(0, True, 1.0)
+    assert not acks.ack_due(1.0)
+    acks.ack_requested()
+    assert acks.ack_deadline() == 1.0
+    assert acks.ack_due(1.0)
+    assert not acks.ack_due(1.0, patient=True)
+    assert acks.ack_due(1.025, patient=True)  # the ACK delay still bounds the wait
+    assert acks.build_ack(1.0) is not None
+    acks.on_packet_received(1, True, 2.0)
+    assert not acks.ack_due(2.0)  # the request was for the packet already acknowledged
+    assert acks.ack_deadline() == pytest.approx(2.025)
+
+
+def test_reasons_other_than_a_request_stay_urgent_for_a_patient_caller() -> None:
+    acks = AckTracker(ack_eliciting_threshold=2)
+    acks.on_packet_received(0, True, 1.0)
+    acks.on_packet_received(1, True, 1.0)  # the threshold
+    assert acks.ack_due(1.0, patient=True)
+    acks.build_ack(1.0)
+    acks.on_packet_received(3, True, 1.0)  # a gap
+    assert acks.ack_due(1.0, patient=True)
+    acks.build_ack(1.0)
+    acks.on_packet_received(4, True, 1.0)
+    acks.ack_now()  # a peer's SESSION_CLOSE
+    assert acks.ack_due(1.0, patient=True)
+
+
 def test_ack_deadline_immediate_on_gap_and_reordering() -> None:
     acks = AckTracker()
     acks.on_packet_received(0, True, 0.0)
