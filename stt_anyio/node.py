@@ -119,6 +119,7 @@ class Node:
         self._loop_time: Callable[[], float] = anyio.current_time
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._flush_deferred = False
+        self._write_turn = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._migrator = Migrator(self)
@@ -159,6 +160,32 @@ class Node:
                 return
         if self._wake is not None:
             self._wake.set()
+
+    def _kick_write(self) -> None:
+        """A write queued a message: flush it now, or with the others of this turn.
+
+        The first write in a turn of the event loop flushes inline, as any
+        command does, so a request leaves at once. Writes after it in the same
+        turn (a task writing many small messages without awaiting anything in
+        between) only queue, and one flush at the end of the turn packs them
+        together: one packet for many small messages instead of one each. Only
+        on asyncio, whose ``call_soon`` marks the end of the turn.
+        """
+        call_soon = self._call_soon
+        if call_soon is None:
+            self._kick()
+            return
+        if self._write_turn:
+            self._dirty = True
+            return
+        self._write_turn = True
+        call_soon(self._end_write_turn)
+        self._kick()
+
+    def _end_write_turn(self) -> None:
+        self._write_turn = False
+        if self._endpoint.flush_needed:
+            self._kick()
 
     def _rearm_inline(self, deadline: float | None) -> bool:
         """Make the armed timer cover ``deadline`` without waking the pump; False if

@@ -66,6 +66,8 @@ class _Link(Protocol):
 
     def _kick(self) -> None: ...
 
+    def _kick_write(self) -> None: ...
+
     async def _migrate(self, session: Session, transport: str,
                        address: tuple[str, int] | None, timeout: float | None) -> None: ...
 
@@ -200,7 +202,7 @@ class Stream:
             except BufferFullError:
                 await self._changed.wait()
             else:
-                link._kick()
+                link._kick_write()
                 return message_id
 
     async def _wait_delivered(self, message_id: int) -> None:

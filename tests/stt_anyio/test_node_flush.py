@@ -39,3 +39,26 @@ async def test_a_message_nobody_answers_is_still_acknowledged() -> None:
             assert await incoming.receive() == (b"opening" if i == 0 else b"again")
             with anyio.fail_after(2):
                 await stream.send(b"again")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_writes_in_one_turn_of_the_loop_share_packets(anyio_backend: str) -> None:
+    """The first write of a turn leaves at once; the ones after it in the same
+    turn wait for the turn's end and go out together, so 500 small messages
+    written without an await between them need a few dozen packets, not 500."""
+    async with connected(SEED) as (client, _, session, accepted):
+        stream = session.open_stream("many small")
+        await stream.write(b"opening")  # the stream's start-up is behind us
+        incoming = await accepted.accept_stream()
+        assert await incoming.receive() == b"opening"
+        await anyio.sleep(0.05)
+        packets = client._endpoint.stats.datagrams_sent
+        await stream.write(b"first of the turn")
+        assert client._endpoint.stats.datagrams_sent == packets + 1  # inline, no await ran
+        for i in range(500):
+            await stream.write(i.to_bytes(2, "big") * 32)
+        assert client._endpoint.stats.datagrams_sent == packets + 1  # all waiting for the turn
+        received = [await incoming.receive() for _ in range(501)]
+        assert received == [b"first of the turn"] + [i.to_bytes(2, "big") * 32
+                                                     for i in range(500)]
+        assert client._endpoint.stats.datagrams_sent - packets < 60
