@@ -59,7 +59,7 @@ async def _run(count: int, size: int, reply: bool) -> list[float]:
             samples.append(time.perf_counter() - began)
         await session.close()
         tg.cancel_scope.cancel()
-        return samples
+    return samples
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ async def _run(count: int, size: int) -> tuple[float, float, int]:
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
         sends = client.get_stats()["udp"]["datagrams_sent"] - sends_before
         tg.cancel_scope.cancel()
-        return elapsed, cpu, sends
+    return elapsed, cpu, sends
 
 
 def main() -> None:
