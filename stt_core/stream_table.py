@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, InvalidStateError, ProtocolError
 from .stream_receive import ReceivedMessage
 from .streams import StreamReceiver, StreamSender
 
@@ -63,9 +63,19 @@ class StreamTable:
     """All streams of one session and the round-robin send order."""
 
     __slots__ = (
-        "_by_id", "_closed", "_closed_order", "_initiator", "_max_frame_size",
-        "_max_message_size", "_max_peer_streams", "_next_auto_id", "_peer_opened",
-        "_ready", "_send_buffer_bytes", "_window",
+        "_by_id",
+        "_closed",
+        "_closed_order",
+        "_initiator",
+        "_local_opened",
+        "_max_frame_size",
+        "_max_message_size",
+        "_max_peer_streams",
+        "_next_auto_id",
+        "_peer_opened",
+        "_ready",
+        "_send_buffer_bytes",
+        "_window",
     )
 
     def __init__(self, *, initiator: bool, max_peer_streams: int, send_buffer_bytes: int,
@@ -79,6 +89,7 @@ class StreamTable:
         self._next_auto_id = 1 if initiator else 2
         self._max_peer_streams = max_peer_streams
         self._peer_opened = 0
+        self._local_opened = 0
         self._send_buffer_bytes = send_buffer_bytes
         self._window = receive_window
         self._max_message_size = max_message_size
@@ -124,6 +135,15 @@ class StreamTable:
         stream = self._by_id.get(stream_id)
         frame_size = max_frame_size or self._max_frame_size
         if stream is None:
+            if stream_id != 0:
+                # The peer would close the whole session on one stream more than
+                # its limit (§5.1), which we take to be ours: refuse it here.
+                if self._local_opened >= self._max_peer_streams:
+                    raise InvalidStateError(
+                        f"this side already has {self._local_opened} streams open on the "
+                        f"session (max_streams_per_session); a stream is freed once both "
+                        f"directions ended: close or reset finished streams first")
+                self._local_opened += 1
             if self._closed is not None:
                 self._closed.discard(stream_id)
             stream = self._create(stream_id, local=True, max_frame_size=frame_size)
@@ -159,8 +179,11 @@ class StreamTable:
         """Forget a finished stream, remembering its id for late frames."""
         if self._by_id.pop(stream.stream_id, None) is None:
             return
-        if not stream.local and stream.stream_id != 0:
-            self._peer_opened -= 1
+        if stream.stream_id != 0:
+            if stream.local:
+                self._local_opened -= 1
+            else:
+                self._peer_opened -= 1
         if self._closed is None or self._closed_order is None:
             self._closed, self._closed_order = set(), deque()
         self._closed.add(stream.stream_id)

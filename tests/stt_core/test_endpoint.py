@@ -16,6 +16,7 @@ from stt_core import (
     SessionEstablished,
     SessionState,
 )
+from stt_core.errors import InvalidStateError
 from stt_core.session import CIPHER_RELEASE_INTERVAL
 from stt_core.wire import PacketType
 
@@ -385,3 +386,29 @@ def test_a_resent_hello_is_not_timed_but_auth_proof_to_final_is() -> None:
     assert not session.recovery.rtt.has_sample
     pair.run_for(1.0, stop=lambda: session.handshake is None)  # FINAL
     assert session.recovery.rtt.min_rtt == pytest.approx(0.020)
+
+
+def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:
+    """The peer would close the whole session on one stream past its limit; the
+    opener, taking the limit to be its own, refuses it with a clear error, and a
+    stream that ended in both directions frees its slot."""
+    pair = Pair(client=make_config(b"client", max_streams_per_session=4),
+                server=make_config(b"server", server_mode=True, max_streams_per_session=4))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    streams = [pair.client.open_stream(ref, purpose=f"s{i}") for i in range(4)]
+    with pytest.raises(InvalidStateError, match="max_streams_per_session"):
+        pair.client.open_stream(ref, purpose="one too many")
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    pair.client.send_message(ref, streams[0], b"done")
+    pair.client.close_stream(ref, streams[0])
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    pair.server.close_stream(server_ref, streams[0])
+    pair.run_for(1.0)
+    fifth = pair.client.open_stream(ref, purpose="fits now")
+    pair.client.send_message(ref, fifth, b"hello")
+    pair.run_for(1.0)
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    assert any(isinstance(e, MessageReceived) and e.stream_id == fifth
+               for e in pair.server_events)
