@@ -259,10 +259,10 @@ def _build_packet(session: Session, now: float, *,
             and session.state is SessionState.ESTABLISHED:
         session.grant_due = False
         session.control.append(session.max_data_frame())
-    remaining = _pack_control(session, parts, records, capacity)
+    remaining, answers = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)
-    ack_eliciting = len(parts) > has_ack
+    ack_eliciting = len(parts) > has_ack + answers
     if probing and not ack_eliciting:
         parts.append(KEEP_ALIVE.encode())
         ack_eliciting = True
@@ -290,10 +290,13 @@ def _pack_nack(session: Session, largest_stop: int, parts: list[bytes | memoryvi
 
 def _pack_control(session: Session, parts: list[bytes | memoryview],
                   records: list[tuple[object, ...]],
-                  capacity: int) -> int:
+                  capacity: int) -> tuple[int, int]:
+    """Pack queued control frames; returns the capacity left and how many of the
+    packed frames do not elicit an ACK (KEEP_ALIVE_ACK, an answer itself)."""
     control = session.control
     if not control:
-        return capacity
+        return capacity, 0
+    answers = 0
     kept: list[Frame] = []
     for frame in control:
         encoded = frame.encode()
@@ -302,10 +305,12 @@ def _pack_control(session: Session, parts: list[bytes | memoryview],
             continue
         parts.append(encoded)
         capacity -= len(encoded)
-        if frame.frame_type not in _NOT_RETRANSMITTED:
+        if frame.frame_type == FrameType.KEEP_ALIVE_ACK:
+            answers += 1
+        elif frame.frame_type not in _NOT_RETRANSMITTED:
             records.append((_CONTROL, frame))
     session.control = kept
-    return capacity
+    return capacity, answers
 
 
 def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes | memoryview],

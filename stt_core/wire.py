@@ -460,8 +460,10 @@ Frame = (
 
 _Parser = Callable[[_Buffer, int], tuple[Frame, int]]
 
-ACK_ELICITING_EXEMPT: Final = frozenset((FrameType.ACK, FrameType.NACK, FrameType.PADDING))
-"""Frames that do not make a packet ack-eliciting (RFC 9002 §2)."""
+ACK_ELICITING_EXEMPT: Final = frozenset((FrameType.ACK, FrameType.NACK, FrameType.PADDING,
+                                         FrameType.KEEP_ALIVE_ACK))
+"""Frames that do not make a packet ack-eliciting (RFC 9002 §2; KEEP_ALIVE_ACK is itself
+an answer, and the packet that carries it carries the ACK of the KEEP_ALIVE)."""
 
 
 def _parse_data(buf: _Buffer, pos: int) -> tuple[Frame, int]:

@@ -152,8 +152,20 @@ def test_idle_session_stays_alive_with_keep_alives_only() -> None:
     pair.run_for(300.0)
     assert not closed(pair.client_events) and not closed(pair.server_events)
     keep_alive_traffic = len(pair.sent) - sent_before
-    # one keep-alive exchange (+ acks) per 10 s interval, not a flood
-    assert 30 <= keep_alive_traffic <= 130
+    # One keep-alive exchange per 10 s interval, and it is two packets: KEEP_ALIVE,
+    # then KEEP_ALIVE_ACK with the ACK, which itself asks for no ACK (§4.5).
+    assert 58 <= keep_alive_traffic <= 62
+
+
+def test_a_keep_alive_ack_is_answered_by_nothing() -> None:
+    pair = Pair()
+    connect(pair)
+    pair.run_for(5.0)
+    sent_before = len(pair.sent)
+    pair.run_for(10.0, stop=lambda: len(pair.sent) > sent_before)  # the next KEEP_ALIVE
+    pair.run_for(5.0)  # its answer, and anything that answer would elicit
+    kinds = [who for who, _ in pair.sent[sent_before:]]
+    assert len(kinds) == 2 and kinds[0] != kinds[1]
 
 
 def test_vanished_peer_times_out_between_30_and_31_seconds() -> None:
