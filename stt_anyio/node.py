@@ -120,6 +120,7 @@ class Node:
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._flush_deferred = False
         self._write_turn = False
+        self._after_turn = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._migrator = Migrator(self)
@@ -473,15 +474,30 @@ class Node:
         runs after the tasks the messages woke: a reply written there flushes
         the session itself (its packet carries the ACK) and leaves that much
         sooner, and the deferred flush then finds nothing to do. No datagram
-        waits for this. Otherwise (or on trio, whose carrier reads in a task)
-        the flush runs at once.
+        waits for this but an ACK the peer asked for at once (IMMEDIATE_ACK),
+        which the reply carries. On trio, whose carrier reads in a task, the
+        flush runs at once, except when such an ACK is all that is due: the
+        pump then sends it after the woken tasks had their turn (``_step``).
         """
+        if not self._dispatch():
+            self._kick()
+            return
+        endpoint = self._endpoint
+        now = clock.now()
+        if endpoint.output_due(now):
+            self._kick()
+            return
         call_soon = self._call_soon
-        if call_soon is not None and self._dispatch() \
-                and not self._endpoint.output_due(clock.now()):
+        if call_soon is not None:
             if not self._flush_deferred:
                 self._flush_deferred = True
                 call_soon(self._deferred_kick)
+            return
+        if endpoint.output_due(now, patient=False):
+            self._after_turn = True
+            self._dirty = True
+            if self._wake is not None:
+                self._wake.set()
             return
         self._kick()
 
@@ -529,6 +545,12 @@ class Node:
                 self._dirty = True
 
     async def _step(self) -> None:
+        if self._after_turn:
+            # trio: a requested ACK waits until the tasks the last receive
+            # batch woke had their turn; trio runs one batch's tasks in random
+            # order, so one checkpoint here puts this flush after theirs.
+            self._after_turn = False
+            await anyio.lowlevel.checkpoint()
         self._dirty = False
         self._dispatch()
         await self._flush()

@@ -306,7 +306,7 @@ class Endpoint:
             self.touch(session)
         self.acceptor.handle_timer(now)
 
-    def output_due(self, now: float) -> bool:
+    def output_due(self, now: float, *, patient: bool = True) -> bool:
         """True unless ``datagrams_to_send(now)`` would certainly return nothing. Pure.
 
         False means a flush now would only recompute timers: a received
@@ -317,10 +317,13 @@ class Endpoint:
         (IMMEDIATE_ACK, a confirmed send) does not count, because a flush
         put off until the application had its turn sends it a moment later,
         and a reply written in that turn carries it in the same packet. A
-        binding that relies on this must flush right after that turn.
+        binding that relies on this must flush right after that turn; with
+        ``patient=False`` such an ACK counts, so a binding can tell whether
+        one is waiting.
         """
         return bool(self.stateless_out) or any(
-            packetizer.output_due(session, now) for session in self._dirty.values())
+            packetizer.output_due(session, now, patient=patient)
+            for session in self._dirty.values())
 
     @property
     def flush_needed(self) -> bool:

@@ -104,7 +104,7 @@ def datagrams(session: Session, now: float) -> Outgoing:
     return out
 
 
-def output_due(session: Session, now: float) -> bool:
+def output_due(session: Session, now: float, *, patient: bool = True) -> bool:
     """True unless :func:`datagrams` would certainly return nothing now. Pure.
 
     Errs towards True: anything but an established session with no probe,
@@ -118,7 +118,7 @@ def output_due(session: Session, now: float) -> bool:
         return True
     if _pmtu_probe_due(session):
         return True
-    return session.keep_alive_due(now) or _may_send(session, now, patient=True)
+    return session.keep_alive_due(now) or _may_send(session, now, patient=patient)
 
 
 def _may_send(session: Session, now: float, *, patient: bool = False) -> bool:

@@ -37,3 +37,32 @@ async def test_a_loop_of_confirmed_sends_runs_at_the_paths_pace() -> None:
         elapsed = time.perf_counter() - began
     assert received == [b"first"] + [i.to_bytes(2, "big") for i in range(SENDS)]
     assert elapsed < 0.4, f"{SENDS} confirmed sends took {elapsed:.3f} s"
+
+
+async def test_a_reply_carries_the_ack_a_confirmed_request_asked_for() -> None:
+    """Request and reply both confirmed (the manual's request/response): each side
+    sends one datagram per exchange. The requested ACK waits until the woken task
+    had its turn, and its reply carries it; sending the ACK at once would make it
+    two datagrams each way."""
+    pairs = 200
+    async with connected(SEED) as (client, server, session, accepted), \
+            anyio.create_task_group() as tg:
+
+        async def answer() -> None:
+            stream = await accepted.accept_stream()
+            for _ in range(pairs + 1):
+                await stream.send(await stream.receive())
+
+        tg.start_soon(answer)
+        stream = session.open_stream("request/response")
+        await stream.send(b"first")
+        assert await stream.receive() == b"first"
+        sent = client.get_stats()["udp"]["datagrams_sent"], \
+            server.get_stats()["udp"]["datagrams_sent"]
+        for i in range(pairs):
+            await stream.send(i.to_bytes(2, "big"))
+            assert await stream.receive() == i.to_bytes(2, "big")
+        client_sent = client.get_stats()["udp"]["datagrams_sent"] - sent[0]
+        server_sent = server.get_stats()["udp"]["datagrams_sent"] - sent[1]
+    assert client_sent <= pairs * 1.1, client_sent
+    assert server_sent <= pairs * 1.1, server_sent
