@@ -177,11 +177,11 @@ def capture_outgoing(node: Node, into: list[bytes], limit: int) -> None:
     endpoint = node.endpoint
     original = endpoint.datagrams_to_send
 
-    def wrapper(now: float) -> list[tuple[bytes, Any]]:
-        out = original(now)
+    def wrapper(now: float, lend: bool = False) -> list[tuple[bytes, Any]]:
+        out = original(now, lend=lend)
         for datagram, _ in out:
             if len(into) < limit and datagram[0] in (0x08, 0x09):
-                into.append(datagram)
+                into.append(bytes(datagram))  # a lent datagram's buffer is reused
         return out
 
     endpoint.datagrams_to_send = wrapper  # type: ignore[method-assign]
