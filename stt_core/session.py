@@ -739,11 +739,14 @@ class Session:
 
         A responder that never answers lost our handshake (it restarted, or
         evicted the pending handshake): after as many tries as a handshake
-        makes before starting over, the session fails rather than sending
-        into nothing until the idle timeout.
+        makes before starting over, and not before the connect deadline the
+        caller gave, the session fails rather than sending into nothing until
+        the idle timeout. The deadline keeps a lossy or briefly partitioned
+        path from failing a handshake the caller was willing to wait for.
         """
         self.hs_proof_attempts += 1
-        if self.hs_proof_attempts >= AUTH_PROOF_ATTEMPTS:
+        if self.hs_proof_attempts >= AUTH_PROOF_ATTEMPTS \
+                and (self.hs_deadline is None or now >= self.hs_deadline):
             self.hs_retransmit_at = None
             self.fail("timeout", int(ErrorCode.IDLE_TIMEOUT),
                       "the peer never confirmed the handshake (no FINAL, no packet)")

@@ -273,7 +273,7 @@ def test_initiator_closes_when_the_responder_forgot_the_handshake() -> None:
     are lost for 4 s), nothing can confirm it: after the AUTH_PROOF attempts a
     handshake makes, the session fails instead of sending into nothing until
     the idle timeout."""
-    pair = Pair(client=make_config(b"client", connect_timeout=30.0, idle_timeout=60.0),
+    pair = Pair(client=make_config(b"client", connect_timeout=8.0, idle_timeout=60.0),
                 server=make_config(b"server", server_mode=True, connect_timeout=2.0))
     lost_until = pair.now + 4.0
     pair.drop = lambda datagram, source, destination: (
@@ -287,9 +287,26 @@ def test_initiator_closes_when_the_responder_forgot_the_handshake() -> None:
     (end,) = closed(pair.client_events)
     assert end.established and end.reason == "timeout"
     assert "never confirmed" in end.message
-    assert pair.now - start < 10.0  # well before the 60 s idle timeout
+    # Not before the 8 s connect timeout, and well before the 60 s idle timeout.
+    assert 8.0 <= pair.now - start < 11.0
     proofs = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.AUTH_PROOF]
     assert len(proofs) >= 5
+
+
+def test_a_partition_right_after_challenge_does_not_fail_the_handshake() -> None:
+    """Five AUTH_PROOFs span about 6 s; a partition of 7 s that begins right after
+    CHALLENGE would have used them all up. The initiator keeps trying until its
+    connect timeout, and the session is confirmed once the path is back."""
+    pair = Pair(client=make_config(b"client", connect_timeout=20.0))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0, stop=lambda: bool(established(pair.client_events)))
+    healed_at = pair.now + 7.0
+    pair.drop = lambda datagram, source, destination: pair.now < healed_at
+    session = pair.client.sessions[ref]
+    pair.run_for(20.0, stop=lambda: session.handshake is None or bool(closed(pair.client_events)))
+    assert not closed(pair.client_events)
+    assert pair.now >= healed_at and session.handshake is None  # confirmed after the partition
+    assert established(pair.server_events)
 
 
 def test_initiator_is_established_on_challenge_and_confirmed_by_final() -> None:
