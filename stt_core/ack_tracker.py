@@ -150,24 +150,21 @@ class AckTracker:
         (:meth:`ack_requested`) does not count: the caller is about to let the
         application run and will flush right after it.
         """
-        first = self._first_unacked_time
-        if first is None:
-            return False
-        if self._immediate or self._unacked_eliciting >= self.ack_eliciting_threshold:
-            return True
-        if self._requested and not patient:
-            return True
-        return first + self.max_ack_delay <= now
+        deadline = self._deadline(counting_request=not patient)
+        return deadline is not None and deadline <= now
 
     def ack_deadline(self) -> float | None:
         """When an ACK must be sent; a time at or before ``now`` means at once. Pure.
 
         None when no ack-eliciting packet is waiting.
         """
+        return self._deadline(counting_request=True)
+
+    def _deadline(self, *, counting_request: bool) -> float | None:
         first = self._first_unacked_time
         if first is None:
             return None
-        if self._immediate or self._requested \
+        if self._immediate or (counting_request and self._requested) \
                 or self._unacked_eliciting >= self.ack_eliciting_threshold:
             return first
         return first + self.max_ack_delay

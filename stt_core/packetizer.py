@@ -25,6 +25,7 @@ from .scratch import SCRATCH_MIN_PLAINTEXT
 from .states import AMPLIFICATION_FACTOR, SessionState
 from .stream_io import maybe_forget, release_send_buffer
 from .wire import (
+    ACK_ELICITING_EXEMPT,
     AckFrame,
     CloseFrame,
     Frame,
@@ -259,10 +260,10 @@ def _build_packet(session: Session, now: float, *,
             and session.state is SessionState.ESTABLISHED:
         session.grant_due = False
         session.control.append(session.max_data_frame())
-    remaining, answers = _pack_control(session, parts, records, capacity)
+    remaining, not_eliciting = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)
-    ack_eliciting = len(parts) > has_ack + answers
+    ack_eliciting = len(parts) > has_ack + not_eliciting
     if probing and not ack_eliciting:
         parts.append(KEEP_ALIVE.encode())
         ack_eliciting = True
@@ -292,11 +293,12 @@ def _pack_control(session: Session, parts: list[bytes | memoryview],
                   records: list[tuple[object, ...]],
                   capacity: int) -> tuple[int, int]:
     """Pack queued control frames; returns the capacity left and how many of the
-    packed frames do not elicit an ACK (KEEP_ALIVE_ACK, an answer itself)."""
+    packed frames do not elicit an ACK (``wire.ACK_ELICITING_EXEMPT``: KEEP_ALIVE_ACK),
+    so the sender counts a packet as the receiver will."""
     control = session.control
     if not control:
         return capacity, 0
-    answers = 0
+    not_eliciting = 0
     kept: list[Frame] = []
     for frame in control:
         encoded = frame.encode()
@@ -305,12 +307,12 @@ def _pack_control(session: Session, parts: list[bytes | memoryview],
             continue
         parts.append(encoded)
         capacity -= len(encoded)
-        if frame.frame_type == FrameType.KEEP_ALIVE_ACK:
-            answers += 1
-        elif frame.frame_type not in _NOT_RETRANSMITTED:
+        if frame.frame_type in ACK_ELICITING_EXEMPT:
+            not_eliciting += 1
+        if frame.frame_type not in _NOT_RETRANSMITTED:
             records.append((_CONTROL, frame))
     session.control = kept
-    return capacity, answers
+    return capacity, not_eliciting
 
 
 def _pack_data(session: Session, queues: list[deque[Stream]], parts: list[bytes | memoryview],
