@@ -10,7 +10,7 @@ $(BIN)/stt: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(BIN)/stt
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench compile clean-compiled test-compiled
 demo: $(BIN)/stt
 	$(BIN)/stt demo
 
@@ -18,6 +18,20 @@ test: $(BIN)/stt
 	$(BIN)/ruff check .
 	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
 	$(BIN)/pytest
+
+# The mypyc-compiled core, built in place (setup.py lists the modules). While the
+# extension files exist every run imports them; `make clean-compiled` goes back to
+# pure Python. The test header says which one ran.
+compile: $(BIN)/stt
+	STT_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+
+clean-compiled:
+	rm -f stt_core/*.so
+	rm -rf build/temp.* build/lib.* build/__native*
+
+# The whole suite again on the compiled core (CI runs this after `make test`).
+test-compiled: compile
+	STT_REQUIRE_COMPILED=1 $(BIN)/pytest
 
 lint: $(BIN)/stt
 	$(BIN)/ruff check .

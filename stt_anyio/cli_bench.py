@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 from rich.table import Table
 
+from stt_core import flavour
 from stt_core.errors import SessionClosedError, StreamClosedError
 
 from . import clock
@@ -91,7 +92,8 @@ class BenchPlan:
         """One line for the table caption."""
         bulk = (f"{self.seconds:g} s" if self.seconds is not None
                 else f"{(self.nbytes or 0) / MB:g} MB")
-        return f"bulk: {bulk} per case; handshake: median of {self.connects} connects"
+        return (f"bulk: {bulk} per case; handshake: median of {self.connects} connects; "
+                f"stt_core: {flavour.describe()}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import NewType
 
+from mypy_extensions import mypyc_attr
+
 from .stream_receive import ReceivedMessage
 
 __all__ = [
@@ -46,6 +48,7 @@ SessionRef = NewType("SessionRef", int)
 """The endpoint-local handle of a session, stable from ``connect``/accept to close."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # applications and tests define their own
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base class of every event."""

@@ -199,7 +199,7 @@ class ResumeInitiator:
         self.handshake_id = self.nonce[:8]
         self._private = X25519PrivateKey.from_private_bytes(random_bytes(32))
         self._public = self._private.public_key().public_bytes_raw()
-        self._signed = b""
+        self._signed_hello = b""
         self.session_id: bytes | None = None
 
     def resume(self, header: bytes) -> bytes:
@@ -207,8 +207,8 @@ class ResumeInitiator:
         token = self.ticket.token
         signed = header + self.nonce + self._public + struct.pack(">H", len(token)) + token
         mac = hmac.new(_mac_key(self.ticket.resumption_secret), signed, hashlib.sha256).digest()
-        self._signed = signed + mac
-        body = self._signed[len(header):]
+        self._signed_hello = signed + mac
+        body = self._signed_hello[len(header):]
         return body + bytes(max(0, RESUME_SIZE - len(header) - len(body)))
 
     def on_resume_ok(self, header: bytes, body: bytes) -> HandshakeKeys:
@@ -225,7 +225,7 @@ class ResumeInitiator:
             dh = self._private.exchange(X25519PublicKey.from_public_bytes(public_s))
         except ValueError:
             raise HandshakeError("bad ephemeral key") from None
-        transcript = hashlib.sha256(self._signed + nonce_s + public_s).digest()
+        transcript = hashlib.sha256(self._signed_hello + nonce_s + public_s).digest()
         keys, confirm_key = _keys(self.ticket.resumption_secret, dh, transcript, initiator=True,
                                   session_id=self.ticket.session_id,
                                   peer_node_id=self.ticket.peer_node_id)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from . import packetizer, stream_io
 from .config import Config
@@ -471,8 +471,8 @@ class Session:
                 self.handlers[frame.frame_type](self, frame, now)
                 if self.is_closed:
                     break  # SESSION_CLOSE/ERROR: nothing after it may reach the application
-        except ProtocolError as exc:
-            self.close_with_error(exc, now)
+        except ProtocolError as violation:
+            self.close_with_error(violation, now)
         return None
 
     def _decrypt(self, header: Header, data: bytes | memoryview) -> bytes | memoryview | None:
@@ -612,7 +612,7 @@ class Session:
             self.emit(ApplicationFrameReceived(ref=self.ref, frame_type=frame.frame_type,
                                                payload=frame.payload))
 
-    handlers: dict[int, Callable[[Session, Frame, float], None]] = {}
+    handlers: ClassVar[dict[int, Callable[[Session, Frame, float], None]]] = {}
 
     # ------------------------------------------------------------------ timers
 

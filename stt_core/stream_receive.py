@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import weakref
 
+from mypy_extensions import mypyc_attr
+
 from .errors import ErrorCode, InvalidStateError, ProtocolError
 from .flow import ByteRanges
 from .wire import pull_varint
@@ -74,6 +76,7 @@ honest.
 """
 
 
+@mypyc_attr(native_class=False)  # compiled classes cannot be weakly referenced
 class ReceivedMessage:
     """A completed message whose bytes are made on first read.
 

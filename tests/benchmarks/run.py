@@ -26,6 +26,7 @@ if __package__ in (None, ""):
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
 
+from stt_core import flavour
 from tests.benchmarks.common import (
     BenchError,
     Impl,
@@ -286,7 +287,8 @@ def select_variants(all_variants: Sequence[Variant], spec: str | None) -> list[V
 def _write_json(path: str, report: Report, args: argparse.Namespace) -> None:
     """Raw runs for whoever fills in ``docs/performance.md``."""
     data = {
-        "machine": {"platform": platform.platform(), "python": sys.version, "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "python": sys.version, "cpus": os.cpu_count(),
+                    "stt_core": flavour.describe()},
         "args": vars(args),
         "skipped": report.skipped,
         "results": [
@@ -312,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     impls = build_impls(args.only, backends)
     server_cpu, client_cpu = pick_cores()
     print(f"pinning: server -> cpu {server_cpu}, client -> cpu {client_cpu}", file=sys.stderr)
+    print(f"stt_core: {flavour.describe()}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
     report = Report()
     try:
@@ -319,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the table has the runs finished so far", file=sys.stderr)
         report.interrupted = True
+    print(f"stt_core: {flavour.describe()}")
     print(format_report(variants, impls, report))
     if args.json:
         _write_json(args.json, report, args)
