@@ -8,6 +8,7 @@ harness cannot rot between the (rare, long) full benchmark runs.
 from __future__ import annotations
 
 import importlib
+import re
 import importlib.util
 import os
 import statistics
@@ -113,11 +114,14 @@ def test_case_selection_by_name_and_group() -> None:
 def test_only_selects_columns() -> None:
     assert [i.family for i in run.build_impls("aioquic", ["asyncio"])] == ["aioquic", "baseline"]
     stt = run.build_impls("stt", ["asyncio", "trio"])
-    assert [i.name for i in stt] == ["stt-asyncio", "stt-trio", "bare-udp"]
+    assert [i.name for i in stt] == ["stt-asyncio", "stt-trio", "bare-udp", "bare-udp-trio"]
+    assert [i.backend for i in stt if i.family == "baseline"] == ["asyncio", "trio"]
 
 
-def test_run_pair_end_to_end_with_bare_udp() -> None:
-    impl = common.Impl("bare-udp", "tests.benchmarks.udp_baseline", "asyncio", "baseline")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_run_pair_end_to_end_with_bare_udp_on_each_loop(backend: str) -> None:
+    impl = common.Impl(f"bare-udp-{backend}", "tests.benchmarks.udp_baseline", backend,
+                       "baseline")
     workload = common.Workload("rtt", iterations=50, warmup=5)
     metrics = common.run_pair(impl, workload, timeout=60.0)
     assert 0 < metrics["rtt_p50_us"] <= metrics["rtt_p99_us"]
@@ -156,8 +160,10 @@ def test_describe_error_flattens_groups() -> None:
 
 def test_format_report_ratios_targets_and_failures() -> None:
     variants = run.select_variants(run.build_variants(quick=True), "rtt")
-    impls = run.build_impls(None, ["asyncio"])
+    impls = run.build_impls(None, ["asyncio", "trio"])
     rep = run.Report()
+    rep.outcomes[("rtt", "stt-trio")] = report.Outcome(runs=[{"rtt_p50_us": 200.0}])
+    rep.outcomes[("rtt", "bare-udp-trio")] = report.Outcome(runs=[{"rtt_p50_us": 80.0}])
     rep.outcomes[("rtt", "stt-asyncio")] = report.Outcome(
         runs=[{"rtt_p50_us": 150.0, "udp_rcvbuf_drops": 0.0}]
     )
@@ -167,8 +173,9 @@ def test_format_report_ratios_targets_and_failures() -> None:
     rep.outcomes[("rtt", "bare-udp")] = report.Outcome(runs=[{"rtt_p50_us": 100.0}])
     text = run.format_report(variants, impls, rep)
     p50_row = next(line for line in text.splitlines() if "round trip p50" in line)
-    assert p50_row.rstrip().endswith("0.50x")
+    assert re.search(r"\b0\.50x\s+0\.67x\s*$", p50_row)  # one ratio per STT column
     drops_row = next(line for line in text.splitlines() if "drops" in line)
     assert "x" not in drops_row.split("]")[-1]  # diagnostic rows get no ratio
-    assert "stt-asyncio rtt p50 is 1.50x bare UDP (meets the 1.5x goal)" in text
+    assert "stt-asyncio rtt p50 is 1.50x bare UDP on asyncio (meets the 1.5x goal)" in text
+    assert "stt-trio rtt p50 is 2.50x bare UDP on trio (misses the 1.5x goal)" in text
     assert "rtt / aioquic: FAILED: boom" in text

@@ -1,16 +1,19 @@
-"""Bare-UDP echo on asyncio: the floor the small-message round trip is compared against.
+"""Bare-UDP echo: the floor the small-message round trip is compared against, per event loop.
 
-This module owns the baseline of the rtt case only: a plain ``DatagramProtocol`` that echoes
-each datagram, and a client that sends ``message_size`` bytes and awaits the echo, on the same
-event loop the transports use. No encryption, no reliability, no framing: the performance issue's
-target is an STT round trip within 1.5x of this. It must not know about STT or aioquic.
+This module owns the baseline of the rtt case only: an echo server and a client that sends
+``message_size`` bytes and awaits the echo, on the event loop the STT column it is compared
+with runs on ("on the same event loop", as the performance issue puts it). On asyncio and
+uvloop a plain ``DatagramProtocol``; on trio a ``trio.socket`` loop. No encryption, no
+reliability, no framing: the target is an STT round trip within 1.5x of this. It must not
+know about STT or aioquic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
-from typing import cast
+from typing import Any, cast
 
 from .common import (
     BenchError,
@@ -33,14 +36,24 @@ def run_role(
     """Entry point called by ``common.child_entry`` in a fresh process."""
     if workload.case not in SUPPORTED_CASES:
         raise BenchError(f"bare UDP has no {workload.case!r} case")
-    if backend != "asyncio":
-        raise BenchError(f"the bare UDP baseline runs on asyncio, not {backend!r}")
-    if role == "server":
-        asyncio.run(_server(link))
-    elif role == "client" and server is not None:
-        asyncio.run(_client(workload, link, server))
-    else:
+    if role not in ("server", "client") or (role == "client" and server is None):
         raise BenchError(f"bad role {role!r} or missing server address")
+    if backend == "trio":
+        trio: Any = importlib.import_module("trio")
+        if role == "server":
+            trio.run(_trio_server, link)
+        else:
+            trio.run(_trio_client, workload, link, server)
+        return
+    main = _server(link) if role == "server" else _client(workload, link, cast(ServerInfo, server))
+    if backend == "asyncio":
+        asyncio.run(main)
+    elif backend == "uvloop":
+        uvloop: Any = importlib.import_module("uvloop")
+        uvloop.run(main)
+    else:
+        main.close()
+        raise BenchError(f"no bare UDP baseline on {backend!r}")
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -109,3 +122,56 @@ async def _client(workload: Workload, link: Link, server: ServerInfo) -> None:
     link.send_result(metrics)
     await asyncio_wait_command(link)
     transport.close()
+
+
+async def _trio_wait_command(link: Link) -> str:
+    """Wait, without blocking trio, for the parent's next command."""
+    trio: Any = importlib.import_module("trio")
+    await trio.lowlevel.wait_readable(link.fileno())
+    return link.recv_command()
+
+
+async def _trio_server(link: Link) -> None:
+    """Echo with ``trio.socket`` until the parent says stop."""
+    trio: Any = importlib.import_module("trio")
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind((HOST, 0))
+    port: int = sock.getsockname()[1]
+    link.send_ready(ServerInfo((HOST, port)))
+
+    async def echo() -> None:
+        while True:
+            data, addr = await sock.recvfrom(65536)
+            await sock.sendto(data, addr)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(echo)
+        await _trio_wait_command(link)
+        nursery.cancel_scope.cancel()
+    link.send_result({})
+    sock.close()
+
+
+async def _trio_client(workload: Workload, link: Link, server: ServerInfo) -> None:
+    """The asyncio client's round trips, with ``trio.socket``."""
+    trio: Any = importlib.import_module("trio")
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.connect(server.address)
+    request = pattern_bytes(workload.message_size)
+    samples: list[float] = []
+    for i in range(workload.warmup + workload.iterations):
+        start = time.perf_counter()
+        await sock.send(request)
+        reply = await sock.recv(65536)
+        elapsed = time.perf_counter() - start
+        if reply != request:
+            raise BenchError("udp rtt: the echo differs from the request")
+        if i >= workload.warmup:
+            samples.append(elapsed)
+    metrics: Metrics = {
+        "rtt_p50_us": percentile(samples, 0.5) * 1e6,
+        "rtt_p99_us": percentile(samples, 0.99) * 1e6,
+    }
+    link.send_result(metrics)
+    await _trio_wait_command(link)
+    sock.close()
