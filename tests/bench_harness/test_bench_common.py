@@ -8,9 +8,9 @@ harness cannot rot between the (rare, long) full benchmark runs.
 from __future__ import annotations
 
 import importlib
-import re
 import importlib.util
 import os
+import re
 import statistics
 import sys
 from types import ModuleType
