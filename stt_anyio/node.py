@@ -601,6 +601,10 @@ class Node:
             elif isinstance(event, MessageReceived):
                 session._stream_for_message(event.stream_id)._on_message(event.message)
                 delivered = True
+            elif isinstance(event, MessageDelivered):  # the next most common: before the rest
+                stream = session._streams.get(event.stream_id)
+                if stream is not None:  # a forgotten stream's handle is held by nobody
+                    stream._on_delivered(event.message_id)
             elif isinstance(event, SessionClosed):
                 self._on_session_closed(event, session)
             elif isinstance(event, HandshakeConfirmed):

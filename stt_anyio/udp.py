@@ -531,6 +531,9 @@ class UdpCarrier:
             once the socket is writable.
         """
         end = len(datagrams)
+        if end - start == 1:  # the common case of a request or reply: no run to look for
+            data, addr = datagrams[start]
+            return end if self.try_send(data, addr) else start
         index = start
         while index < end:
             if self._closed:
