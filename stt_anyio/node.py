@@ -180,7 +180,8 @@ class Node:
             self._dirty = True
             return
         self._write_turn = True
-        call_soon(self._end_write_turn)
+        if not self._flush_deferred:  # else the deferred flush, already queued, ends the turn
+            call_soon(self._end_write_turn)
         self._kick()
 
     def _end_write_turn(self) -> None:
@@ -502,7 +503,13 @@ class Node:
         self._kick()
 
     def _deferred_kick(self) -> None:
+        """The flush a receive batch deferred; it also ends a write turn begun since.
+
+        A reply written by a task the batch woke would otherwise queue a second
+        end-of-turn callback, and with it one more turn of the loop per round trip.
+        """
         self._flush_deferred = False
+        self._write_turn = False
         self._kick()
 
     def _on_unreachable(self, addr: UdpAddress | None, code: int) -> None:
