@@ -51,7 +51,7 @@ def probe_arguments(doc: str | None, *, count: int, warmup: int,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=count, help=f"{what}s measured")
     parser.add_argument("--warmup", type=int, default=warmup, help=f"{what}s left out first")
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--backend", choices=("asyncio", "trio", "uvloop"), default="asyncio")
     parser.add_argument("--profile", choices=("", "client", "server"), default="")
     return parser
 
@@ -79,14 +79,16 @@ def pin_to_core(core: int) -> None:
 def run_side(main: Callable[[], Awaitable[Any]], backend: str, *, profiled: bool) -> Any:
     """``anyio.run(main)`` on ``backend``; with ``profiled``, under pyinstrument
     (the whole thread, so the loop's own work shows too), printing the tree after."""
+    options = {"use_uvloop": True} if backend == "uvloop" else {}
+    backend = "asyncio" if backend == "uvloop" else backend
     if not profiled:
-        return anyio.run(main, backend=backend)
+        return anyio.run(main, backend=backend, backend_options=options)
     import pyinstrument
 
     profiler = pyinstrument.Profiler(interval=0.0002, async_mode="disabled")
     profiler.start()
     try:
-        return anyio.run(main, backend=backend)
+        return anyio.run(main, backend=backend, backend_options=options)
     finally:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
