@@ -11,6 +11,10 @@ strangers:
 * Duplicate HELLOs (retransmissions) re-send the same CHALLENGE; a HELLO whose
   nonce was already used is ignored (replay cache), so a replay never creates
   a second session.
+* A pending handshake lives ``connect_timeout`` past the last authenticated
+  HELLO for it, and never more than ``PENDING_LIFETIME_FACTOR`` connect
+  timeouts past the first: an initiator still retransmitting HELLO has not
+  had our CHALLENGE yet, and must get time to answer it.
 * Past ``cookie_threshold`` pending handshakes, HELLOs without a valid cookie
   get a stateless RETRY (WireGuard's cookie idea, QUIC's Retry): a spoofed
   source cannot echo the cookie, so it costs us no state at all.
@@ -44,6 +48,11 @@ if TYPE_CHECKING:
 COOKIE_BUCKET_INTERVAL = 10.0
 """Cookies are valid for the bucket they were made in and the previous one."""
 COOKIE_MAC_SIZE = 16
+PENDING_LIFETIME_FACTOR = 2
+"""A pending handshake is forgotten at most this many ``connect_timeout``s after
+its first HELLO, however many retransmissions came (protocol.md §6.7): copies
+of a captured HELLO cannot hold a pending slot for longer. The replay cache
+keeps the handshake id beyond that (``Acceptor._remember``)."""
 _ESTABLISHED_STATES = (SessionState.ESTABLISHED, SessionState.CLOSING)
 
 
@@ -99,7 +108,10 @@ class Acceptor:
 
     def _remember(self, handshake_id: bytes, now: float) -> None:
         replay = self._replay
-        replay[handshake_id] = now + 2 * self._endpoint.config.connect_timeout + 10.0
+        # Longer than a pending handshake can live, so a copy of its HELLO that
+        # arrives after the responder forgot it cannot start it again (§9.3).
+        lifetime = PENDING_LIFETIME_FACTOR * self._endpoint.config.connect_timeout
+        replay[handshake_id] = now + lifetime + 10.0
         replay.move_to_end(handshake_id)
         while len(replay) > self._replay_capacity:
             replay.popitem(last=False)
@@ -140,6 +152,7 @@ class Acceptor:
             if existing.state is SessionState.HANDSHAKING:
                 existing.amplification_received += len(data)
                 existing.hs_send_due = True  # our CHALLENGE was lost: send it again
+                self._extend_pending(existing, data, now)
                 endpoint.touch(existing)
                 return None
             return DropReason.REPLAYED_HANDSHAKE
@@ -169,6 +182,34 @@ class Acceptor:
             return DropReason.SESSION_LIMIT
         self._start_session(hello, cid, len(data), addr, now)
         return None
+
+    def _extend_pending(self, session: Session, data: bytes, now: float) -> None:
+        """A retransmitted HELLO: the initiator has not had our CHALLENGE yet.
+
+        The pending handshake then lives ``connect_timeout`` from now, so the
+        CHALLENGE we are about to resend leaves the initiator as long to get
+        its AUTH_PROOF through as the first one did. Counting only from the
+        first HELLO forgot handshakes whose CHALLENGEs were lost for most of
+        that time: the initiator, established on the one that finally
+        arrived, then sent AUTH_PROOF to a session that no longer existed and
+        hung until its own (longer) connect timeout. Only a HELLO that
+        authenticates under the PSK and carries this handshake's nonce counts
+        (a forged copy still brings the CHALLENGE, which costs nothing, but
+        keeps no state alive), and ``PENDING_LIFETIME_FACTOR`` bounds the
+        lifetime that replays of a captured HELLO could buy.
+        """
+        responder = session.handshake
+        if not isinstance(responder, Responder) or session.hs_deadline is None:
+            return
+        try:
+            hello = Responder.read_hello(self._endpoint.psk, data[:10], data[10:])
+        except HandshakeError:
+            return
+        if not hmac.compare_digest(hello.nonce, responder.hello_nonce):
+            return
+        timeout = self._endpoint.config.connect_timeout
+        latest = session.created_at + PENDING_LIFETIME_FACTOR * timeout
+        session.hs_deadline = max(session.hs_deadline, min(now + timeout, latest))
 
     def _start_session(self, hello: object, cid: bytes, size: int, addr: Address,
                        now: float) -> None:

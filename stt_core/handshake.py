@@ -572,6 +572,15 @@ class Responder:
         self._keys: HandshakeKeys | None = None
         self._final: tuple[bytes, bytes] | None = None
 
+    @property
+    def hello_nonce(self) -> bytes:
+        """The initiator's nonce from the HELLO this handshake answers.
+
+        The acceptor compares a retransmitted HELLO against it before that
+        HELLO may keep the pending handshake alive (protocol.md §6.7).
+        """
+        return self._hello_nonce
+
     def challenge(self, header: bytes) -> bytes:
         """The CHALLENGE body; built once, identical on every call.
 

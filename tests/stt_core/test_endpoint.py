@@ -17,10 +17,10 @@ from stt_core import (
     SessionState,
 )
 from stt_core.errors import InvalidStateError
-from stt_core.session import CIPHER_RELEASE_INTERVAL
+from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
 from stt_core.wire import PacketType
 
-from .helpers import SERVER_ADDR, Pair, make_config
+from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
 
 
 def established(events: list[object]) -> list[SessionEstablished]:
@@ -307,6 +307,90 @@ def test_a_partition_right_after_challenge_does_not_fail_the_handshake() -> None
     assert not closed(pair.client_events)
     assert pair.now >= healed_at and session.handshake is None  # confirmed after the partition
     assert established(pair.server_events)
+
+
+def _pending_server_session(pair: Pair) -> Session:
+    """The server's one half-open session."""
+    (session,) = [s for s in pair.server.sessions.values()
+                  if s.state is SessionState.HANDSHAKING]
+    return session
+
+
+def test_a_challenge_that_arrives_late_still_leaves_time_for_auth_proof() -> None:
+    """Seeds 5151 and 8189 of the long sweep: the CHALLENGEs are lost for most of
+    the responder's 10 s connect timeout, the one that arrives answers a HELLO
+    sent 9.75 s after the first, and the first AUTH_PROOFs are lost too. The
+    responder counted its pending handshake from the first HELLO and forgot it
+    before an AUTH_PROOF got through; the initiator, established on CHALLENGE,
+    then sent AUTH_PROOF into nothing until its 30 s connect timeout. Each
+    retransmitted HELLO now keeps the pending handshake for another
+    ``connect_timeout``, and the session is confirmed."""
+    pair = Pair(client=make_config(b"client", connect_timeout=30.0))
+    start = pair.now
+    pair.drop = lambda datagram, source, destination: (
+        (datagram[0] == PacketType.CHALLENGE and pair.now < start + 9.5)
+        or (datagram[0] == PacketType.AUTH_PROOF and pair.now < start + 11.0))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    session = pair.client.sessions[ref]
+    pair.run_for(30.0, stop=lambda: session.handshake is None or bool(closed(pair.client_events)))
+    assert not closed(pair.client_events)
+    assert session.handshake is None  # confirmed
+    (accepted,) = established(pair.server_events)
+    assert accepted.session_id == session.session_id
+    # Established past the 10 s a pending handshake used to live from its first HELLO.
+    assert pair.now - start > 11.0
+    assert pair.server.stats.drops.get(DropReason.UNKNOWN_SESSION.value, 0) == 0
+
+
+def test_a_pending_handshake_lives_at_most_two_connect_timeouts() -> None:
+    """Retransmitted HELLOs keep a pending handshake past its ``connect_timeout``
+    (2 s here), but never past twice that from the first HELLO: the responder
+    keeps no half-open state for longer, however long the initiator (or a
+    replay of its HELLO) keeps asking. Later copies of the HELLO hit the replay
+    cache and start nothing."""
+    pair = Pair(client=make_config(b"client", connect_timeout=60.0),
+                server=make_config(b"server", server_mode=True, connect_timeout=2.0))
+    pair.drop = lambda datagram, source, destination: datagram[0] == PacketType.CHALLENGE
+    start = pair.now
+    pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(0.1)
+    created = _pending_server_session(pair).created_at
+    # The HELLOs resent at 0.25, 0.75, 1.75 and 3.75 s keep it beyond its first
+    # 2 s, but the last of them only up to 4 s after the first HELLO.
+    pair.run(start + 3.9)
+    assert pair.server.acceptor.pending == 1
+    assert _pending_server_session(pair).hs_deadline == pytest.approx(created + 4.0)
+    pair.run(created + 4.0 + 1e-6)
+    assert pair.server.acceptor.pending == 0 and not pair.server.sessions
+    replays = pair.server.stats.drops.get(DropReason.REPLAYED_HANDSHAKE.value, 0)
+    pair.run(start + 8.0)  # HELLOs at 5.75 and 7.75 s: replays, no new state
+    assert pair.server.acceptor.pending == 0
+    assert pair.server.stats.drops[DropReason.REPLAYED_HANDSHAKE.value] == replays + 2
+
+
+def test_only_an_authentic_hello_keeps_a_pending_handshake_alive() -> None:
+    """A copy of the HELLO that does not authenticate still brings the CHALLENGE
+    again (that costs nothing) but does not move the pending handshake's
+    deadline; the authentic retransmission does."""
+    pair = Pair()
+    pair.drop = lambda datagram, source, destination: pair.now > 1000.0  # only the first HELLO
+    pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(0.1)
+    pending = _pending_server_session(pair)
+    deadline = pending.hs_deadline
+    assert deadline == pytest.approx(pending.created_at + 10.0)
+    (hello,) = [d for who, d in pair.sent if who == "client" and d[0] == PacketType.HELLO]
+    forged = bytearray(hello)
+    forged[10 + 32 + 1 + 2] ^= 0x01  # a bit of the sealed part: it no longer opens
+    pair.now += 5.0
+    challenges = len([d for who, d in pair.sent if d[0] == PacketType.CHALLENGE])
+    pair.server.receive_datagram(bytes(forged), CLIENT_ADDR, pair.now)
+    pair.flush()
+    assert pending.hs_deadline == deadline
+    assert len([d for who, d in pair.sent if d[0] == PacketType.CHALLENGE]) == challenges + 1
+    pair.server.receive_datagram(hello, CLIENT_ADDR, pair.now)
+    pair.flush()
+    assert pending.hs_deadline == pytest.approx(pair.now + 10.0)
 
 
 def test_initiator_is_established_on_challenge_and_confirmed_by_final() -> None:
