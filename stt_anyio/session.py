@@ -462,7 +462,9 @@ class Session:
         """The handle of a stream by id (stream 0 always exists implicitly)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            stream = self._streams[stream_id] = Stream(self, stream_id)
+            stream = Stream(self, stream_id)
+            if self._close_event is None:  # a closed session keeps no handles (_on_closed)
+                self._streams[stream_id] = stream
         return stream
 
     @property
@@ -625,4 +627,9 @@ class Session:
             self._session_id = event.session_id
         for stream in self._streams.values():
             stream._wake()
+        # No event reaches a stream through the session any more. Dropping the
+        # handles leaves no session <-> stream reference cycle behind, so reference
+        # counting frees a closed session as soon as the application lets go of it,
+        # without the cyclic collector (docs/guides/tuning.md, "The garbage collector").
+        self._streams = {}
         self._changed.fire()
