@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections import deque
@@ -75,24 +76,54 @@ class _Link(Protocol):
 class ChangeSignal:
     """Wakes every current waiter when something changed; waiters re-check.
 
-    The event is created lazily so objects can be built outside a running
-    event loop, and replaced after each ``fire`` so a later waiter blocks.
+    Nothing is created until someone waits, so objects can be built outside a
+    running event loop, and each ``fire`` starts over so a later waiter blocks.
+
+    On asyncio each waiter awaits a future of its own, made on the running
+    loop: an ``anyio.Event`` there is an ``asyncio.Event`` behind two layers,
+    and making and waiting on one cost about 190 bytecodes per round trip on
+    the server side of the round-trip probe. Own futures, not one shared: the
+    cancellation of a waiter cancels the future it awaits. On trio (no asyncio
+    loop running) an ``anyio.Event`` is the waiters' shared event, as before.
     """
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_futures")
 
     def __init__(self) -> None:
         self._event: anyio.Event | None = None
+        self._futures: list[asyncio.Future[None]] | None = None
 
     def fire(self) -> None:
+        futures = self._futures
+        if futures is not None:
+            self._futures = None
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
         if self._event is not None:
             self._event.set()
             self._event = None
 
     async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        futures = self._futures
+        if futures is None:
+            futures = self._futures = [future]
+        else:
+            futures.append(future)
+        try:
+            await future
+        finally:
+            if not future.done() or future.cancelled():  # cancelled or timed out
+                with contextlib.suppress(ValueError):
+                    futures.remove(future)
 
 
 def _deadline(timeout: float | None) -> float:
