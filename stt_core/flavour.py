@@ -16,20 +16,22 @@ from . import packetizer, session, wire
 __all__ = ["compiled_modules", "describe", "is_compiled"]
 
 _HOT_MODULES = (packetizer, session, wire)
+_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def _from_extension(module: object) -> bool:
+    return str(getattr(module, "__file__", "") or "").endswith(_EXTENSION_SUFFIXES)
 
 
 def compiled_modules() -> list[str]:
     """Names of the loaded ``stt_core`` modules that came from extension files."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     return sorted(name for name, module in list(sys.modules.items())
-                  if name.startswith("stt_core.")
-                  and str(getattr(module, "__file__", "") or "").endswith(suffixes))
+                  if name.startswith("stt_core.") and _from_extension(module))
 
 
 def is_compiled() -> bool:
     """True when the per-packet modules are compiled (what decides the speed)."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return all(str(module.__file__).endswith(suffixes) for module in _HOT_MODULES)
+    return all(_from_extension(module) for module in _HOT_MODULES)
 
 
 def describe() -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import gc
-import importlib
 import ipaddress
 import socket
 import ssl
@@ -60,6 +59,7 @@ from .common import (
     pattern_bytes,
     percentile,
     rss_bytes,
+    run_on_asyncio_loop,
     server_metrics,
 )
 
@@ -91,14 +91,7 @@ def run_role(
 
 def _run(backend: str, main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on the chosen asyncio loop (aioquic is asyncio-only)."""
-    if backend == "asyncio":
-        asyncio.run(main)
-    elif backend == "uvloop":
-        uvloop: Any = importlib.import_module("uvloop")
-        uvloop.run(main)
-    else:
-        main.close()
-        raise BenchError(f"aioquic runs on asyncio or uvloop, not {backend!r}")
+    run_on_asyncio_loop(backend, main, "aioquic")
 
 
 # --------------------------------------------------------------------------- credentials

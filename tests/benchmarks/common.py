@@ -25,7 +25,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, TypeVar
@@ -149,6 +149,19 @@ class Link:
         if not isinstance(msg, str):
             raise BenchError(f"unexpected command from parent: {msg!r}")
         return msg
+
+
+def run_on_asyncio_loop(backend: str, main: Coroutine[Any, Any, None], who: str) -> None:
+    """Run ``main`` on asyncio's own loop or on uvloop; ``who`` names an implementation
+    that runs on nothing else, for the error."""
+    if backend == "asyncio":
+        asyncio.run(main)
+    elif backend == "uvloop":
+        uvloop: Any = importlib.import_module("uvloop")
+        uvloop.run(main)
+    else:
+        main.close()
+        raise BenchError(f"{who} runs on asyncio or uvloop, not {backend!r}")
 
 
 async def asyncio_wait_command(link: Link) -> str:

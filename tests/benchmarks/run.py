@@ -117,9 +117,13 @@ def build_impls(only: str | None, backends: Sequence[str]) -> list[Impl]:
         impls.append(Impl("aioquic", AIOQUIC_MODULE, "asyncio", "aioquic"))
     # The round-trip floor on each loop an STT column runs on: the target compares like with like.
     for loop in ["asyncio", *(b for b in backends if b != "asyncio")]:
-        name = "bare-udp" if loop == "asyncio" else f"bare-udp-{loop}"
-        impls.append(Impl(name, BASELINE_MODULE, loop, "baseline"))
+        impls.append(Impl(_floor_name(loop), BASELINE_MODULE, loop, "baseline"))
     return impls
+
+
+def _floor_name(loop: str) -> str:
+    """The column of the bare UDP echo on ``loop`` (asyncio's keeps its historical name)."""
+    return "bare-udp" if loop == "asyncio" else f"bare-udp-{loop}"
 
 
 def default_backends() -> list[str]:
@@ -235,8 +239,7 @@ def _targets(report: Report, stt: Sequence[str]) -> list[str]:
     lines: list[str] = []
     for name in stt:
         loop = name.removeprefix("stt-")
-        floor_name = "bare-udp" if loop == "asyncio" else f"bare-udp-{loop}"
-        floor = report.outcomes.get(("rtt", floor_name))
+        floor = report.outcomes.get(("rtt", _floor_name(loop)))
         udp = floor.summary().get("rtt_p50_us") if floor is not None and floor.runs else None
         outcome = report.outcomes.get(("rtt", name))
         mine = outcome.summary().get("rtt_p50_us") if outcome else None

@@ -24,6 +24,7 @@ from .common import (
     asyncio_wait_command,
     pattern_bytes,
     percentile,
+    run_on_asyncio_loop,
 )
 
 SUPPORTED_CASES = frozenset({"rtt"})
@@ -46,14 +47,7 @@ def run_role(
             trio.run(_trio_client, workload, link, server)
         return
     main = _server(link) if role == "server" else _client(workload, link, cast(ServerInfo, server))
-    if backend == "asyncio":
-        asyncio.run(main)
-    elif backend == "uvloop":
-        uvloop: Any = importlib.import_module("uvloop")
-        uvloop.run(main)
-    else:
-        main.close()
-        raise BenchError(f"no bare UDP baseline on {backend!r}")
+    run_on_asyncio_loop(backend, main, "the bare UDP baseline")
 
 
 class _Echo(asyncio.DatagramProtocol):
