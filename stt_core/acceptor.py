@@ -38,7 +38,12 @@ from .handshake import (
 )
 from .resumption import ResumeResponder
 from .states import SessionState
-from .wire import PacketType, ResumeTokenFrame, encode_handshake_header
+from .wire import (
+    HANDSHAKE_HEADER_SIZE,
+    PacketType,
+    ResumeTokenFrame,
+    encode_handshake_header,
+)
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -158,7 +163,7 @@ class Acceptor:
             return DropReason.REPLAYED_HANDSHAKE
         if self._seen(cid, now):
             return DropReason.REPLAYED_HANDSHAKE
-        header, body = data[:10], data[10:]
+        header, body = data[:HANDSHAKE_HEADER_SIZE], data[HANDSHAKE_HEADER_SIZE:]
         try:
             hello = Responder.read_hello(endpoint.psk, header, body)
         except HandshakeAuthError:
@@ -202,7 +207,8 @@ class Acceptor:
         if not isinstance(responder, Responder) or session.hs_deadline is None:
             return
         try:
-            hello = Responder.read_hello(self._endpoint.psk, data[:10], data[10:])
+            header, body = data[:HANDSHAKE_HEADER_SIZE], data[HANDSHAKE_HEADER_SIZE:]
+            hello = Responder.read_hello(self._endpoint.psk, header, body)
         except HandshakeError:
             return
         if not hmac.compare_digest(hello.nonce, responder.hello_nonce):
@@ -263,7 +269,7 @@ class Acceptor:
         responder = session.handshake
         if not isinstance(responder, Responder):
             return DropReason.UNEXPECTED_PACKET
-        header, body = data[:10], data[10:]
+        header, body = data[:HANDSHAKE_HEADER_SIZE], data[HANDSHAKE_HEADER_SIZE:]
         try:
             keys = responder.on_auth_proof(header, body)
         except HandshakeError:
@@ -304,7 +310,7 @@ class Acceptor:
                 endpoint.touch(existing)
                 return None
             return DropReason.REPLAYED_HANDSHAKE
-        header, body = data[:10], data[10:]
+        header, body = data[:HANDSHAKE_HEADER_SIZE], data[HANDSHAKE_HEADER_SIZE:]
         try:
             nonce, _, token, _ = ResumeResponder.read_resume(header, body)
             if nonce[:8] != cid:
