@@ -190,6 +190,40 @@ async def test_connect_to_closed_udp_port_fails_within_timeout() -> None:
             1 if sys.platform == "linux" else 0)
 
 
+async def test_connect_to_a_silent_peer_times_out_when_the_core_gives_up() -> None:
+    """No cancel scope of the binding bounds ``connect``: the core's handshake
+    timeout must end it, and ``connect`` must raise the core's reason."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, so no ICMP refusal; never answers
+        async with open_node(node_id=b"c", shared_seed=SEED, server_mode=False) as client:
+            started = anyio.current_time()
+            with anyio.fail_after(5), pytest.raises(ConnectionTimeoutError,
+                                                    match="handshake timed out"):
+                await client.connect(silent.getsockname(), timeout=0.5)
+            assert 0.4 <= anyio.current_time() - started < 2.0
+            assert client.sessions == []
+
+
+async def test_close_without_timeout_ends_when_the_core_gives_up_on_the_peer() -> None:
+    """The peer vanishes without a word: the default ``close`` waits for the
+    core's ``close_timeout`` (1 s here), not for ever."""
+    async with server_and_client() as (server, client):
+        client_session, _ = await connected(server, client)
+        server._udp._sock.close()  # type: ignore[union-attr]
+        started = anyio.current_time()
+        with anyio.fail_after(5):
+            await client_session.close()
+        assert client_session.closed
+        assert anyio.current_time() - started < 2.0
+
+
+@pytest.mark.parametrize("host", [b"127.0.0.1", 2130706433, None])
+async def test_connect_to_a_host_that_is_not_text_is_a_value_error(host: object) -> None:
+    async with open_node(node_id=b"c", shared_seed=SEED, server_mode=False) as client:
+        with pytest.raises(ValueError, match="host, port"):
+            await client.connect((host, 9))  # type: ignore[arg-type]
+
+
 async def test_connect_to_closed_websocket_port_is_refused() -> None:
     async with open_node(node_id=b"c", shared_seed=SEED, server_mode=False,
                          transport="websocket") as client:
