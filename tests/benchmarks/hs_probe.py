@@ -9,7 +9,14 @@ load: each side's CPU time (``time.process_time()``, closing included) and the
 UDP datagrams each side sent and received. The first ``--warmup`` handshakes
 are left out. ``--profile client|server`` runs that side under pyinstrument.
 
+``--split`` separates the handshake from the close: the counted sessions are
+opened one after another and held, then closed one after another, and each
+side's CPU is reported for the two phases apart (connect to established, then
+close to closed). Without it, the figures are the whole lifecycle, as in the
+suite.
+
     .venv/bin/python -m tests.benchmarks.hs_probe --backend asyncio --count 1000
+    .venv/bin/python -m tests.benchmarks.hs_probe --backend asyncio --count 1000 --split
     .venv/bin/python -m tests.benchmarks.hs_probe --backend trio --profile server
 """
 
@@ -43,6 +50,7 @@ class Options:
     warmup: int
     backend: str
     profile: str
+    split: bool = False
 
 
 async def _command(pipe: Connection) -> str:
@@ -66,6 +74,10 @@ def _server(options: Options, pipe: Connection) -> None:
             pipe.send(node.local_address)
             await _command(pipe)  # warm-up done
             start = mark(node)
+            if options.split:
+                await _command(pipe)  # every counted session established
+                pipe.send(since(node, start, options.count))
+                start = mark(node)
             await _command(pipe)  # every counted session closed
             pipe.send(since(node, start, options.count))
             tg.cancel_scope.cancel()
@@ -76,6 +88,8 @@ def _server(options: Options, pipe: Connection) -> None:
 def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
     pin_to_core(0)
     address = pipe.recv()
+    if options.split:
+        return _client_split(options, pipe, address)
 
     async def main() -> tuple[list[float], Side]:
         async with open_node(shared_seed=SEED, node_id=b"hs-client",
@@ -100,15 +114,58 @@ def _client(options: Options, pipe: Connection) -> tuple[list[float], Side]:
     return result
 
 
+def _client_split(options: Options, pipe: Connection,
+                  address: tuple[str, int]) -> tuple[list[float], Side]:
+    """``--split``: the counted sessions opened and held, then closed one by one;
+    the client's CPU per handshake is returned and its CPU per close printed."""
+
+    async def main() -> tuple[list[float], Side]:
+        async with open_node(shared_seed=SEED, node_id=b"hs-client",
+                             server_mode=False) as node:
+            async with anyio.create_task_group() as tg:
+                for _ in range(options.warmup):
+                    tg.start_soon((await node.connect(address)).close)
+            pipe.send("start")
+            samples: list[float] = []
+            held = []
+            start = mark(node)
+            for _ in range(options.count):
+                began = time.perf_counter()
+                held.append(await node.connect(address))
+                samples.append(time.perf_counter() - began)
+            opened = since(node, start, options.count)
+            pipe.send("established")
+            start = mark(node)
+            for session in held:
+                await session.close()
+            closed = since(node, start, options.count)
+            pipe.send("stop")
+            print(f"  client close: {closed.cpu_us:.0f} us CPU per close, datagrams sent "
+                  f"{closed.sent:.2f} / received {closed.received:.2f} per close")
+            return sorted(samples), opened
+
+    result: tuple[list[float], Side] = run_side(main, options.backend,
+                                                profiled=options.profile == "client")
+    return result
+
+
 def main() -> None:
-    args = probe_arguments(__doc__, count=1000, warmup=50, what="handshake").parse_args()
-    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile)
+    parser = probe_arguments(__doc__, count=1000, warmup=50, what="handshake")
+    parser.add_argument("--split", action="store_true",
+                        help="measure the handshakes and the closes apart")
+    args = parser.parse_args()
+    options = Options(args.count, max(args.warmup, 1), args.backend, args.profile,
+                      args.split)
     ours, theirs = multiprocessing.Pipe()
     server = multiprocessing.Process(target=_server, args=(options, theirs))
     server.start()
     try:
         samples, client = _client(options, ours)
         served: Side = ours.recv()
+        if options.split:
+            closed: Side = ours.recv()
+            print(f"  server close: {closed.cpu_us:.0f} us CPU per close, datagrams sent "
+                  f"{closed.sent:.2f} / received {closed.received:.2f} per close")
     finally:
         server.join(timeout=10)
         if server.is_alive():
