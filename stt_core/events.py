@@ -139,6 +139,13 @@ class MessageReceived(Event):
     message: ReceivedMessage
     """The message; ``message.size`` is its length without making the bytes."""
 
+    def __init__(self, *, ref: SessionRef, stream_id: int, message: ReceivedMessage) -> None:
+        # Written out (one per message) so the compiled core builds it natively;
+        # object.__setattr__ is how a frozen dataclass sets its own fields.
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "message", message)
+
     @property
     def data(self) -> bytes:
         """The message, byte-identical to what the peer passed to ``send_message``."""
@@ -153,6 +160,12 @@ class MessageDelivered(Event):
     """The stream the message was sent on."""
     message_id: int
     """The id ``send_message`` returned for this message."""
+
+    def __init__(self, *, ref: SessionRef, stream_id: int, message_id: int) -> None:
+        # Written out (one per confirmed message) so the compiled core builds it natively.
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "message_id", message_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

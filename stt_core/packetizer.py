@@ -63,7 +63,7 @@ _NOT_RETRANSMITTED = frozenset((
     FrameType.PATH_CHALLENGE,
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
-_SENDING_STATES = frozenset((SessionState.ESTABLISHED, SessionState.CLOSING))
+_SENDING_STATES = (SessionState.ESTABLISHED, SessionState.CLOSING)
 MAX_NACKED_PER_FRAME = 1024
 """Packet numbers one NACK frame may declare lost."""
 MIN_USEFUL_DATA = 32

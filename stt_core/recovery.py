@@ -105,6 +105,20 @@ class SentPacket:
     :meth:`LossRecovery.on_ack_received` sets it before the controller sees
     the ACK; only acknowledgements of such packets grow the window (RFC 9002 §7.8)."""
 
+    def __init__(self, packet_number: int, sent_time: float, size: int, ack_eliciting: bool,
+                 in_flight: bool, frames: list[Any], declared_lost: bool = False,
+                 window_limited: bool = True) -> None:
+        # Written out rather than generated (one is made per packet sent): the
+        # compiled core then builds it natively; see docs/performance.md.
+        self.packet_number = packet_number
+        self.sent_time = sent_time
+        self.size = size
+        self.ack_eliciting = ack_eliciting
+        self.in_flight = in_flight
+        self.frames = frames
+        self.declared_lost = declared_lost
+        self.window_limited = window_limited
+
 
 class LossRecovery:
     """Sender-side loss recovery for one session on one path.

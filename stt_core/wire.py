@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 __all__ = [
     "ACK_FRAME_MIN_SIZE",
@@ -187,22 +187,33 @@ def _push_bytes(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- headers
 
 
-class Header(NamedTuple):
+@dataclass(slots=True)
+class Header:
     """A decoded clear header.
 
     For handshake-class packets ``packet_number`` is -1 and ``payload_offset``
     points at the message body; for session packets the payload is the AEAD
     ciphertext and ``header_bytes`` is its associated data.
 
-    A named tuple rather than a frozen dataclass: one is built per received
-    datagram, and a frozen dataclass's ``__init__`` costs about three times as
-    much (it sets each field through ``object.__setattr__``).
+    One is built per received datagram, so it is neither frozen (a frozen
+    dataclass sets each field through ``object.__setattr__``, about three
+    times the cost in pure Python) nor a named tuple (whose constructor is
+    Python code the compiled core would call per datagram); the ``__init__``
+    is written out so the compiled core builds it natively. Treat it as
+    read-only.
     """
 
     packet_type: int
     connection_id: bytes
     packet_number: int
     payload_offset: int
+
+    def __init__(self, packet_type: int, connection_id: bytes, packet_number: int,
+                 payload_offset: int) -> None:
+        self.packet_type = packet_type
+        self.connection_id = connection_id
+        self.packet_number = packet_number
+        self.payload_offset = payload_offset
 
     @property
     def key_phase(self) -> int:
@@ -268,6 +279,15 @@ class DataFrame:
     fin: bool = False
     frame_type: int = FrameType.DATA
 
+    def __init__(self, stream_id: int, offset: int, data: bytes | memoryview,
+                 fin: bool = False, frame_type: int = FrameType.DATA) -> None:
+        # Written out (one per DATA frame parsed) so the compiled core builds it natively.
+        self.stream_id = stream_id
+        self.offset = offset
+        self.data = data
+        self.fin = fin
+        self.frame_type = frame_type
+
     def encode(self) -> bytes:
         return encode_data_frame_header(self.stream_id, self.offset, len(self.data),
                                         self.fin) + self.data
@@ -299,6 +319,13 @@ class AckFrame:
     ranges: list[range]
     ack_delay: float
     frame_type: int = FrameType.ACK
+
+    def __init__(self, ranges: list[range], ack_delay: float,
+                 frame_type: int = FrameType.ACK) -> None:
+        # Written out (one per ACK parsed) so the compiled core builds it natively.
+        self.ranges = ranges
+        self.ack_delay = ack_delay
+        self.frame_type = frame_type
 
     def encode(self) -> bytes:
         first = self.ranges[0]
