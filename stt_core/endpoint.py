@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from mypy_extensions import mypyc_attr
-
 from . import acceptor, connector, packetizer, stream_io
 from .config import Config
 from .crypto import derive_psk
@@ -67,9 +65,6 @@ class EndpointStats:
         return sum(self.drops.values())
 
 
-# A regular Python class (its methods still compiled): callers and tests may wrap its
-# methods on an instance, and it does little work per packet itself.
-@mypyc_attr(native_class=False)
 class Endpoint:
     """All sessions of one node. See the module docstring for the pump contract."""
 

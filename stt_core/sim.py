@@ -109,6 +109,7 @@ class _Node:
     addresses: list[Address]
     events: list[Event] | None
     callbacks: list[Callable[[Event], None]] = field(default_factory=list)
+    taps: list[Callable[[bytes, Address], None]] = field(default_factory=list)
     routes: dict[Address, Address] = field(default_factory=dict)
     """Destination -> local source address to send from (see Network docs)."""
     timer_deadline: float | None = None
@@ -289,6 +290,12 @@ class Network:
         :meth:`call` (which flushes it).
         """
         self._node(name).callbacks.append(callback)
+
+    def on_deliver(self, name: str, callback: Callable[[bytes, Address], None]) -> None:
+        """Call ``callback(datagram, source)`` for every datagram delivered to node
+        ``name``, just before its endpoint receives it: a packet capture, for
+        tests that replay or inspect what crossed the network."""
+        self._node(name).taps.append(callback)
 
     def events(self, name: str) -> list[Event]:
         """The events node ``name`` produced so far (the live list: clearing it is fine).
@@ -723,6 +730,8 @@ class Network:
         self._digest.update(data)
         if self._tracer is not None:
             self._tracer(TraceRecord(now, "deliver", src, dst, len(data)))
+        for tap in node.taps:
+            tap(data, src)
         node.endpoint.receive_datagram(data, src, now)
         self._pump(node)
 

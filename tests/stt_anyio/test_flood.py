@@ -36,6 +36,7 @@ import anyio
 import pytest
 
 from stt_anyio import Node, Session, open_node
+from stt_anyio.udp import Datagrams
 from stt_core import Config, Endpoint
 
 SEED = b"flood test shared seed 0123"
@@ -173,18 +174,19 @@ async def measure(traffic: Traffic, seconds: float,
 
 
 def capture_outgoing(node: Node, into: list[bytes], limit: int) -> None:
-    """Keep a copy of the first ``limit`` session packets the node sends."""
-    endpoint = node.endpoint
-    original = endpoint.datagrams_to_send
+    """Keep a copy of the first ``limit`` session packets the node sends over UDP."""
+    carrier = node._udp
+    assert carrier is not None
+    original = carrier.try_send_many
 
-    def wrapper(now: float, lend: bool = False) -> list[tuple[bytes, Any]]:
-        out = original(now, lend=lend)
-        for datagram, _ in out:
+    def wrapper(datagrams: Datagrams, start: int = 0) -> int:
+        stopped = original(datagrams, start)
+        for datagram, _ in datagrams[start:stopped]:
             if len(into) < limit and datagram[0] in (0x08, 0x09):
                 into.append(bytes(datagram))  # a lent datagram's buffer is reused
-        return out
+        return stopped
 
-    endpoint.datagrams_to_send = wrapper  # type: ignore[method-assign]
+    carrier.try_send_many = wrapper  # type: ignore[method-assign]
 
 
 def accepted_packets(server: Node) -> int:

@@ -208,6 +208,21 @@ def test_echo_round_trip_and_callbacks() -> None:
     assert net.link_stats(B, A).delivered == 1
 
 
+def test_delivery_taps_see_each_datagram_before_its_endpoint() -> None:
+    net = Network(4)
+    client, server = Fake(), Fake(echo=True)
+    net.add_node("client", client, [A])
+    net.add_node("server", server, [B])
+    tapped: list[tuple[bytes, Address, int]] = []
+    net.on_deliver("server", lambda data, src: tapped.append((data, src, len(server.received))))
+    net.call("client", lambda: client.send(b"one", B))
+    net.call("client", lambda: client.send(b"two", B))
+    net.run(1.0)
+    # each datagram is seen once, from its source, before the endpoint had it
+    assert tapped == [(b"one", A, 0), (b"two", A, 1)]
+    assert [data for _, data, _ in server.received] == [b"one", b"two"]
+
+
 def test_timers_fire_at_exact_virtual_times() -> None:
     net = Network(1, start_time=10.0)
     ticker = Fake(tick=0.25, tick_to=B, tick_count=4)
