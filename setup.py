@@ -24,11 +24,12 @@ from setuptools import setup
 #   built-in exception types, which compiled classes cannot);
 # - config (validates callers' arguments with messages that say what to fix; a
 #   compiled dataclass would reject a wrong type with a generic TypeError first);
+# - crypto (thin calls into `cryptography`, nothing to gain, and tests instrument it);
 # - sim and sim_links (the simulator drives duck-typed fake endpoints).
 COMPILED = [
     f"stt_core/{name}.py"
     for name in (
-        "acceptor", "ack_tracker", "bbr", "congestion", "connector", "crypto", "endpoint",
+        "acceptor", "ack_tracker", "bbr", "congestion", "connector", "endpoint",
         "events", "flow", "handshake", "hystart", "packetizer", "ranges", "recovery",
         "resumption", "rtt", "scratch", "send_buffer", "session", "states",
         "stream_io", "stream_receive", "stream_send", "stream_table", "streams",

@@ -33,7 +33,6 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from mypy_extensions import mypyc_attr
 
 __all__ = [
     "AEAD_KEY_SIZE",
@@ -149,9 +148,6 @@ def next_generation_secret(secret: bytes) -> bytes:
     return hkdf_expand_label(secret, "ku", b"", SECRET_SIZE)
 
 
-# A regular class even in the compiled build (its methods are still compiled):
-# the security tests wrap ``seal`` on the class to record every nonce it uses.
-@mypyc_attr(native_class=False)
 class PacketProtection:
     """One direction's packet protection: an AEAD key and its IV, fixed at birth.
 

@@ -9,7 +9,7 @@ from stt_core import flavour
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Modules setup.py leaves as Python, each for a reason given there.
-NOT_COMPILED = {"__init__", "errors", "config", "sim", "sim_links", "flavour"}
+NOT_COMPILED = {"__init__", "errors", "config", "crypto", "sim", "sim_links", "flavour"}
 
 
 def compiled_list() -> list[str]:
