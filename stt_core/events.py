@@ -76,6 +76,18 @@ class SessionEstablished(Event):
     responder is established once it reads our AUTH_PROOF, which
     :class:`HandshakeConfirmed` reports. True on every other side."""
 
+    def __init__(self, *, ref: SessionRef, session_id: bytes, peer_node_id: bytes,
+                 address: Address, initiator: bool, resumed: bool = False,
+                 confirmed: bool = True) -> None:
+        # Written out (see MessageReceived) so the compiled core builds it natively.
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "peer_node_id", peer_node_id)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "initiator", initiator)
+        object.__setattr__(self, "resumed", resumed)
+        object.__setattr__(self, "confirmed", confirmed)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandshakeConfirmed(Event):
@@ -107,6 +119,18 @@ class SessionClosed(Event):
     """True when the peer initiated the close."""
     session_id: bytes = b""
     """The 8-byte session id, empty if the handshake never produced one."""
+
+    def __init__(self, *, ref: SessionRef, reason: str, code: int = 0, message: str = "",
+                 established: bool = True, by_peer: bool = False,
+                 session_id: bytes = b"") -> None:
+        # Written out (see MessageReceived) so the compiled core builds it natively.
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "established", established)
+        object.__setattr__(self, "by_peer", by_peer)
+        object.__setattr__(self, "session_id", session_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

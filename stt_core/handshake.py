@@ -128,6 +128,16 @@ class HelloInfo:
     transcript_part: bytes = field(repr=False)
     """HELLO header and body up to the end of its sealed part, hashed into h1."""
 
+    def __init__(self, nonce: bytes, cookie: bytes, ephemeral_public: bytes, node_id: bytes,
+                 transcript_part: bytes) -> None:
+        # Written out so the compiled core builds it natively (a frozen dataclass's
+        # generated __init__ is Python; docs/performance.md, "Second pass").
+        object.__setattr__(self, "nonce", nonce)
+        object.__setattr__(self, "cookie", cookie)
+        object.__setattr__(self, "ephemeral_public", ephemeral_public)
+        object.__setattr__(self, "node_id", node_id)
+        object.__setattr__(self, "transcript_part", transcript_part)
+
 
 @dataclass(frozen=True, slots=True)
 class HandshakeKeys:
@@ -143,6 +153,15 @@ class HandshakeKeys:
     """The 8-byte session id both sides computed."""
     peer_node_id: bytes
     """The node id the peer proved."""
+
+    def __init__(self, send_secret: bytes, receive_secret: bytes, resumption_secret: bytes,
+                 session_id: bytes, peer_node_id: bytes) -> None:
+        # Written out so the compiled core builds it natively (see HelloInfo).
+        object.__setattr__(self, "send_secret", send_secret)
+        object.__setattr__(self, "receive_secret", receive_secret)
+        object.__setattr__(self, "resumption_secret", resumption_secret)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "peer_node_id", peer_node_id)
 
 
 # --------------------------------------------------------------------------- primitives

@@ -135,6 +135,16 @@ class Ticket:
     peer_node_id: bytes
     expires_at: float
 
+    def __init__(self, token: bytes, resumption_secret: bytes, session_id: bytes,
+                 peer_node_id: bytes, expires_at: float) -> None:
+        # Written out so the compiled core builds it natively (a frozen dataclass's
+        # generated __init__ is Python; docs/performance.md, "Second pass").
+        object.__setattr__(self, "token", token)
+        object.__setattr__(self, "resumption_secret", resumption_secret)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "peer_node_id", peer_node_id)
+        object.__setattr__(self, "expires_at", expires_at)
+
     def to_bytes(self) -> bytes:
         """Serialise for storage (the application keeps it confidential)."""
         return b"".join((
