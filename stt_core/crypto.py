@@ -120,12 +120,12 @@ def hkdf_expand_label(secret: bytes, label: str, context: bytes, length: int) ->
     if not 1 <= length <= _HKDF_MAX_LENGTH:
         raise ValueError(f"HKDF output length must be 1..{_HKDF_MAX_LENGTH}, not {length}")
     info = _label_info_prefix(label) + context
-    block = hmac.digest(secret, info + b"\x01", "sha256")
+    block = hmac_sha256(secret, info + b"\x01")
     if length <= SECRET_SIZE:
         return block[:length]
     blocks = [block]
     for counter in range(2, -(-length // SECRET_SIZE) + 1):
-        block = hmac.digest(secret, block + info + bytes((counter,)), "sha256")
+        block = hmac_sha256(secret, block + info + bytes((counter,)))
         blocks.append(block)
     return b"".join(blocks)[:length]
 
