@@ -31,8 +31,7 @@ import socket
 import ssl
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -80,18 +79,13 @@ def run_role(
     if workload.case not in SUPPORTED_CASES:
         raise BenchError(f"aioquic: unknown case {workload.case!r}")
     if role == "server":
-        _run(backend, _server(workload, link))
+        run_on_asyncio_loop(backend, _server(workload, link), "aioquic")
     elif role == "client":
         if server is None:
             raise BenchError("aioquic client started without a server address")
-        _run(backend, _client(workload, link, server))
+        run_on_asyncio_loop(backend, _client(workload, link, server), "aioquic")
     else:
         raise BenchError(f"unknown role {role!r}")
-
-
-def _run(backend: str, main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on the chosen asyncio loop (aioquic is asyncio-only)."""
-    run_on_asyncio_loop(backend, main, "aioquic")
 
 
 # --------------------------------------------------------------------------- credentials
