@@ -72,6 +72,23 @@ def issue_token(endpoint: Endpoint, session: Session, now: float) -> None:
 
 
 
+def final_packet(session: Session) -> bytes:
+    """The responder's FINAL, built the first time it has to go.
+
+    Usually it never has to: the session packet that leaves in the flush
+    answering AUTH_PROOF confirms the handshake in its place (protocol.md
+    §6.3), so building FINAL (two HMACs, a cipher context and a seal) up
+    front would be wasted. A repeated AUTH_PROOF, or a flush with no session
+    packet, asks for it.
+    """
+    builder = session.final_builder
+    if not session.final_packet and isinstance(builder, Responder):
+        header = encode_handshake_header(PacketType.FINAL, session.session_id)
+        session.final_packet = header + builder.final(header)
+        session.final_builder = None
+    return session.final_packet
+
+
 class Acceptor:
     """Server-side handshake state of one endpoint."""
 
@@ -260,8 +277,10 @@ class Acceptor:
         if session is None or session.initiator:
             return DropReason.UNKNOWN_SESSION
         if session.state is not SessionState.HANDSHAKING:
-            if session.auth_proof_packet == data and session.final_packet:
-                session.hs_packet = session.final_packet  # our FINAL was lost
+            if session.auth_proof_packet == data and (
+                    session.final_packet or session.final_builder is not None):
+                # Our FINAL, or the session packet that stood in for it, was lost.
+                session.hs_packet = final_packet(session)
                 session.hs_send_due = True
                 endpoint.touch(session)
                 return None
@@ -278,10 +297,9 @@ class Acceptor:
         session.address = addr
         session.take_handshake_rtt(now)  # CHALLENGE to AUTH_PROOF
         session.install_keys(keys, now)
-        final_header = encode_handshake_header(PacketType.FINAL, session.session_id)
-        session.final_packet = final_header + responder.final(final_header)
+        session.final_builder = responder  # FINAL is built only if it must go (§6.3)
+        session.hs_packet = b""
         session.auth_proof_packet = data
-        session.hs_packet = session.final_packet
         session.hs_send_due = True
         session.handshake = None
         grant_session_window(session)

@@ -250,11 +250,13 @@ class Endpoint:
         for session in dirty.values():
             if session.hs_send_due:
                 session.hs_send_due = False
-                session.note_handshake_sent(now)
-                out.append((session.hs_packet, session.address))
-                if not session.address_validated:
-                    session.amplification_sent += len(session.hs_packet)
-            produced = packetizer.datagrams(session, now)
+                if session.final_builder is not None:  # a responder's first FINAL
+                    produced = self._first_final(session, now, out)
+                else:
+                    self._handshake_packet(session, now, out)
+                    produced = packetizer.datagrams(session, now)
+            else:
+                produced = packetizer.datagrams(session, now)
             if produced:
                 out.extend(produced)
                 if len(produced) >= packetizer.MAX_DATAGRAMS_PER_FLUSH:
@@ -271,6 +273,31 @@ class Endpoint:
         for datagram, _ in out:
             stats.bytes_sent += len(datagram)
         return out
+
+    @staticmethod
+    def _handshake_packet(session: Session, now: float, out: list[tuple[Any, Address]]) -> None:
+        session.note_handshake_sent(now)
+        out.append((session.hs_packet, session.address))
+        if not session.address_validated:
+            session.amplification_sent += len(session.hs_packet)
+
+    @staticmethod
+    def _first_final(session: Session, now: float,
+                     out: list[tuple[Any, Address]]) -> list[tuple[Any, Address]]:
+        """A responder's first FINAL, unless a session packet of this flush stands in.
+
+        Any session packet confirms the handshake to the initiator, as FINAL
+        does: only a responder that verified AUTH_PROOF holds the traffic keys
+        (protocol.md §6.3). The responder nearly always has one to send at
+        once (the resume token, the session window), so FINAL stays home, is
+        not even built, and the handshake costs one datagram less. A repeated
+        AUTH_PROOF is still answered with FINAL (``acceptor.on_auth_proof``).
+        """
+        produced = packetizer.datagrams(session, now)
+        if not produced:
+            session.hs_packet = acceptor.final_packet(session)
+            Endpoint._handshake_packet(session, now, out)
+        return produced
 
     def next_timer(self) -> float | None:
         """The earliest absolute deadline at which ``handle_timer`` has work."""

@@ -129,8 +129,9 @@ class Session:
         "auth_proof_packet", "auth_rejects", "cipher_release_mark", "close_deadline", "close_frame",
         "close_frame_queued", "close_reported", "config", "control", "counted_pending",
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
-        "early_credit", "emit", "expected_peer_node_id", "final_packet", "grant_due", "handshake",
-        "handshake_id", "hs_deadline", "hs_interval", "hs_packet", "hs_proof_attempts",
+        "early_credit", "emit", "expected_peer_node_id", "final_builder", "final_packet",
+        "grant_due", "handshake", "handshake_id", "hs_deadline", "hs_interval", "hs_packet",
+        "hs_proof_attempts",
         "hs_retransmit_at", "hs_send_due", "hs_sent_at", "hs_timed", "initiator",
         "keep_alive_ack_due", "last_path_challenge", "last_received", "last_sent_ack_eliciting",
         "local_max_data", "nack_floor", "next_packet_number", "pacing_at", "packets_under_key",
@@ -240,6 +241,9 @@ class Session:
         self.hs_timed = b""
         self.hs_sent_at: float | None = None
         self.final_packet = b""
+        # A responder's FINAL is built only if it has to go (acceptor.final_packet):
+        # a session packet sent in its place confirms the handshake as well (§6.3).
+        self.final_builder: object | None = None
         self.auth_proof_packet = b""
         self.counted_pending = initiator
         self.auth_rejects = 0
@@ -453,6 +457,10 @@ class Session:
         if self.handshake is not None:
             # An initiator established on CHALLENGE: the responder installs its
             # keys only on our AUTH_PROOF, so this packet confirms it (§6.3).
+            # It usually left in place of FINAL, in the flush that answered
+            # AUTH_PROOF, so it times AUTH_PROOF as FINAL would (Karn's rule
+            # still voids the sample if AUTH_PROOF went twice).
+            self.take_handshake_rtt(now)
             self.confirm_handshake()
         if self.trace.enabled:
             self.trace.event(now, self.ref, "packet_received", {
@@ -683,6 +691,7 @@ class Session:
             return  # not confirmed yet: AUTH_PROOF may have to go again
         if self.initiator or self.recovery.largest_acked is not None:
             self.hs_packet = self.final_packet = self.auth_proof_packet = self.hs_timed = b""
+            self.final_builder = None
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due: idle death, close timeout, loss detection."""

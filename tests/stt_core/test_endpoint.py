@@ -4,6 +4,7 @@ timeouts, close, and robustness against garbage input."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -59,12 +60,55 @@ def test_handshake_establishes_both_sides_with_equal_session_ids() -> None:
 
 def test_handshake_messages_have_expected_sizes() -> None:
     pair = Pair()
+    pair.drop = drop_server_session_packets_until_auth_proof_is_resent()  # so that FINAL has to go
     connect(pair)
+    pair.run_for(1.0)
     kinds = {datagram[0]: len(datagram) for _, datagram in pair.sent if datagram[0] < 8}
     assert kinds[PacketType.HELLO] == 1200
     assert kinds[PacketType.CHALLENGE] < 200
     assert kinds[PacketType.AUTH_PROOF] < 100
     assert kinds[PacketType.FINAL] < 100
+
+
+def drop_server_session_packets_until_auth_proof_is_resent(
+) -> Callable[[bytes, object, object], bool]:
+    """A drop rule for ``Pair``: the responder's session packets, the first of
+    which stands in for FINAL, are lost until the initiator resends AUTH_PROOF."""
+    auth_proofs = [0]
+
+    def drop(datagram: bytes, source: object, destination: object) -> bool:
+        if datagram[0] == PacketType.AUTH_PROOF:
+            auth_proofs[0] += 1
+        return source == SERVER_ADDR and datagram[0] == PacketType.SESSION and auth_proofs[0] < 2
+
+    return drop
+
+
+def test_the_responders_first_session_packet_stands_in_for_final() -> None:
+    """FINAL stays home when a session packet leaves in the same flush (§6.3):
+    the handshake is one datagram each way less, and still confirmed."""
+    pair = Pair()
+    ref = connect(pair)
+    pair.run_for(1.0)
+    server_kinds = [d[0] for who, d in pair.sent if who == "server"]
+    assert server_kinds[:2] == [PacketType.CHALLENGE, PacketType.SESSION]
+    assert PacketType.FINAL not in server_kinds
+    session = pair.client.sessions[ref]
+    assert session.handshake is None
+    assert [e.ref for e in pair.client_events if isinstance(e, HandshakeConfirmed)] == [ref]
+
+
+def test_final_answers_a_repeated_auth_proof_when_the_stand_in_was_lost() -> None:
+    pair = Pair()
+    pair.drop = drop_server_session_packets_until_auth_proof_is_resent()
+    ref = connect(pair)
+    pair.run_for(1.0)
+    session = pair.client.sessions[ref]
+    assert session.handshake is None  # confirmed after all
+    client_kinds = [d[0] for who, d in pair.sent if who == "client" and d[0] < 8]
+    server_kinds = [d[0] for who, d in pair.sent if who == "server" and d[0] < 8]
+    assert client_kinds.count(PacketType.AUTH_PROOF) >= 2
+    assert server_kinds == [PacketType.CHALLENGE, PacketType.FINAL]
 
 
 def test_wrong_seed_fails_on_initiator_within_two_round_trips() -> None:
@@ -91,13 +135,15 @@ def test_peer_node_id_mismatch_is_an_authentication_failure() -> None:
 
 
 @pytest.mark.parametrize("lost_type", [PacketType.HELLO, PacketType.CHALLENGE,
-                                       PacketType.AUTH_PROOF, PacketType.FINAL])
+                                       PacketType.AUTH_PROOF, PacketType.SESSION])
 def test_each_handshake_message_lost_once_still_establishes(lost_type: int) -> None:
+    """SESSION: the responder's first session packet, which stands in for FINAL."""
     pair = Pair()
     dropped: list[int] = []
 
     def drop(datagram: bytes, source: object, destination: object) -> bool:
-        if datagram[0] == lost_type and not dropped:
+        from_server_if_session = lost_type != PacketType.SESSION or source == SERVER_ADDR
+        if datagram[0] == lost_type and from_server_if_session and not dropped:
             dropped.append(lost_type)
             return True
         return False
@@ -393,7 +439,7 @@ def test_only_an_authentic_hello_keeps_a_pending_handshake_alive() -> None:
     assert pending.hs_deadline == pytest.approx(pair.now + 10.0)
 
 
-def test_initiator_is_established_on_challenge_and_confirmed_by_final() -> None:
+def test_initiator_is_established_on_challenge_and_confirmed_by_a_session_packet() -> None:
     pair = Pair()
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0, stop=lambda: bool(established(pair.client_events)))
@@ -407,8 +453,9 @@ def test_initiator_is_established_on_challenge_and_confirmed_by_final() -> None:
     assert established(pair.server_events)[0].confirmed is True
     assert [e.ref for e in pair.client_events if isinstance(e, HandshakeConfirmed)] == [ref]
     assert session.hs_retransmit_at is None and session.hs_packet == b""
+    # Confirmed by the session packet that stood in for FINAL.
     assert [d[0] for who, d in pair.sent if who == "server" and d[0] < 8] == [
-        PacketType.CHALLENGE, PacketType.FINAL]
+        PacketType.CHALLENGE]
 
 
 def test_forged_final_does_not_confirm_the_initiator() -> None:
@@ -480,8 +527,9 @@ def test_an_idle_session_keeps_the_path_rtt_after_the_delayed_window_grant() -> 
         assert session.hs_timed == b"" and session.hs_packet == b""
 
 
-def test_a_resent_hello_is_not_timed_but_auth_proof_to_final_is() -> None:
-    """Karn's rule: a CHALLENGE cannot say which copy of a resent HELLO it answers."""
+def test_a_resent_hello_is_not_timed_but_auth_proof_to_confirmation_is() -> None:
+    """Karn's rule: a CHALLENGE cannot say which copy of a resent HELLO it answers.
+    The session packet that stands in for FINAL times AUTH_PROOF instead."""
     pair = Pair(delay=0.010)
     hellos = [0]
 
@@ -497,7 +545,7 @@ def test_a_resent_hello_is_not_timed_but_auth_proof_to_final_is() -> None:
     session = pair.client.sessions[ref]
     assert hellos[0] == 2
     assert not session.recovery.rtt.has_sample
-    pair.run_for(1.0, stop=lambda: session.handshake is None)  # FINAL
+    pair.run_for(1.0, stop=lambda: session.handshake is None)  # the first session packet
     assert session.recovery.rtt.min_rtt == pytest.approx(0.020)
 
 
