@@ -28,6 +28,11 @@ INITIAL_STREAM_CREDIT = 64 * 1024
 """Bytes a sender may put on a new stream before the peer's first MAX_STREAM_DATA."""
 INITIAL_SESSION_CREDIT = 1024 * 1024
 """Bytes a sender may send on a new session before the peer's first MAX_DATA."""
+GRANT_UNASKED_AT = INITIAL_SESSION_CREDIT // 4
+"""Session bytes received after which a fresh session's window grant goes out even
+though this side has sent nothing ack-eliciting (protocol.md §5.4). A sender in slow
+start cannot send the remaining three quarters of its initial credit within the
+round trip the grant needs to reach it, so it never waits for the grant."""
 
 
 def derive_node_id(node_seed: bytes) -> bytes:

@@ -250,13 +250,15 @@ def _on_final(session: Session, handshake: Initiator, header: bytes,
 def grant_session_window(session: Session, *, piggyback: bool = True) -> None:
     """Advertise our real session window (the peer starts from the initial credit).
 
-    With ``piggyback`` the MAX_DATA rides on the first packet that leaves
-    anyway (an ACK, a control frame, data; ``packetizer._build_packet``)
-    instead of costing a packet of its own right after the handshake: a
-    session that sends or closes within the ACK delay saves a datagram each
-    way. The peer cannot be held up by the wait: before it has used its
-    initial credit (1 MiB) it has sent enough ack-eliciting packets to make
-    us acknowledge, and that ACK carries the window.
+    With ``piggyback`` the MAX_DATA rides on the first ack-eliciting packet
+    that leaves anyway (a control frame, data, a probe;
+    ``packetizer._build_packet``) instead of costing a packet of its own: a
+    session that sends or closes soon after the handshake saves a datagram
+    each way. Not on a lone ACK: MAX_DATA would make it ack-eliciting, and
+    a session that only listens would cost the peer an ACK of its own. The
+    peer cannot be held up by the wait: once it has sent a quarter of its
+    initial credit (``GRANT_UNASKED_AT``), the next ACK carries the window,
+    well before a sender in slow start can use up the rest.
     """
     session.peer_max_data = INITIAL_SESSION_CREDIT
     if session.local_max_data > INITIAL_SESSION_CREDIT:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from .config import GRANT_UNASKED_AT
 from .crypto import TAG_SIZE, PacketProtection, next_generation_secret
 from .events import Address, MessageDelivered
 from .recovery import SentPacket
@@ -256,14 +257,25 @@ def _build_packet(session: Session, now: float, *,
                 if len(ranges) > 1:
                     capacity -= _pack_nack(session, ranges[0].stop, parts)
     has_ack = len(parts)
-    if session.grant_due and (parts or session.control or ready or probing) \
-            and session.state is SessionState.ESTABLISHED:
-        session.grant_due = False
-        session.control.append(session.max_data_frame())
+    grant = None
+    if session.grant_due and session.state is SessionState.ESTABLISHED:
+        # A fresh session's window rides on an ack-eliciting packet, never on a
+        # lone ACK (connector.grant_session_window); data decides only once packed.
+        grant = session.max_data_frame()
+        if session.control or probing or session.data_received >= GRANT_UNASKED_AT:
+            session.grant_due = False
+            session.control.append(grant)
+            grant = None
+        else:
+            capacity -= len(grant.encode())  # kept free in case data follows
     remaining, not_eliciting = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)
     ack_eliciting = len(parts) > has_ack + not_eliciting
+    if grant is not None and ack_eliciting:
+        session.grant_due = False
+        parts.append(grant.encode())
+        records.append((_CONTROL, grant))
     if probing and not ack_eliciting:
         parts.append(KEEP_ALIVE.encode())
         ack_eliciting = True

@@ -1,15 +1,16 @@
 """The session window after a handshake: MAX_DATA rides on a packet that leaves anyway.
 
 A fresh session's MAX_DATA (``connector.grant_session_window``) waits for the
-first packet its side sends for another reason (an ACK, data, a control
-frame), so a short session saves a datagram each way; a resuming client still
-sends it at once, because the server's amplification limit waits for it.
+first ack-eliciting packet its side sends for another reason (data, a control
+frame, a probe), or for the peer to have sent a quarter of its initial credit,
+so a short or listening session saves a datagram each way; a resuming client
+still sends it at once, because the server's amplification limit waits for it.
 """
 
 from __future__ import annotations
 
 from stt_core import MessageReceived, ResumeTokenReceived, SessionEstablished
-from stt_core.config import INITIAL_SESSION_CREDIT
+from stt_core.config import GRANT_UNASKED_AT, INITIAL_SESSION_CREDIT
 from stt_core.session import Session
 from stt_core.trace import ListTrace
 from stt_core.wire import FrameType
@@ -45,15 +46,23 @@ def server_session(pair: Pair) -> Session:
 
 
 def test_a_fresh_client_sends_no_packet_for_its_window_alone() -> None:
-    pair, client_trace, _ = traced_pair()
+    pair, client_trace, server_trace = traced_pair()
     connect(pair)
-    pair.run_for(0.015)  # the server's first session packet arrived with FINAL; ACK delay 25 ms
+    pair.run_for(0.015)  # the server's first session packet has arrived; ACK delay 25 ms
     assert session_frames(client_trace) == []
+    server_packets = len(session_frames(server_trace))
     assert server_session(pair).peer_max_data == INITIAL_SESSION_CREDIT
     pair.run_for(0.1)
-    # The delayed ACK of the server's token packet carries the window.
-    assert session_frames(client_trace) == [[FrameType.ACK, FrameType.MAX_DATA]]
+    # The delayed ACK of the server's token packet goes alone: with the window on
+    # it, it would be ack-eliciting, and the server would owe it an ACK of its own.
+    assert session_frames(client_trace) == [[FrameType.ACK]]
+    assert len(session_frames(server_trace)) == server_packets
+    assert server_session(pair).peer_max_data == INITIAL_SESSION_CREDIT
+    # The next ack-eliciting packet carries it: here the first keep-alive.
+    pair.run_for(15.0)
     assert server_session(pair).peer_max_data == WINDOW
+    assert [FrameType.KEEP_ALIVE, FrameType.MAX_DATA] in [
+        [f for f in frames if f != FrameType.ACK] for frames in session_frames(client_trace)]
 
 
 def test_the_first_message_carries_the_window() -> None:
@@ -116,5 +125,38 @@ def test_a_server_sending_at_once_is_never_held_by_the_wait() -> None:
         return any(isinstance(e, MessageReceived) for e in pair.client_events)
 
     assert pair.run_for(30.0, stop=watch)
-    # The window arrived before the initial credit ran out: the server never waited on it.
+    # The client, which sends nothing ack-eliciting, granted once a quarter of the
+    # initial credit had arrived, and the window reached the server before the
+    # credit ran out: the server never waited on it.
     assert sent_at_grant and sent_at_grant[0] < INITIAL_SESSION_CREDIT
+
+
+def test_a_receiver_that_sends_nothing_else_grants_after_a_quarter_of_the_credit() -> None:
+    """Stream credit at the protocol's minimum and nothing consumed: the client
+    sends no control frame of its own, so only the rule on received bytes can
+    put its window on the wire, and it must, before the server runs dry."""
+    pair = Pair(client=make_config(b"client", pmtu_probe_limit=1200, auto_consume=False,
+                                   stream_receive_window=64 * 1024),
+                server=make_config(b"server", server_mode=True, pmtu_probe_limit=1200))
+    client_trace = ListTrace()
+    pair.client.trace = client_trace
+    connect(pair)
+    pair.run_for(0.1)
+    session = server_session(pair)
+    client = pair.client.sessions[next(iter(pair.client.sessions))]
+    for _ in range(8):  # 480,000 bytes, each stream within its 64 KiB of credit
+        stream = pair.server.open_stream(session.ref)
+        for _ in range(15):  # whole messages, never consumed: no stream credit moves
+            pair.server.send_message(session.ref, stream, bytes(4_000))
+    received_at_grant: list[int] = []
+
+    def watch() -> bool:
+        if not received_at_grant and session.peer_max_data == WINDOW:
+            received_at_grant.append(client.data_received)
+        return sum(isinstance(e, MessageReceived) for e in pair.client_events) == 120
+
+    assert pair.run_for(10.0, stop=watch)
+    assert received_at_grant and received_at_grant[0] >= GRANT_UNASKED_AT
+    granting = [frames for frames in session_frames(client_trace)
+                if FrameType.MAX_DATA in frames]
+    assert granting and granting[0] == [FrameType.ACK, FrameType.MAX_DATA]
