@@ -35,6 +35,7 @@ from .handshake import (
     Responder,
     encode_reject,
     encode_retry,
+    seal_final,
 )
 from .resumption import ResumeResponder
 from .states import SessionState
@@ -81,11 +82,10 @@ def final_packet(session: Session) -> bytes:
     front would be wasted. A repeated AUTH_PROOF, or a flush with no session
     packet, asks for it.
     """
-    builder = session.final_builder
-    if not session.final_packet and isinstance(builder, Responder):
+    if not session.final_packet and session.final_material:
         header = encode_handshake_header(PacketType.FINAL, session.session_id)
-        session.final_packet = header + builder.final(header)
-        session.final_builder = None
+        session.final_packet = header + seal_final(session.final_material, header)
+        session.final_material = b""
     return session.final_packet
 
 
@@ -278,7 +278,7 @@ class Acceptor:
             return DropReason.UNKNOWN_SESSION
         if session.state is not SessionState.HANDSHAKING:
             if session.auth_proof_packet == data and (
-                    session.final_packet or session.final_builder is not None):
+                    session.final_packet or session.final_material):
                 # Our FINAL, or the session packet that stood in for it, was lost.
                 session.hs_packet = final_packet(session)
                 session.hs_send_due = True
@@ -297,7 +297,7 @@ class Acceptor:
         session.address = addr
         session.take_handshake_rtt(now)  # CHALLENGE to AUTH_PROOF
         session.install_keys(keys, now)
-        session.final_builder = responder  # FINAL is built only if it must go (§6.3)
+        session.final_material = responder.final_material()  # FINAL only if it must go (§6.3)
         session.hs_packet = b""
         session.auth_proof_packet = data
         session.hs_send_due = True

@@ -250,7 +250,7 @@ class Endpoint:
         for session in dirty.values():
             if session.hs_send_due:
                 session.hs_send_due = False
-                if session.final_builder is not None:  # a responder's first FINAL
+                if session.final_material:  # a responder's first FINAL
                     produced = self._first_final(session, now, out)
                 else:
                     self._handshake_packet(session, now, out)

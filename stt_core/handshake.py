@@ -172,6 +172,16 @@ def _sha256(*parts: bytes) -> bytes:
     return hashlib.sha256(b"".join(parts)).digest()
 
 
+def seal_final(material: bytes, header: bytes) -> bytes:
+    """The FINAL body (protocol.md §6.3) from ``Responder.final_material()``.
+
+    64 bytes kept per session until FINAL may be needed, instead of the
+    responder's whole handshake state: a server usually never sends FINAL.
+    """
+    s_hs, h3 = material[:SECRET_SIZE], material[SECRET_SIZE:]
+    return AESGCM(s_hs).encrypt(_NONCE_1, _finished_mac(s_hs, h3), header)
+
+
 def _finished_mac(secret: bytes, transcript: bytes) -> bytes:
     """Key confirmation as in TLS 1.3's Finished (RFC 8446 §4.4.4)."""
     return hmac_sha256(hkdf_expand_label(secret, "finished", b"", SECRET_SIZE), transcript)
@@ -654,9 +664,18 @@ class Responder:
             raise RuntimeError("final() before an accepted AUTH_PROOF")
         _check_header(header, self.session_id, ValueError)
         if self._final is None:
-            h3 = _sha256(self._h2, self._auth[1])
-            body = AESGCM(self._s_hs).encrypt(_NONCE_1, _finished_mac(self._s_hs, h3), header)
-            self._final = (header, body)
+            self._final = (header, seal_final(self.final_material(), header))
         elif header != self._final[0]:
             raise ValueError("FINAL header changed between calls")
         return self._final[1]
+
+    def final_material(self) -> bytes:
+        """``s_hs || h3``: all that FINAL is made of, for a caller that builds it
+        later (``seal_final``) instead of keeping this object, or FINAL, around.
+
+        Raises:
+            RuntimeError: no AUTH_PROOF was accepted yet (a caller bug).
+        """
+        if self._auth is None:
+            raise RuntimeError("final_material() before an accepted AUTH_PROOF")
+        return self._s_hs + _sha256(self._h2, self._auth[1])

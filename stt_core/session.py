@@ -129,7 +129,7 @@ class Session:
         "auth_proof_packet", "auth_rejects", "cipher_release_mark", "close_deadline", "close_frame",
         "close_frame_queued", "close_reported", "config", "control", "counted_pending",
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
-        "early_credit", "emit", "expected_peer_node_id", "final_builder", "final_packet",
+        "early_credit", "emit", "expected_peer_node_id", "final_material", "final_packet",
         "grant_due", "handshake", "handshake_id", "hs_deadline", "hs_interval", "hs_packet",
         "hs_proof_attempts",
         "hs_retransmit_at", "hs_send_due", "hs_sent_at", "hs_timed", "initiator",
@@ -241,9 +241,10 @@ class Session:
         self.hs_timed = b""
         self.hs_sent_at: float | None = None
         self.final_packet = b""
-        # A responder's FINAL is built only if it has to go (acceptor.final_packet):
-        # a session packet sent in its place confirms the handshake as well (§6.3).
-        self.final_builder: object | None = None
+        # A responder's FINAL is built only if it has to go (acceptor.final_packet),
+        # from these 64 bytes: a session packet sent in its place confirms the
+        # handshake as well (§6.3).
+        self.final_material = b""
         self.auth_proof_packet = b""
         self.counted_pending = initiator
         self.auth_rejects = 0
@@ -691,7 +692,7 @@ class Session:
             return  # not confirmed yet: AUTH_PROOF may have to go again
         if self.initiator or self.recovery.largest_acked is not None:
             self.hs_packet = self.final_packet = self.auth_proof_packet = self.hs_timed = b""
-            self.final_builder = None
+            self.final_material = b""
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due: idle death, close timeout, loss detection."""

@@ -28,6 +28,7 @@ from stt_core.handshake import (
     decode_retry,
     encode_reject,
     encode_retry,
+    seal_final,
 )
 
 PSK = derive_psk(b"shared seed")
@@ -283,6 +284,20 @@ def test_retransmitted_bodies_are_byte_identical() -> None:
     assert r.responder.on_auth_proof(*r.auth) == r.responder_keys
     assert r.responder.final(r.final[0]) == r.final[1]
     assert r.initiator.on_final(*r.final) == r.initiator_keys
+
+
+def test_final_built_later_from_its_material_is_the_same_final() -> None:
+    """A server keeps ``final_material()`` (64 bytes), not the responder, and builds
+    FINAL only if a repeated AUTH_PROOF asks for it: the same bytes, which verify."""
+    r = run(seed=8)
+    material = r.responder.final_material()
+    assert len(material) == 64
+    assert seal_final(material, r.final[0]) == r.final[1]
+    other = run(seed=9)
+    assert seal_final(other.responder.final_material(), r.final[0]) != r.final[1]
+    with pytest.raises(RuntimeError, match="final_material"):
+        Responder(psk=PSK, node_id=b"bob", random_bytes=seeded(3),
+                  hello=Responder.read_hello(PSK, *r.hello)).final_material()
 
 
 def test_changed_headers_for_our_own_messages_are_caller_errors() -> None:
