@@ -35,6 +35,7 @@ import math
 import os
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
@@ -121,6 +122,8 @@ class Node:
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._flush_deferred = False
         self._write_turn = False
+        self._task_step: Callable[[], tuple[int, int]] | None = None
+        self._write_step: tuple[int, int] | None = None
         self._after_turn = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
@@ -166,12 +169,13 @@ class Node:
         command does, so a request leaves at once. Writes after it in the same
         turn (a task writing many small messages without awaiting anything in
         between) only queue, and one flush at the end of the turn packs them
-        together: one packet for many small messages instead of one each. Only
-        on asyncio, whose ``call_soon`` marks the end of the turn.
+        together: one packet for many small messages instead of one each. On
+        asyncio ``call_soon`` marks the end of the turn; on trio the pump sends
+        them, as it runs after the writing task's step (``_kick_write_trio``).
         """
         call_soon = self._call_soon
         if call_soon is None:
-            self._kick()
+            self._kick_write_trio()
             return
         if self._write_turn:
             self._dirty = True
@@ -179,6 +183,29 @@ class Node:
         self._write_turn = True
         if not self._flush_deferred:  # else the deferred flush, already queued, ends the turn
             call_soon(self._end_write_turn)
+        self._kick()
+
+    def _kick_write_trio(self) -> None:
+        """``_kick_write`` on trio, which has no ``call_soon``: a task step is the turn.
+
+        A write in the same step of the same task as the last one (trio counts a
+        task's steps) only queues and wakes the pump; the pump runs in a later
+        batch, after the writing task has yielded, and sends everything written
+        in that step together. A lone write per step (a request, a reply)
+        flushes inline, as before. Where trio does not expose the count, every
+        write flushes inline.
+        """
+        step_of = self._task_step
+        if step_of is None:
+            self._kick()
+            return
+        step = step_of()
+        if step == self._write_step:
+            self._dirty = True
+            if self._wake is not None:
+                self._wake.set()
+            return
+        self._write_step = step
         self._kick()
 
     def _end_write_turn(self) -> None:
@@ -529,6 +556,7 @@ class Node:
         self._loop_time = clock.loop_clock()  # _kick re-arms from reader callbacks too
         loop = clock.running_asyncio_loop()
         self._call_soon = None if loop is None else loop.call_soon
+        self._task_step = None if loop is not None else _trio_task_step()
         while True:
             with anyio.CancelScope() as scope:
                 self._timer_scope = scope
@@ -689,6 +717,28 @@ class Node:
             session._on_closed(SessionClosed(ref=session.ref, reason="error",
                                              message="node closed"))
         self._sessions.clear()
+
+
+def _trio_task_step() -> Callable[[], tuple[int, int]] | None:
+    """On trio: a function naming the running task's current step, as (id of
+    the task, the times it has yielded to the scheduler); None when trio is
+    not running or does not keep that count (``Task._schedule_points``: a
+    private attribute, so its absence costs only the batching of writes).
+    """
+    trio: Any = sys.modules.get("trio")
+    if trio is None:
+        return None
+    current_task = trio.lowlevel.current_task
+    try:
+        current_task()._schedule_points  # noqa: B018 (probing for the attribute)
+    except (AttributeError, RuntimeError):
+        return None
+
+    def step() -> tuple[int, int]:
+        task = current_task()
+        return id(task), task._schedule_points
+
+    return step
 
 
 def _dispatch_stream_event(event: Event, session: Session) -> None:
