@@ -9,6 +9,7 @@ a probe measures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -71,8 +72,17 @@ def print_report(backend: str, samples: list[float], count: int, what: str,
 
 def pin_to_core(core: int) -> None:
     """Keep this process on ``core`` when the machine has two or more to choose from,
-    so the two sides of a probe do not share one."""
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+    so the two sides of a probe do not share one.
+
+    Asks the machine, not this process's current set: a child forked by a process
+    that already pinned itself inherits a set of one core, and must still move to
+    its own (sharing a core makes a round trip about three times faster on the
+    development machine, which would compare unlike with like).
+    """
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return
+    # A CPU set that excludes ``core`` (a container) raises: stay where we are then.
+    with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {core})
 
 
