@@ -363,11 +363,11 @@ class Node:
                           idle_timeout=self.config.idle_timeout, ws_options=ws_options,
                           available=self.local_addresses)
         limit = self.config.connect_timeout if timeout is None else timeout
-        deadline = anyio.current_time() + limit
+        loop_time = self._loop_time  # the loop's clock, without anyio's backend look-up
+        deadline = loop_time() + limit
         core_addr = await self._open_carrier(_TRANSPORT_BY_NAME[kind], addr, limit, ws_options)
         session = await self._handshake(core_addr, peer_node_id,
-                                        max(deadline - anyio.current_time(), 0.001),
-                                        ticket=ticket)
+                                        max(deadline - loop_time(), 0.001), ticket=ticket)
         self._migrator.register(session, plan)
         return session
 
