@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -81,13 +82,14 @@ class ChangeSignal:
     and making and waiting on one cost about 190 bytecodes per round trip on
     the server side of the round-trip probe. Own futures, not one shared: the
     cancellation of a waiter cancels the future it awaits. On trio (no asyncio
-    loop running) an ``anyio.Event`` is the waiters' shared event, as before.
+    loop running) a ``trio.Event`` is the waiters' shared event: trio's own,
+    since anyio's wrapper would look its backend up at every wait.
     """
 
     __slots__ = ("_event", "_futures")
 
     def __init__(self) -> None:
-        self._event: anyio.Event | None = None
+        self._event: Any = None  # a trio.Event while someone waits on trio
         self._futures: list[asyncio.Future[None]] | None = None
 
     def fire(self) -> None:
@@ -106,7 +108,7 @@ class ChangeSignal:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # trio
             if self._event is None:
-                self._event = anyio.Event()
+                self._event = sys.modules["trio"].Event()
             await self._event.wait()
             return
         future: asyncio.Future[None] = loop.create_future()
