@@ -271,7 +271,8 @@ class Acceptor:
 
     def on_auth_proof(self, cid: bytes, data: bytes, addr: Address,
                       now: float) -> DropReason | None:
-        """AUTH_PROOF: the initiator proved the keys; establish and send FINAL."""
+        """AUTH_PROOF: the initiator proved the keys; establish, and confirm it with
+        the first session packet, or FINAL if none goes (protocol.md §6.3)."""
         endpoint = self._endpoint
         session = endpoint.by_session_id.get(cid)
         if session is None or session.initiator:

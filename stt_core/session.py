@@ -679,8 +679,9 @@ class Session:
     def _forget_handshake_packets(self) -> None:
         """Drop the last handshake packet and its trigger once the peer is past them.
 
-        The responder keeps FINAL (or RESUME_OK) and the AUTH_PROOF it answered,
-        to resend FINAL if that AUTH_PROOF comes again (protocol.md §6.7), until
+        The responder keeps FINAL, or what FINAL is built from if it has not
+        gone yet (or RESUME_OK), and the AUTH_PROOF it answered, to send FINAL
+        if that AUTH_PROOF comes again (protocol.md §6.3, §6.7), until
         the initiator acknowledged one of its session packets: the initiator
         then holds the keys and was confirmed by that packet, so it will not
         ask again, and a later copy of AUTH_PROOF is a replay, dropped as one.
