@@ -248,15 +248,23 @@ class Endpoint:
         dirty = self._dirty
         self._dirty = {}
         for session in dirty.values():
+            first_final = False
             if session.hs_send_due:
                 session.hs_send_due = False
-                if session.final_material:  # a responder's first FINAL
-                    produced = self._first_final(session, now, out)
+                if session.final_material:
+                    # A responder's first FINAL: any session packet of this flush
+                    # confirms the handshake in its place, since only a responder
+                    # that verified AUTH_PROOF holds the traffic keys (protocol.md
+                    # §6.3). One nearly always goes (the resume token, the window),
+                    # so FINAL is neither sent nor built; a repeated AUTH_PROOF
+                    # still gets it (acceptor.on_auth_proof).
+                    first_final = True
                 else:
                     self._handshake_packet(session, now, out)
-                    produced = packetizer.datagrams(session, now)
-            else:
-                produced = packetizer.datagrams(session, now)
+            produced = packetizer.datagrams(session, now)
+            if first_final and not produced:
+                session.hs_packet = acceptor.final_packet(session)
+                self._handshake_packet(session, now, out)
             if produced:
                 out.extend(produced)
                 if len(produced) >= packetizer.MAX_DATAGRAMS_PER_FLUSH:
@@ -280,24 +288,6 @@ class Endpoint:
         out.append((session.hs_packet, session.address))
         if not session.address_validated:
             session.amplification_sent += len(session.hs_packet)
-
-    @staticmethod
-    def _first_final(session: Session, now: float,
-                     out: list[tuple[Any, Address]]) -> list[tuple[Any, Address]]:
-        """A responder's first FINAL, unless a session packet of this flush stands in.
-
-        Any session packet confirms the handshake to the initiator, as FINAL
-        does: only a responder that verified AUTH_PROOF holds the traffic keys
-        (protocol.md §6.3). The responder nearly always has one to send at
-        once (the resume token, the session window), so FINAL stays home, is
-        not even built, and the handshake costs one datagram less. A repeated
-        AUTH_PROOF is still answered with FINAL (``acceptor.on_auth_proof``).
-        """
-        produced = packetizer.datagrams(session, now)
-        if not produced:
-            session.hs_packet = acceptor.final_packet(session)
-            Endpoint._handshake_packet(session, now, out)
-        return produced
 
     def next_timer(self) -> float | None:
         """The earliest absolute deadline at which ``handle_timer`` has work."""
