@@ -258,6 +258,7 @@ def _build_packet(session: Session, now: float, *,
                     capacity -= _pack_nack(session, ranges[0].stop, parts)
     has_ack = len(parts)
     grant = None
+    grant_encoded = b""
     if session.grant_due and session.state is SessionState.ESTABLISHED:
         # A fresh session's window rides on an ack-eliciting packet, never on a
         # lone ACK (connector.grant_session_window); data decides only once packed.
@@ -267,14 +268,15 @@ def _build_packet(session: Session, now: float, *,
             session.control.append(grant)
             grant = None
         else:
-            capacity -= len(grant.encode())  # kept free in case data follows
+            grant_encoded = grant.encode()
+            capacity -= len(grant_encoded)  # kept free in case data follows
     remaining, not_eliciting = _pack_control(session, parts, records, capacity)
     if ready:
         remaining = _pack_data(session, queues, parts, records, remaining)
     ack_eliciting = len(parts) > has_ack + not_eliciting
     if grant is not None and ack_eliciting:
         session.grant_due = False
-        parts.append(grant.encode())
+        parts.append(grant_encoded)
         records.append((_CONTROL, grant))
     if probing and not ack_eliciting:
         parts.append(KEEP_ALIVE.encode())
