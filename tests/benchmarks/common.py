@@ -164,8 +164,8 @@ def run_on_asyncio_loop(backend: str, main: Coroutine[Any, Any, None], who: str)
         raise BenchError(f"{who} runs on asyncio or uvloop, not {backend!r}")
 
 
-async def asyncio_wait_command(link: Link) -> str:
-    """Wait, without blocking the asyncio loop, for the parent's next command."""
+async def asyncio_wait_readable(fd: int) -> None:
+    """Wait, without blocking the asyncio loop, until ``fd`` (a pipe end) is readable."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 
@@ -173,11 +173,16 @@ async def asyncio_wait_command(link: Link) -> str:
         if not ready.done():
             ready.set_result(None)
 
-    loop.add_reader(link.fileno(), on_readable)
+    loop.add_reader(fd, on_readable)
     try:
         await ready
     finally:
-        loop.remove_reader(link.fileno())
+        loop.remove_reader(fd)
+
+
+async def asyncio_wait_command(link: Link) -> str:
+    """Wait, without blocking the asyncio loop, for the parent's next command."""
+    await asyncio_wait_readable(link.fileno())
     return link.recv_command()
 
 

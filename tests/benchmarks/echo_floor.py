@@ -34,7 +34,7 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .common import run_on_asyncio_loop
+from .common import asyncio_wait_readable, run_on_asyncio_loop
 from .probe_support import pin_to_core
 
 HOST = "127.0.0.1"
@@ -117,25 +117,16 @@ def _server_process(variant: str, backend: str, pipe: Connection) -> None:
             lambda: _Server(variant), local_addr=(HOST, 0))
         task = asyncio.ensure_future(protocol.answer_forever())
         pipe.send(transport.get_extra_info("sockname")[1])
-        await _wait_readable(loop, pipe)
+        await asyncio_wait_readable(pipe.fileno())
         pipe.recv()  # the client's warm-up is over
         start = time.process_time()
-        await _wait_readable(loop, pipe)
+        await asyncio_wait_readable(pipe.fileno())
         count: int = pipe.recv()
         pipe.send((time.process_time() - start) * 1e6 / count)
         task.cancel()
         transport.close()
 
     run_on_asyncio_loop(backend, serve(), "the echo floor probe")
-
-
-async def _wait_readable(loop: asyncio.AbstractEventLoop, pipe: Connection) -> None:
-    ready = loop.create_future()
-    loop.add_reader(pipe.fileno(), lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(pipe.fileno())
 
 
 def _client(variant: str, backend: str, port: int, count: int, warmup: int,
