@@ -469,6 +469,8 @@ class Session:
         Raises:
             SessionClosedError: the session ended.
             ValueError: an argument is out of range (see ``Endpoint.open_stream``).
+            InvalidStateError: ``stream_id`` closed recently on this session
+                (pick another), or too many streams are open.
         """
         self._raise_if_closed()
         sid = self._link.endpoint.open_stream(self.ref, purpose=purpose, stream_id=stream_id,

@@ -428,7 +428,19 @@ class Endpoint:
 
     def open_stream(self, ref: SessionRef, *, purpose: str = "", stream_id: int | None = None,
                     priority: int = 0, max_frame_size: int | None = None) -> int:
-        """Open a stream on an established session; returns its id."""
+        """Open a stream on an established session; returns its id.
+
+        Opening an id that is open relabels that stream (both peers may name
+        the same id). An id this side closed recently cannot be opened again
+        for a while: the peer ignores frames for it (protocol.md §5.1).
+
+        Raises:
+            ValueError: an argument is out of range.
+            InvalidStateError: the id closed recently, or this side has
+                ``max_streams_per_session`` streams open on the session.
+            StreamClosedError: the id names a stream that was reset.
+            SessionClosedError: the session is not open.
+        """
         session = self._session(ref)
         stream_id = stream_io.open_stream(session, purpose=purpose, stream_id=stream_id,
                                           priority=priority, max_frame_size=max_frame_size)

@@ -27,7 +27,16 @@ from .streams import StreamReceiver, StreamSender
 __all__ = ["Stream", "StreamTable"]
 
 RECENTLY_CLOSED_MEMORY = 4096
-"""How many closed stream ids we remember, so late frames do not reopen them."""
+"""How many closed stream ids a receiver remembers, so late frames do not reopen them."""
+REOPEN_GUARD = 1024
+"""How many closes longer an opener refuses to reopen an id than a receiver ignores it.
+
+The two sides forget a stream at slightly different moments (up to a few
+round trips apart), so their lists of recent closes can be in a slightly
+different order. An opener that refused an id exactly as long as the peer
+ignores it could reopen one the peer still ignores, at the edge of the
+memory; the guard covers that many closes of skew.
+"""
 
 
 @dataclass(slots=True, eq=False)
@@ -66,6 +75,7 @@ class StreamTable:
         "_by_id",
         "_closed",
         "_closed_order",
+        "_closes",
         "_initiator",
         "_local_opened",
         "_max_frame_size",
@@ -82,9 +92,12 @@ class StreamTable:
                  receive_window: int, max_message_size: int, max_frame_size: int) -> None:
         self._by_id: dict[int, Stream] = {}
         # Created at the first close: most sessions never finish a stream, and an
-        # empty set and deque cost about 1 KiB per idle session between them.
-        self._closed: set[int] | None = None
+        # empty dict and deque cost about 1 KiB per idle session between them.
+        # Each closed id maps to its close count, so a receiver can ignore the
+        # last RECENTLY_CLOSED_MEMORY of them while an opener refuses more.
+        self._closed: dict[int, int] | None = None
         self._closed_order: deque[int] | None = None
+        self._closes = 0
         self._initiator = initiator
         self._next_auto_id = 1 if initiator else 2
         self._max_peer_streams = max_peer_streams
@@ -128,13 +141,20 @@ class StreamTable:
         both peers may name the same explicit id, and stream 0 always exists.
         """
         if stream_id is None:
-            while self._next_auto_id in self._by_id or self._was_closed(self._next_auto_id):
+            while self._next_auto_id in self._by_id or self._closed_here(self._next_auto_id):
                 self._next_auto_id += 2
             stream_id = self._next_auto_id
             self._next_auto_id += 2
         stream = self._by_id.get(stream_id)
         frame_size = max_frame_size or self._max_frame_size
         if stream is None:
+            if self._closed_here(stream_id):
+                # The peer ignores frames for an id it closed recently (§5.1):
+                # a reopened stream's messages would be acknowledged and dropped.
+                raise InvalidStateError(
+                    f"stream {stream_id} was closed on this session and its id cannot be "
+                    f"reused yet (the peer would ignore it); open another id, or let "
+                    f"open_stream pick one")
             if stream_id != 0:
                 # The peer would close the whole session on one stream more than
                 # its limit (§5.1), which we take to be ours: refuse it here.
@@ -144,8 +164,6 @@ class StreamTable:
                         f"session (max_streams_per_session); a stream is freed once both "
                         f"directions ended: close or reset finished streams first")
                 self._local_opened += 1
-            if self._closed is not None:
-                self._closed.discard(stream_id)
             stream = self._create(stream_id, local=True, max_frame_size=frame_size)
         stream.purpose = purpose
         stream.priority = priority
@@ -185,14 +203,27 @@ class StreamTable:
             else:
                 self._peer_opened -= 1
         if self._closed is None or self._closed_order is None:
-            self._closed, self._closed_order = set(), deque()
-        self._closed.add(stream.stream_id)
+            self._closed, self._closed_order = {}, deque()
+        self._closes += 1
+        self._closed[stream.stream_id] = self._closes
         self._closed_order.append(stream.stream_id)
-        if len(self._closed_order) > RECENTLY_CLOSED_MEMORY:
-            self._closed.discard(self._closed_order.popleft())
+        if len(self._closed_order) > RECENTLY_CLOSED_MEMORY + REOPEN_GUARD:
+            oldest = self._closed_order.popleft()
+            if self._closes - self._closed.get(oldest, self._closes) >= (
+                    RECENTLY_CLOSED_MEMORY + REOPEN_GUARD):
+                del self._closed[oldest]
 
     def _was_closed(self, stream_id: int) -> bool:
-        """Is ``stream_id`` among the recently closed ids (late frames must not reopen it)?"""
+        """Is ``stream_id`` among the last RECENTLY_CLOSED_MEMORY closes (late frames
+        for it are ignored, not allowed to reopen it)?"""
+        closed = self._closed
+        if closed is None:
+            return False
+        closed_at = closed.get(stream_id)
+        return closed_at is not None and self._closes - closed_at < RECENTLY_CLOSED_MEMORY
+
+    def _closed_here(self, stream_id: int) -> bool:
+        """Is ``stream_id`` too recently closed for this side to open it again?"""
         return self._closed is not None and stream_id in self._closed
 
     # ------------------------------------------------------------ send scheduling

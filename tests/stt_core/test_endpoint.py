@@ -549,6 +549,31 @@ def test_a_resent_hello_is_not_timed_but_auth_proof_to_confirmation_is() -> None
     assert session.recovery.rtt.min_rtt == pytest.approx(0.020)
 
 
+def test_a_closed_explicit_id_is_refused_instead_of_silently_dropped() -> None:
+    """The receiver ignores frames for an id it closed recently (§5.1). Reopening
+    that id used to be allowed: its messages were acknowledged, reported
+    delivered, and never received. The opener now refuses it with a clear error."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    stream = pair.client.open_stream(ref, stream_id=7, purpose="first")
+    pair.client.send_message(ref, stream, b"first")
+    pair.client.close_stream(ref, stream)
+    pair.run_for(1.0)
+    pair.server.close_stream(server_ref, stream)
+    pair.run_for(1.0)
+    assert pair.client.sessions[ref].streams.get(7) is None
+    with pytest.raises(InvalidStateError, match="stream 7 was closed"):
+        pair.client.open_stream(ref, stream_id=7, purpose="again")
+    fresh = pair.client.open_stream(ref, stream_id=9, purpose="again")
+    pair.client.send_message(ref, fresh, b"second")
+    pair.run_for(1.0)
+    got = [(e.stream_id, e.data) for e in pair.server_events
+           if isinstance(e, MessageReceived)]
+    assert got == [(7, b"first"), (9, b"second")]
+
+
 def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:
     """The peer would close the whole session on one stream past its limit; the
     opener, taking the limit to be its own, refuses it with a clear error, and a
