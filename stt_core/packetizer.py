@@ -35,6 +35,7 @@ from .wire import (
     NackFrame,
     PathFrame,
     SimpleFrame,
+    StreamOpenFrame,
     data_frame_overhead,
     encode_data_frame_header,
     encode_session_header,
@@ -569,16 +570,30 @@ def requeue_lost(session: Session, packets: list[SentPacket], now: float = 0.0) 
             if record[0] == _PMTU_PROBE:
                 _on_pmtu_probe_lost(session, record[1])
                 continue
-            session.control.append(_refresh(session, record[1]))
+            frame = _refresh(session, record[1])
+            if frame is not None:
+                session.control.append(frame)
 
 
-def _refresh(session: Session, frame: Frame) -> Frame:
-    """A lost credit frame is re-sent with the current limit, not the stale one."""
+def _refresh(session: Session, frame: Frame) -> Frame | None:
+    """The frame to send again in place of a lost one, or None when it is moot.
+
+    A lost credit frame is re-sent with the current limit, not the stale one.
+    STREAM_OPEN and MAX_STREAM_DATA of a stream this side has forgotten (reset,
+    or finished both ways) are dropped: the peer has the STREAM_CLOSE or the
+    FIN instead, and a late STREAM_OPEN would open there a stream that nobody
+    here reads or will ever close.
+    """
     if isinstance(frame, LimitFrame):
         if frame.frame_type == FrameType.MAX_DATA:
             return session.max_data_frame()
         stream = session.streams.get(frame.stream_id)
-        if stream is not None:
-            return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,
-                              stream.receiver.advertised_limit)
+        if stream is None or stream.reset:
+            return None
+        return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,
+                          stream.receiver.advertised_limit)
+    if isinstance(frame, StreamOpenFrame):
+        stream = session.streams.get(frame.stream_id)
+        if stream is None or stream.reset:
+            return None
     return frame

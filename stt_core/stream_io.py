@@ -316,7 +316,13 @@ def on_stream_close_frame(session: Session, frame: Frame, now: float) -> None:
     if not isinstance(frame, StreamCloseFrame):
         return
     stream = session.streams.get(frame.stream_id)
-    if stream is None or stream.reset:
+    if stream is None:
+        # A stream reset before any of its other frames got here: remember the
+        # id as closed, so its STREAM_OPEN or DATA arriving late (reordered)
+        # does not open a stream the peer has already forgotten.
+        session.streams.note_reset_unseen(frame.stream_id)
+        return
+    if stream.reset:
         return
     announced = stream.announced
     _drop_stream(session, stream)

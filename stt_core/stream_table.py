@@ -202,11 +202,19 @@ class StreamTable:
                 self._local_opened -= 1
             else:
                 self._peer_opened -= 1
+        self._remember_closed(stream.stream_id)
+
+    def note_reset_unseen(self, stream_id: int) -> None:
+        """The peer reset a stream this side never saw: remember its id as closed."""
+        if stream_id not in self._by_id and not self._was_closed(stream_id):
+            self._remember_closed(stream_id)
+
+    def _remember_closed(self, stream_id: int) -> None:
         if self._closed is None or self._closed_order is None:
             self._closed, self._closed_order = {}, deque()
         self._closes += 1
-        self._closed[stream.stream_id] = self._closes
-        self._closed_order.append(stream.stream_id)
+        self._closed[stream_id] = self._closes
+        self._closed_order.append(stream_id)
         if len(self._closed_order) > RECENTLY_CLOSED_MEMORY + REOPEN_GUARD:
             oldest = self._closed_order.popleft()
             if self._closes - self._closed.get(oldest, self._closes) >= (

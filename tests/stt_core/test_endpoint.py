@@ -16,6 +16,7 @@ from stt_core import (
     SessionClosed,
     SessionEstablished,
     SessionState,
+    StreamOpened,
 )
 from stt_core.errors import InvalidStateError
 from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
@@ -572,6 +573,55 @@ def test_a_closed_explicit_id_is_refused_instead_of_silently_dropped() -> None:
     got = [(e.stream_id, e.data) for e in pair.server_events
            if isinstance(e, MessageReceived)]
     assert got == [(7, b"first"), (9, b"second")]
+
+
+def _reset_right_after_opening(pair: Pair, ref: int) -> list[bytes]:
+    """Open stream 5 with a message, lose what that sends, then reset the stream;
+    returns the lost datagrams."""
+    lost: list[bytes] = []
+    pair.drop = lambda datagram, src, dst: src == CLIENT_ADDR and not lost.append(datagram)
+    stream = pair.client.open_stream(ref, stream_id=5, purpose="short-lived")
+    pair.client.send_message(ref, stream, b"hello")
+    pair.flush()
+    pair.drop = None
+    pair.client.reset_stream(ref, stream, 3)
+    assert lost
+    return lost
+
+
+def opened_streams(events: list[object]) -> list[int]:
+    return [e.stream_id for e in events if isinstance(e, StreamOpened)]
+
+
+def test_a_lost_stream_open_is_not_resent_for_a_stream_reset_since() -> None:
+    """Resending it opened the stream on the peer after the reset: the peer's
+    application got a stream nobody read, its replies were acknowledged and
+    dropped, and the stream never closed."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    _reset_right_after_opening(pair, ref)
+    pair.run_for(3.0)
+    assert opened_streams(pair.server_events) == []
+    assert len(pair.server.sessions[server_ref].streams) == 0
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+
+
+def test_a_stream_open_that_arrives_after_the_reset_opens_nothing() -> None:
+    """Reordered: the STREAM_CLOSE overtakes the packet that opened the stream."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    late = _reset_right_after_opening(pair, ref)
+    pair.run_for(0.05)  # the STREAM_CLOSE arrives
+    for datagram in late:
+        pair.server.receive_datagram(datagram, CLIENT_ADDR, pair.now)
+    pair.run_for(3.0)
+    assert opened_streams(pair.server_events) == []
+    assert len(pair.server.sessions[server_ref].streams) == 0
+    assert not [e for e in pair.server_events if isinstance(e, MessageReceived)]
 
 
 def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:

@@ -89,3 +89,12 @@ def test_the_memory_stays_bounded_when_ids_close_again_and_again() -> None:
     assert 0 < refused < limit
     assert len(streams._closed or {}) <= limit
     assert len(streams._closed_order or ()) <= limit
+
+
+def test_a_reset_of_an_unseen_stream_is_remembered_as_a_close() -> None:
+    streams = table()
+    streams.note_reset_unseen(6)
+    assert streams.get_or_open_remote(6) is None  # its late frames open nothing
+    open_and_close(streams, 8)
+    streams.note_reset_unseen(8)  # already remembered: not counted twice
+    assert streams._closes == 2
