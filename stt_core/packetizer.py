@@ -535,7 +535,7 @@ def _on_data_acked(session: Session, stream_id: int, offset: int, length: int,
     for message_id in delivered:
         session.emit(MessageDelivered(ref=session.ref, stream_id=stream.stream_id,
                                       message_id=message_id))
-    if fin:
+    if fin or stream.sender.fin_acked:  # the FIN's ACK can come before a lost frame's
         maybe_forget(session, stream)
 
 

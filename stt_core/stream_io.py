@@ -63,8 +63,21 @@ def open_stream(session: Session, *, purpose: str, stream_id: int | None, priori
     existing = session.streams.get(stream_id) if stream_id is not None else None
     if existing is not None and existing.reset:
         raise StreamClosedError(f"stream {stream_id} was reset")
+    if existing is not None and existing.sender.final_size is not None:
+        # Relabelling it would hand back a stream nobody can write on, and its
+        # id is refused as soon as both sides finish it: say so now.
+        raise InvalidStateError(
+            f"stream {stream_id} was closed for sending on this side and cannot be "
+            f"opened again; open another id, or let open_stream pick one")
+    held = existing is not None and not existing.announced
     stream = session.streams.open_local(stream_id=stream_id, purpose=purpose,
                                         priority=priority, max_frame_size=max_frame_size)
+    if held:
+        # The peer's frames came before its STREAM_OPEN, so the stream was not
+        # announced and its messages (and a FIN) were held for that moment.
+        # This side opening the id itself is that moment: no StreamOpened
+        # (the application opened it), but what was held is delivered now.
+        _deliver(session, stream)
     if stream.sender.peer_max_stream_data == 0:
         stream.sender.on_max_stream_data(INITIAL_STREAM_CREDIT)
     if stream.open_frame_pending:
@@ -115,6 +128,9 @@ def send_message(session: Session, stream_id: int, data: bytes, *,
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"message must be bytes-like, not {type(data).__name__}")
     stream = _writable_stream(session, stream_id)
+    if stream.sender.final_size is not None:
+        raise StreamClosedError(f"stream {stream_id} is closed for sending "
+                                f"(close_stream was called on it)")
     if not can_send(session, stream_id):
         stream.was_blocked = True
         raise BufferFullError(
@@ -280,7 +296,7 @@ def _deliver(session: Session, stream: Stream) -> None:
 
 def maybe_forget(session: Session, stream: Stream) -> None:
     """Drop a stream once both directions are over."""
-    if stream.remote_closed and stream.sender.fin_acked:
+    if stream.remote_closed and stream.sender.complete:
         session.streams.remove(stream)
 
 

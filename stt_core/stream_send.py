@@ -230,6 +230,16 @@ class StreamSender:
         return self._fin_acked
 
     @property
+    def complete(self) -> bool:
+        """The send side is over: the FIN and every byte before it are acknowledged.
+
+        The FIN rides on the last frame, whose ACK can arrive while an earlier
+        frame is still lost and waiting to be sent again; only both together
+        let the stream be forgotten.
+        """
+        return self._fin_acked and self._acked_offset == self._write_offset
+
+    @property
     def unsent_bytes(self) -> int:
         """Written bytes never sent yet (each needs credit)."""
         return self._write_offset - self._highest_sent

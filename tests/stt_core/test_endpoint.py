@@ -16,6 +16,7 @@ from stt_core import (
     SessionClosed,
     SessionEstablished,
     SessionState,
+    StreamClosed,
     StreamOpened,
 )
 from stt_core.errors import InvalidStateError
@@ -622,6 +623,62 @@ def test_a_stream_open_that_arrives_after_the_reset_opens_nothing() -> None:
     assert opened_streams(pair.server_events) == []
     assert len(pair.server.sessions[server_ref].streams) == 0
     assert not [e for e in pair.server_events if isinstance(e, MessageReceived)]
+
+
+def test_a_stream_is_not_forgotten_while_a_frame_before_its_fin_is_lost() -> None:
+    """The FIN rides on the last frame; its ACK can come while an earlier frame
+    is lost. Forgetting the stream then (the peer had finished its side) dropped
+    the lost frame for good: its message never arrived."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    stream = pair.client.open_stream(ref, purpose="last words")
+    pair.client.send_message(ref, stream, b"m0")
+    pair.run_for(1.0)
+    pair.server.close_stream(server_ref, stream)  # the server's side is over
+    pair.run_for(1.0)
+    lost: list[bytes] = []
+    pair.drop = lambda datagram, src, dst: src == CLIENT_ADDR and not lost and not lost.append(
+        datagram)
+    pair.client.send_message(ref, stream, b"m1")
+    pair.flush()  # m1's packet is lost
+    pair.drop = None
+    pair.client.send_message(ref, stream, b"m2")
+    pair.client.close_stream(ref, stream)
+    pair.run_for(3.0)
+    assert lost
+    got = [e.data for e in pair.server_events if isinstance(e, MessageReceived)]
+    assert got == [b"m0", b"m1", b"m2"]
+    assert len(pair.client.sessions[ref].streams) == 0
+    assert len(pair.server.sessions[server_ref].streams) == 0
+
+
+def test_opening_an_id_whose_peer_messages_wait_for_its_stream_open_delivers_them() -> None:
+    """Messages that arrive before the peer's STREAM_OPEN wait for it. When this
+    side opened the same id first, they used to wait for ever: the stream counted
+    as announced, so the late STREAM_OPEN no longer delivered them."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    lost: list[bytes] = []
+    pair.drop = lambda datagram, src, dst: src == SERVER_ADDR and not lost and not lost.append(
+        datagram)
+    pair.server.open_stream(server_ref, stream_id=5, purpose="shared")
+    pair.flush()  # the STREAM_OPEN is lost
+    pair.drop = None
+    pair.server.send_message(server_ref, 5, b"hi")
+    pair.server.close_stream(server_ref, 5)
+    pair.run_for(0.015)  # "hi" and the FIN arrive (10 ms), and wait for the STREAM_OPEN
+    assert lost
+    assert not [e for e in pair.client_events if isinstance(e, MessageReceived)]
+    pair.client.open_stream(ref, stream_id=5, purpose="shared")
+    pair.run_for(3.0)
+    assert [e.data for e in pair.client_events if isinstance(e, MessageReceived)] == [b"hi"]
+    assert [e.stream_id for e in pair.client_events
+            if isinstance(e, StreamClosed) and e.by_peer] == [5]
+    assert opened_streams(pair.client_events) == []  # this side opened it
 
 
 def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:

@@ -1,11 +1,13 @@
 """Stateful property test: application commands interleaved with a hostile network.
 
 A hypothesis ``RuleBasedStateMachine`` drives one client/server pair
-(``fuzz.harness``): open streams on either side, send messages, close
-streams, consume delivered bytes (the server does not auto-consume, so flow
-control really pushes back), let time pass, and in between inject adversarial
-datagrams: garbage, replays of captured datagrams, truncations and bit flips,
-towards either endpoint.
+(``fuzz.harness``): open streams on either side (automatic ids, or a few
+explicit ids that both sides may pick and may try to reuse), send messages,
+close and reset streams, consume delivered bytes (the server does not
+auto-consume, so flow control really pushes back), let time pass, and in
+between lose datagrams and inject adversarial ones: garbage, replays of
+captured datagrams (a replay of a lost one is a late arrival), truncations
+and bit flips, towards either endpoint.
 
 Invariants checked after every step:
 
@@ -16,7 +18,10 @@ Invariants checked after every step:
   replayed or corrupted datagrams are dropped).
 
 At the end the network turns honest, everything is consumed, and every
-message sent must have arrived.
+message sent on a stream that no one reset must have arrived. Then both
+sides finish every stream they still hold, and once that settles neither
+side may hold a stream: one the other side has forgotten (a stream brought
+back to life by a late frame) would never close.
 """
 
 from __future__ import annotations
@@ -29,16 +34,21 @@ from hypothesis.stateful import (
     consumes,
     initialize,
     invariant,
+    multiple,
     rule,
 )
 
 from fuzz.harness import Established, establish, make_config
 from stt_core import Endpoint, MessageReceived, SessionState
-from stt_core.errors import BufferFullError
+from stt_core.errors import BufferFullError, InvalidStateError, StreamClosedError
 from stt_core.events import Address, SessionRef
 
 Side = str  # "client" or "server"
 StreamKey = tuple[str, int]
+EXPLICIT_IDS = (100, 101, 102)
+"""Explicit ids both sides draw from: shared streams, and reuse after a close."""
+LOSS_SPELL = 0.5
+"""Seconds a ``lose`` rule lasts."""
 
 
 class HostileNetwork(RuleBasedStateMachine):
@@ -54,6 +64,10 @@ class HostileNetwork(RuleBasedStateMachine):
         self.got: dict[tuple[Side, int], list[bytes]] = {}
         self.unconsumed: dict[int, int] = {}
         self.closed: set[tuple[Side, int]] = set()
+        self.reset_ids: set[int] = set()
+        self.to_lose = 0
+        self.lose_until = 0.0
+        self.pair.net.drop = self._lose
         self.counter = 0
         self.seen_events = {"client": 0, "server": 0}
 
@@ -77,6 +91,12 @@ class HostileNetwork(RuleBasedStateMachine):
                             self.unconsumed.get(event.stream_id, 0) + len(event.data))
             self.seen_events[side] = len(events)
 
+    def _lose(self, datagram: bytes, source: Address, destination: Address) -> bool:
+        if self.to_lose > 0 and self.pair.net.now <= self.lose_until:
+            self.to_lose -= 1
+            return True
+        return False
+
     def _addresses(self) -> tuple[Address, Address]:
         return self.pair.client_addr, next(a for a, e in self.pair.net.endpoints.items()
                                            if e is self.pair.server)
@@ -96,6 +116,17 @@ class HostileNetwork(RuleBasedStateMachine):
             stream_id = self.pair.server.open_stream(self.pair.server_ref, purpose=purpose)
         return (side, stream_id)
 
+    @rule(target=streams, side=st.sampled_from(["client", "server"]),
+          stream_id=st.sampled_from(EXPLICIT_IDS))
+    def open_explicit(self, side: Side, stream_id: int) -> object:
+        endpoint, ref = self._endpoint(side)
+        try:
+            endpoint.open_stream(ref, stream_id=stream_id, purpose="explicit")
+        except (InvalidStateError, StreamClosedError):  # closed or reset recently
+            return multiple()
+        self.closed.discard((side, stream_id))
+        return (side, stream_id)
+
     @rule(stream=streams, size=st.sampled_from([0, 1, 100, 1500, 20_000, 200_000]))
     def send(self, stream: StreamKey, size: int) -> None:
         side, stream_id = stream
@@ -109,6 +140,9 @@ class HostileNetwork(RuleBasedStateMachine):
             endpoint.send_message(ref, stream_id, message)
         except BufferFullError:
             return
+        except StreamClosedError:  # only a reset, by either side, closes a stream early
+            assert stream_id in self.reset_ids, f"stream {stream_id} closed but never reset"
+            return
         self.sent.setdefault((side, stream_id), []).append(message)
 
     @rule(stream=consumes(streams))
@@ -117,8 +151,27 @@ class HostileNetwork(RuleBasedStateMachine):
         if stream in self.closed or stream_id == 0:
             return
         endpoint, ref = self._endpoint(side)
-        endpoint.close_stream(ref, stream_id)
+        try:
+            endpoint.close_stream(ref, stream_id)
+        except StreamClosedError:
+            assert stream_id in self.reset_ids, f"stream {stream_id} closed but never reset"
         self.closed.add(stream)
+
+    @rule(stream=consumes(streams), code=st.integers(1, 9))
+    def reset(self, stream: StreamKey, code: int) -> None:
+        side, stream_id = stream
+        endpoint, ref = self._endpoint(side)
+        endpoint.reset_stream(ref, stream_id, code)
+        self.reset_ids.add(stream_id)
+        self.closed.add(stream)
+
+    @rule(count=st.integers(1, 6))
+    def lose(self, count: int) -> None:
+        """Up to ``count`` datagrams, in either direction, sent within the next
+        LOSS_SPELL seconds are lost. The spell is short so that losses cannot
+        add up to the idle timeout, which would end the session by right."""
+        self.to_lose = count
+        self.lose_until = self.pair.net.now + LOSS_SPELL
 
     @rule(fraction=st.sampled_from([0.25, 1.0]))
     def consume(self, fraction: float) -> None:
@@ -181,16 +234,30 @@ class HostileNetwork(RuleBasedStateMachine):
         assert self.pair.server.session_state(self.pair.server_ref) is SessionState.ESTABLISHED
 
     def teardown(self) -> None:
-        """The network turns honest: everything sent must arrive."""
+        """The network turns honest: everything sent on streams no one reset must
+        arrive, and once both sides finished every stream, none may be left."""
+        self.to_lose = 0
+        intact = {key: sent for key, sent in self.sent.items() if key[1] not in self.reset_ids}
         for _ in range(30):
             self.consume(1.0)
             self.pair.net.run(2.0)
             self._collect()
-            if all(self.got.get(key, []) == sent for key, sent in self.sent.items()):
+            if all(self.got.get(key, []) == sent for key, sent in intact.items()):
                 break
-        for key, sent in self.sent.items():
+        for key, sent in intact.items():
             assert self.got.get(key, []) == sent, f"stream {key}: not everything arrived"
-
+        for side in ("client", "server"):
+            endpoint, ref = self._endpoint(side)
+            for stream in endpoint.sessions[ref].streams:
+                if not stream.reset:
+                    endpoint.close_stream(ref, stream.stream_id)
+        for _ in range(10):
+            self.consume(1.0)
+            self.pair.net.run(2.0)
+        for side in ("client", "server"):
+            endpoint, ref = self._endpoint(side)
+            left = [s.stream_id for s in endpoint.sessions[ref].streams]
+            assert left == [], f"{side} still holds streams {left} that both sides finished"
 
 HostileNetwork.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None,

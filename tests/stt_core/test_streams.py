@@ -471,6 +471,22 @@ def test_lost_fin_is_resent_unless_acked() -> None:
     assert sender.fin_acked
 
 
+def test_the_send_side_is_complete_only_when_the_fin_and_every_byte_are_acked() -> None:
+    sender = new_sender()
+    sender.write_message(b"a" * 10)
+    first = frame(sender.next_frame(4, 100))
+    sender.finish()
+    last = frame(sender.next_frame(100, 100))
+    assert last[2]  # the FIN rides on the last frame
+    sender.on_lost(first[0], len(first[1]), False)
+    sender.on_acked(last[0], len(last[1]), True)
+    assert sender.fin_acked and not sender.complete  # the first frame is still lost
+    again = frame(sender.next_frame(100, 100))
+    assert again[0] == first[0]
+    sender.on_acked(again[0], len(again[1]), again[2])
+    assert sender.complete
+
+
 def test_lost_data_with_fin_is_resent_with_fin() -> None:
     sender = new_sender()
     sender.write_message(b"abc")
