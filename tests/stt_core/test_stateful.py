@@ -26,6 +26,9 @@ back to life by a late frame) would never close.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -58,14 +61,14 @@ class HostileNetwork(RuleBasedStateMachine):
 
     streams = Bundle("streams")
 
-    config_overrides: dict[str, object] = {}
+    config_overrides: dict[str, Any] = {}
     """Config fields both endpoints get (subclasses vary the protocol's options)."""
 
     def __init__(self) -> None:
         super().__init__()
-        server = make_config(b"server", server=True, auto_consume=False,
-                             **self.config_overrides)
-        client = make_config(b"client", **self.config_overrides)
+        server = replace(make_config(b"server", server=True, auto_consume=False),
+                         **self.config_overrides)
+        client = replace(make_config(b"client"), **self.config_overrides)
         self.pair: Established = establish(seed=3, client=client, server=server)
         self.sent: dict[tuple[Side, int], list[bytes]] = {}
         self.got: dict[tuple[Side, int], list[bytes]] = {}
