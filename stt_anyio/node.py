@@ -665,6 +665,10 @@ class Node:
         logger.info("session %s closed: %s%s (code %d) %r", event.session_id.hex() or "-",
                     event.reason, " by peer" if event.by_peer else "", event.code,
                     event.message)
+        if event.abandoned_bytes:
+            logger.warning("session %s ended with %d written stream bytes never "
+                           "acknowledged by the peer: they are lost",
+                           event.session_id.hex() or "-", event.abandoned_bytes)
         if self.tracer is not None:
             self.tracer.session_closed(event.ref)
         peer = self._owned_ws.pop(event.ref, None)

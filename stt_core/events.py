@@ -119,10 +119,14 @@ class SessionClosed(Event):
     """True when the peer initiated the close."""
     session_id: bytes = b""
     """The 8-byte session id, empty if the handshake never produced one."""
+    abandoned_bytes: int = 0
+    """Stream bytes this side had written, on streams not reset, that the peer
+    never acknowledged: lost with the session. A graceful close that flushed
+    everything within ``close_timeout`` reports 0 (protocol.md §7.2)."""
 
     def __init__(self, *, ref: SessionRef, reason: str, code: int = 0, message: str = "",
                  established: bool = True, by_peer: bool = False,
-                 session_id: bytes = b"") -> None:
+                 session_id: bytes = b"", abandoned_bytes: int = 0) -> None:
         # Written out (see MessageReceived) so the compiled core builds it natively.
         object.__setattr__(self, "ref", ref)
         object.__setattr__(self, "reason", reason)
@@ -131,6 +135,7 @@ class SessionClosed(Event):
         object.__setattr__(self, "established", established)
         object.__setattr__(self, "by_peer", by_peer)
         object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "abandoned_bytes", abandoned_bytes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

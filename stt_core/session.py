@@ -374,9 +374,15 @@ class Session:
         if not established and not self.initiator:
             return  # the application never saw this half-open session
         self.close_reported = True
+        abandoned = sum(stream.sender.unacknowledged_bytes for stream in self.streams
+                        if not stream.reset) if established else 0
+        if abandoned and reason == "graceful" and not by_peer:
+            message = (f"{message}; " if message else "") + (
+                f"close_timeout passed with {abandoned} stream bytes unacknowledged")
         self.emit(SessionClosed(
             ref=self.ref, reason=reason, code=code, message=message,
-            established=established, by_peer=by_peer, session_id=self.session_id))
+            established=established, by_peer=by_peer, session_id=self.session_id,
+            abandoned_bytes=abandoned))
 
     def close(self, now: float, *, code: int, reason: str) -> None:
         """Start a graceful close: SESSION_CLOSE goes out and must be acknowledged."""

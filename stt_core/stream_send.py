@@ -230,6 +230,12 @@ class StreamSender:
         return self._fin_acked
 
     @property
+    def unacknowledged_bytes(self) -> int:
+        """Bytes written that the peer has not acknowledged (sent or not)."""
+        above = sum(end - start for start, end in self._acked)
+        return self._write_offset - self._acked_offset - above
+
+    @property
     def complete(self) -> bool:
         """The send side is over: the FIN and every byte before it are acknowledged.
 

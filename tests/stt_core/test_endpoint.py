@@ -242,6 +242,48 @@ def test_graceful_close_is_seen_as_graceful_on_both_sides() -> None:
     assert not pair.client.sessions and not pair.server.sessions
 
 
+def test_a_complete_graceful_close_abandons_nothing() -> None:
+    pair = Pair()
+    ref = connect(pair)
+    stream = pair.client.open_stream(ref, purpose="data")
+    pair.client.send_message(ref, stream, b"x" * 50_000)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(3.0)
+    (client_event,) = closed(pair.client_events)
+    assert (client_event.reason, client_event.abandoned_bytes, client_event.message) == (
+        "graceful", 0, "")
+    assert sum(len(e.data) for e in pair.server_events if isinstance(e, MessageReceived)) == 50_000
+
+
+def test_a_close_whose_flush_runs_out_of_time_says_how_much_it_abandoned() -> None:
+    """The peer stopped reading, so its window stays shut and the flush cannot
+    finish: after close_timeout the closer still says goodbye (SESSION_CLOSE), and
+    both ends report what was lost instead of a clean close."""
+    server = make_config(b"server", server_mode=True, auto_consume=False)
+    pair = Pair(server=server)
+    ref = connect(pair)
+    stream = pair.client.open_stream(ref, purpose="bulk")
+    written = 0
+    while pair.client.can_send(ref, stream):
+        written += 100_000
+        pair.client.send_message(ref, stream, b"y" * 100_000)
+    pair.run_for(1.0)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(pair.client.config.close_timeout + 2.0)
+    (client_event,) = closed(pair.client_events)
+    (server_event,) = closed(pair.server_events)
+    assert client_event.reason == "graceful" and not client_event.by_peer
+    assert server_event.reason == "graceful" and server_event.by_peer  # it was told
+    arrived = sum(len(e.data) for e in pair.server_events if isinstance(e, MessageReceived))
+    assert 0 < arrived < written
+    # The peer's stream window let exactly that much through; a 4-byte length
+    # precedes each message on the wire (§5.2).
+    on_the_wire = written + 4 * (written // 100_000)
+    assert client_event.abandoned_bytes == on_the_wire - server.stream_receive_window
+    assert f"{client_event.abandoned_bytes} stream bytes unacknowledged" in client_event.message
+    assert server_event.abandoned_bytes == 0  # it had written nothing
+
+
 def test_a_peer_close_is_acknowledged_at_once_so_the_closer_ends_after_one_round_trip() -> None:
     pair = Pair(delay=0.010)
     ref = connect(pair)

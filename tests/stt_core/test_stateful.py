@@ -43,7 +43,7 @@ from hypothesis.stateful import (
 )
 
 from fuzz.harness import Established, establish, make_config
-from stt_core import Endpoint, MessageReceived, SessionState
+from stt_core import Endpoint, MessageReceived, SessionClosed, SessionState
 from stt_core.config import INITIAL_SESSION_CREDIT, INITIAL_STREAM_CREDIT
 from stt_core.errors import BufferFullError, InvalidStateError, StreamClosedError
 from stt_core.events import Address, SessionRef
@@ -299,6 +299,37 @@ class TightWindowsHostileNetwork(HostileNetwork):
 
 TightWindowsHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
 TestTightWindowsHostileNetwork = TightWindowsHostileNetwork.TestCase
+
+
+class ClosingHostileNetwork(HostileNetwork):
+    """Ends with a graceful close instead: with the network honest again, the
+    client closes the session with whatever is still queued, and everything it
+    sent on streams no one reset must arrive before both sides report a
+    graceful close (protocol.md §7.2: the close flushes first)."""
+
+    def teardown(self) -> None:
+        self.to_lose = 0
+        pair = self.pair
+        pair.client.close_session(pair.client_ref, now=pair.net.now)
+        deadline = pair.net.now + pair.client.config.close_timeout + 1.0
+        while pair.net.now < deadline:
+            self._collect()
+            self.consume(1.0)  # the server reads as it goes
+            pair.net.run(0.05)
+        self._collect()
+        closes = {side: [e for e in events if isinstance(e, SessionClosed)]
+                  for side, events in (("client", pair.client_events),
+                                       ("server", pair.server_events))}
+        assert [(e.reason, e.by_peer, e.abandoned_bytes) for e in closes["client"]] == [
+            ("graceful", False, 0)]
+        assert [(e.reason, e.by_peer) for e in closes["server"]] == [("graceful", True)]
+        for key, sent in self.sent.items():
+            if key[0] == "client" and key[1] not in self.reset_ids:
+                assert self.got.get(key, []) == sent, f"stream {key}: lost in the close"
+
+
+ClosingHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
+TestClosingHostileNetwork = ClosingHostileNetwork.TestCase
 
 
 class LongHostileNetwork(HostileNetwork):
