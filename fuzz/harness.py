@@ -155,8 +155,12 @@ class Net:
                     endpoint.handle_timer(self.now)
 
     def inject(self, datagram: bytes, source: Address, destination: Address) -> None:
-        """Deliver a datagram of our own making, as if it came from ``source``."""
-        self.endpoints[destination].receive_datagram(datagram, source, self.now)
+        """Deliver a datagram of our own making, as if it came from ``source``
+        (lost if no endpoint is at ``destination`` any more, as on a network)."""
+        target = self.endpoints.get(destination)
+        if target is None:
+            return
+        target.receive_datagram(datagram, source, self.now)
         self.drain()
 
 

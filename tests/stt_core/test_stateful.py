@@ -108,7 +108,8 @@ class HostileNetwork(RuleBasedStateMachine):
         return False
 
     def _addresses(self) -> tuple[Address, Address]:
-        return self.pair.client_addr, next(a for a, e in self.pair.net.endpoints.items()
+        client = next(a for a, e in self.pair.net.endpoints.items() if e is self.pair.client)
+        return client, next(a for a, e in self.pair.net.endpoints.items()
                                            if e is self.pair.server)
 
     # ---------------------------------------------------------------- commands
@@ -330,6 +331,26 @@ class ClosingHostileNetwork(HostileNetwork):
 
 ClosingHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
 TestClosingHostileNetwork = ClosingHostileNetwork.TestCase
+
+
+class RebindingHostileNetwork(HostileNetwork):
+    """The client's address changes under it, as behind a NAT that forgot the
+    mapping: packets to the old address go nowhere, and the server must follow
+    the session to the new one (protocol.md §8.2) through losses and replays."""
+
+    @rule(port=st.integers(1, 60_000))
+    def rebind(self, port: int) -> None:
+        net = self.pair.net
+        old, _ = self._addresses()
+        new: Address = ("198.51.100.7", port)
+        if new in net.endpoints:
+            return
+        net.endpoints[new] = net.endpoints.pop(old)
+        net.events[new] = net.events[self.pair.client_addr]  # one list, under both keys
+
+
+RebindingHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
+TestRebindingHostileNetwork = RebindingHostileNetwork.TestCase
 
 
 class LongHostileNetwork(HostileNetwork):
