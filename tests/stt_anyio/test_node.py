@@ -155,6 +155,29 @@ async def test_reset_and_closed_stream_errors() -> None:
             await other.write(b"after close")
 
 
+async def test_a_finished_explicit_id_cannot_be_reopened_but_a_new_one_can() -> None:
+    """The peer ignores frames for an id it closed recently: reopening it would
+    have lost its messages (protocol.md §5.1, Appendix B item 23)."""
+    async with server_and_client() as (server, client):
+        client_session, server_session = await connected(server, client)
+        stream = client_session.open_stream("first", stream_id=7)
+        await stream.write(b"one", timeout=5)
+        await stream.close()
+        incoming = await server_session.accept_stream(timeout=5)
+        assert await incoming.receive(timeout=5) == b"one"
+        await incoming.close()
+        core_streams = client.endpoint.sessions[client_session.ref].streams
+        with anyio.fail_after(5):  # until both directions are over and the core forgot it
+            while core_streams.get(7) is not None:
+                await anyio.sleep(0.01)
+        with pytest.raises(InvalidStateError, match="stream 7 was closed"):
+            client_session.open_stream("again", stream_id=7)
+        fresh = client_session.open_stream("again", stream_id=9)
+        await fresh.write(b"two", timeout=5)
+        second = await server_session.accept_stream(timeout=5)
+        assert (second.stream_id, await second.receive(timeout=5)) == (9, b"two")
+
+
 async def test_default_stream_zero_is_implicit() -> None:
     async with server_and_client() as (server, client):
         client_session, server_session = await connected(server, client)
