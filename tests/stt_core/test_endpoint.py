@@ -19,7 +19,7 @@ from stt_core import (
     StreamClosed,
     StreamOpened,
 )
-from stt_core.errors import InvalidStateError
+from stt_core.errors import InvalidStateError, StreamClosedError
 from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
 from stt_core.wire import PacketType
 
@@ -721,6 +721,21 @@ def test_opening_an_id_whose_peer_messages_wait_for_its_stream_open_delivers_the
     assert [e.stream_id for e in pair.client_events
             if isinstance(e, StreamClosed) and e.by_peer] == [5]
     assert opened_streams(pair.client_events) == []  # this side opened it
+
+
+def test_writing_on_or_reopening_a_stream_this_side_closed_says_it_is_closed() -> None:
+    """It raised BufferFullError, which tells the caller to wait for a
+    StreamWritable that never comes."""
+    pair = Pair()
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    stream = pair.client.open_stream(ref, purpose="done")
+    pair.client.send_message(ref, stream, b"last")
+    pair.client.close_stream(ref, stream)
+    with pytest.raises(StreamClosedError, match="closed for sending"):
+        pair.client.send_message(ref, stream, b"one more")
+    with pytest.raises(InvalidStateError, match="closed for sending"):
+        pair.client.open_stream(ref, stream_id=stream, purpose="again")
 
 
 def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:
