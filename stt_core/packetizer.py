@@ -535,7 +535,7 @@ def _on_data_acked(session: Session, stream_id: int, offset: int, length: int,
     for message_id in delivered:
         session.emit(MessageDelivered(ref=session.ref, stream_id=stream.stream_id,
                                       message_id=message_id))
-    if fin or stream.sender.fin_acked:  # the FIN's ACK can come before a lost frame's
+    if stream.sender.fin_acked:  # checked at every ACK: the FIN's can come before a lost frame's
         maybe_forget(session, stream)
 
 
@@ -584,16 +584,13 @@ def _refresh(session: Session, frame: Frame) -> Frame | None:
     FIN instead, and a late STREAM_OPEN would open there a stream that nobody
     here reads or will ever close.
     """
-    if isinstance(frame, LimitFrame):
-        if frame.frame_type == FrameType.MAX_DATA:
-            return session.max_data_frame()
+    if isinstance(frame, LimitFrame) and frame.frame_type == FrameType.MAX_DATA:
+        return session.max_data_frame()
+    if isinstance(frame, (LimitFrame, StreamOpenFrame)):
         stream = session.streams.get(frame.stream_id)
         if stream is None or stream.reset:
             return None
-        return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,
-                          stream.receiver.advertised_limit)
-    if isinstance(frame, StreamOpenFrame):
-        stream = session.streams.get(frame.stream_id)
-        if stream is None or stream.reset:
-            return None
+        if isinstance(frame, LimitFrame):
+            return LimitFrame(FrameType.MAX_STREAM_DATA, frame.stream_id,
+                              stream.receiver.advertised_limit)
     return frame

@@ -61,15 +61,17 @@ def open_stream(session: Session, *, purpose: str, stream_id: int | None, priori
     if not isinstance(purpose, str) or len(purpose.encode("utf-8")) > MAX_PURPOSE_BYTES:
         raise ValueError(f"purpose must be a str of at most {MAX_PURPOSE_BYTES} UTF-8 bytes")
     existing = session.streams.get(stream_id) if stream_id is not None else None
-    if existing is not None and existing.reset:
-        raise StreamClosedError(f"stream {stream_id} was reset")
-    if existing is not None and existing.sender.final_size is not None:
-        # Relabelling it would hand back a stream nobody can write on, and its
-        # id is refused as soon as both sides finish it: say so now.
-        raise InvalidStateError(
-            f"stream {stream_id} was closed for sending on this side and cannot be "
-            f"opened again; open another id, or let open_stream pick one")
-    held = existing is not None and not existing.announced
+    held = False
+    if existing is not None:
+        if existing.reset:
+            raise StreamClosedError(f"stream {stream_id} was reset")
+        if existing.sender.final_size is not None:
+            # Relabelling it would hand back a stream nobody can write on, and its
+            # id is refused as soon as both sides finish it: say so now.
+            raise InvalidStateError(
+                f"stream {stream_id} was closed for sending on this side and cannot be "
+                f"opened again; open another id, or let open_stream pick one")
+        held = not existing.announced
     stream = session.streams.open_local(stream_id=stream_id, purpose=purpose,
                                         priority=priority, max_frame_size=max_frame_size)
     if held:

@@ -243,7 +243,7 @@ class StreamSender:
         frame is still lost and waiting to be sent again; only both together
         let the stream be forgotten.
         """
-        return self._fin_acked and self._acked_offset == self._write_offset
+        return self._fin_acked and self.all_acked
 
     @property
     def unsent_bytes(self) -> int:
