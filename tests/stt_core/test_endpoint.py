@@ -4,7 +4,8 @@ timeouts, close, and robustness against garbage input."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -20,10 +21,12 @@ from stt_core import (
     StreamOpened,
 )
 from stt_core.errors import InvalidStateError, StreamClosedError
+from stt_core.events import SessionRef
 from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
 from stt_core.wire import PacketType
 
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
+from .security_helpers import received
 
 
 def established(events: list[object]) -> list[SessionEstablished]:
@@ -252,7 +255,7 @@ def test_a_complete_graceful_close_abandons_nothing() -> None:
     (client_event,) = closed(pair.client_events)
     assert (client_event.reason, client_event.abandoned_bytes, client_event.message) == (
         "graceful", 0, "")
-    assert sum(len(e.data) for e in pair.server_events if isinstance(e, MessageReceived)) == 50_000
+    assert sum(map(len, received(pair.server_events))) == 50_000
 
 
 def test_a_close_whose_flush_runs_out_of_time_says_how_much_it_abandoned() -> None:
@@ -274,7 +277,7 @@ def test_a_close_whose_flush_runs_out_of_time_says_how_much_it_abandoned() -> No
     (server_event,) = closed(pair.server_events)
     assert client_event.reason == "graceful" and not client_event.by_peer
     assert server_event.reason == "graceful" and server_event.by_peer  # it was told
-    arrived = sum(len(e.data) for e in pair.server_events if isinstance(e, MessageReceived))
+    arrived = sum(map(len, received(pair.server_events)))
     assert 0 < arrived < written
     # The peer's stream window let exactly that much through; a 4-byte length
     # precedes each message on the wire (§5.2).
@@ -593,14 +596,34 @@ def test_a_resent_hello_is_not_timed_but_auth_proof_to_confirmation_is() -> None
     assert session.recovery.rtt.min_rtt == pytest.approx(0.020)
 
 
-def test_a_closed_explicit_id_is_refused_instead_of_silently_dropped() -> None:
-    """The receiver ignores frames for an id it closed recently (§5.1). Reopening
-    that id used to be allowed: its messages were acknowledged, reported
-    delivered, and never received. The opener now refuses it with a clear error."""
+def settled_pair() -> tuple[Pair, SessionRef, SessionRef]:
+    """A pair whose session is up on both sides and past its handshake's packets:
+    (pair, client ref, server ref)."""
     pair = Pair()
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0)
     (server_ref,) = pair.server.sessions
+    return pair, ref, server_ref
+
+
+@contextmanager
+def losing(pair: Pair, source: tuple[str, int]) -> Iterator[list[bytes]]:
+    """Lose every datagram ``source`` sends for the commands given in the block
+    (flushed as it ends); yields the list of lost datagrams."""
+    lost: list[bytes] = []
+    pair.drop = lambda datagram, src, dst: src == source and not lost.append(datagram)
+    try:
+        yield lost
+        pair.flush()
+    finally:
+        pair.drop = None
+
+
+def test_a_closed_explicit_id_is_refused_instead_of_silently_dropped() -> None:
+    """The receiver ignores frames for an id it closed recently (§5.1). Reopening
+    that id used to be allowed: its messages were acknowledged, reported
+    delivered, and never received. The opener now refuses it with a clear error."""
+    pair, ref, server_ref = settled_pair()
     stream = pair.client.open_stream(ref, stream_id=7, purpose="first")
     pair.client.send_message(ref, stream, b"first")
     pair.client.close_stream(ref, stream)
@@ -613,20 +636,16 @@ def test_a_closed_explicit_id_is_refused_instead_of_silently_dropped() -> None:
     fresh = pair.client.open_stream(ref, stream_id=9, purpose="again")
     pair.client.send_message(ref, fresh, b"second")
     pair.run_for(1.0)
-    got = [(e.stream_id, e.data) for e in pair.server_events
-           if isinstance(e, MessageReceived)]
-    assert got == [(7, b"first"), (9, b"second")]
+    assert received(pair.server_events, 7) == [b"first"]
+    assert received(pair.server_events, 9) == [b"second"]
 
 
-def _reset_right_after_opening(pair: Pair, ref: int) -> list[bytes]:
+def _reset_right_after_opening(pair: Pair, ref: SessionRef) -> list[bytes]:
     """Open stream 5 with a message, lose what that sends, then reset the stream;
     returns the lost datagrams."""
-    lost: list[bytes] = []
-    pair.drop = lambda datagram, src, dst: src == CLIENT_ADDR and not lost.append(datagram)
-    stream = pair.client.open_stream(ref, stream_id=5, purpose="short-lived")
-    pair.client.send_message(ref, stream, b"hello")
-    pair.flush()
-    pair.drop = None
+    with losing(pair, CLIENT_ADDR) as lost:
+        stream = pair.client.open_stream(ref, stream_id=5, purpose="short-lived")
+        pair.client.send_message(ref, stream, b"hello")
     pair.client.reset_stream(ref, stream, 3)
     assert lost
     return lost
@@ -640,10 +659,7 @@ def test_a_lost_stream_open_is_not_resent_for_a_stream_reset_since() -> None:
     """Resending it opened the stream on the peer after the reset: the peer's
     application got a stream nobody read, its replies were acknowledged and
     dropped, and the stream never closed."""
-    pair = Pair()
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(1.0)
-    (server_ref,) = pair.server.sessions
+    pair, ref, server_ref = settled_pair()
     _reset_right_after_opening(pair, ref)
     pair.run_for(3.0)
     assert opened_streams(pair.server_events) == []
@@ -651,12 +667,24 @@ def test_a_lost_stream_open_is_not_resent_for_a_stream_reset_since() -> None:
     assert pair.client.session_state(ref) is SessionState.ESTABLISHED
 
 
+def test_a_stream_open_lost_with_its_reset_is_not_resent_ahead_of_it() -> None:
+    """The STREAM_CLOSE is lost as well: resent together, the STREAM_OPEN went
+    first and announced to the peer's application a stream already reset."""
+    pair, ref, server_ref = settled_pair()
+    with losing(pair, CLIENT_ADDR) as lost_open:
+        stream = pair.client.open_stream(ref, stream_id=5, purpose="short-lived")
+        pair.client.send_message(ref, stream, b"hello")
+    with losing(pair, CLIENT_ADDR) as lost_reset:
+        pair.client.reset_stream(ref, stream, 3)
+    pair.run_for(3.0)
+    assert lost_open and lost_reset
+    assert opened_streams(pair.server_events) == []
+    assert len(pair.server.sessions[server_ref].streams) == 0
+
+
 def test_a_stream_open_that_arrives_after_the_reset_opens_nothing() -> None:
     """Reordered: the STREAM_CLOSE overtakes the packet that opened the stream."""
-    pair = Pair()
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(1.0)
-    (server_ref,) = pair.server.sessions
+    pair, ref, server_ref = settled_pair()
     late = _reset_right_after_opening(pair, ref)
     pair.run_for(0.05)  # the STREAM_CLOSE arrives
     for datagram in late:
@@ -664,34 +692,26 @@ def test_a_stream_open_that_arrives_after_the_reset_opens_nothing() -> None:
     pair.run_for(3.0)
     assert opened_streams(pair.server_events) == []
     assert len(pair.server.sessions[server_ref].streams) == 0
-    assert not [e for e in pair.server_events if isinstance(e, MessageReceived)]
+    assert received(pair.server_events) == []
 
 
 def test_a_stream_is_not_forgotten_while_a_frame_before_its_fin_is_lost() -> None:
     """The FIN rides on the last frame; its ACK can come while an earlier frame
     is lost. Forgetting the stream then (the peer had finished its side) dropped
     the lost frame for good: its message never arrived."""
-    pair = Pair()
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(1.0)
-    (server_ref,) = pair.server.sessions
+    pair, ref, server_ref = settled_pair()
     stream = pair.client.open_stream(ref, purpose="last words")
     pair.client.send_message(ref, stream, b"m0")
     pair.run_for(1.0)
     pair.server.close_stream(server_ref, stream)  # the server's side is over
     pair.run_for(1.0)
-    lost: list[bytes] = []
-    pair.drop = lambda datagram, src, dst: src == CLIENT_ADDR and not lost and not lost.append(
-        datagram)
-    pair.client.send_message(ref, stream, b"m1")
-    pair.flush()  # m1's packet is lost
-    pair.drop = None
+    with losing(pair, CLIENT_ADDR) as lost:
+        pair.client.send_message(ref, stream, b"m1")  # m1's packet is lost
     pair.client.send_message(ref, stream, b"m2")
     pair.client.close_stream(ref, stream)
     pair.run_for(3.0)
     assert lost
-    got = [e.data for e in pair.server_events if isinstance(e, MessageReceived)]
-    assert got == [b"m0", b"m1", b"m2"]
+    assert received(pair.server_events) == [b"m0", b"m1", b"m2"]
     assert len(pair.client.sessions[ref].streams) == 0
     assert len(pair.server.sessions[server_ref].streams) == 0
 
@@ -700,24 +720,17 @@ def test_opening_an_id_whose_peer_messages_wait_for_its_stream_open_delivers_the
     """Messages that arrive before the peer's STREAM_OPEN wait for it. When this
     side opened the same id first, they used to wait for ever: the stream counted
     as announced, so the late STREAM_OPEN no longer delivered them."""
-    pair = Pair()
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(1.0)
-    (server_ref,) = pair.server.sessions
-    lost: list[bytes] = []
-    pair.drop = lambda datagram, src, dst: src == SERVER_ADDR and not lost and not lost.append(
-        datagram)
-    pair.server.open_stream(server_ref, stream_id=5, purpose="shared")
-    pair.flush()  # the STREAM_OPEN is lost
-    pair.drop = None
+    pair, ref, server_ref = settled_pair()
+    with losing(pair, SERVER_ADDR) as lost:
+        pair.server.open_stream(server_ref, stream_id=5, purpose="shared")  # STREAM_OPEN lost
     pair.server.send_message(server_ref, 5, b"hi")
     pair.server.close_stream(server_ref, 5)
     pair.run_for(0.015)  # "hi" and the FIN arrive (10 ms), and wait for the STREAM_OPEN
     assert lost
-    assert not [e for e in pair.client_events if isinstance(e, MessageReceived)]
+    assert received(pair.client_events) == []
     pair.client.open_stream(ref, stream_id=5, purpose="shared")
     pair.run_for(3.0)
-    assert [e.data for e in pair.client_events if isinstance(e, MessageReceived)] == [b"hi"]
+    assert received(pair.client_events) == [b"hi"]
     assert [e.stream_id for e in pair.client_events
             if isinstance(e, StreamClosed) and e.by_peer] == [5]
     assert opened_streams(pair.client_events) == []  # this side opened it
@@ -726,9 +739,7 @@ def test_opening_an_id_whose_peer_messages_wait_for_its_stream_open_delivers_the
 def test_writing_on_or_reopening_a_stream_this_side_closed_says_it_is_closed() -> None:
     """It raised BufferFullError, which tells the caller to wait for a
     StreamWritable that never comes."""
-    pair = Pair()
-    ref = pair.client.connect(SERVER_ADDR, pair.now)
-    pair.run_for(1.0)
+    pair, ref, _ = settled_pair()
     stream = pair.client.open_stream(ref, purpose="done")
     pair.client.send_message(ref, stream, b"last")
     pair.client.close_stream(ref, stream)
