@@ -157,7 +157,7 @@ def _crafted_frames() -> list[tuple[str, bytes]]:
         ("error", CloseFrame(FrameType.ERROR, 2, "protocol violation").encode()),
         ("session-close", CloseFrame(FrameType.SESSION_CLOSE, 0, "bye").encode()),
         ("stream-open", StreamOpenFrame(7, 1, 1024, "purpose").encode()),
-        ("stream-close", StreamCloseFrame(7, 16).encode()),
+        ("stream-close", StreamCloseFrame(7, 16, 0).encode()),
         ("stream-fin", StreamFinFrame(7, 0).encode()),
         ("max-data", LimitFrame(FrameType.MAX_DATA, -1, big).encode()),
         ("max-stream-data", LimitFrame(FrameType.MAX_STREAM_DATA, 7, big).encode()),

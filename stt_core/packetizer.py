@@ -66,6 +66,8 @@ _NOT_RETRANSMITTED = frozenset((
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
 _SENDING_STATES = (SessionState.ESTABLISHED, SessionState.CLOSING)
+CONTROL_SCAN_FLOOR = 32
+"""Below this many bytes left, a packet stops looking for control frames that fit."""
 MAX_NACKED_PER_FRAME = 1024
 """Packet numbers one NACK frame may declare lost."""
 MIN_USEFUL_DATA = 32
@@ -315,9 +317,15 @@ def _pack_control(session: Session, parts: list[bytes | memoryview],
         return capacity, 0
     not_eliciting = 0
     kept: list[Frame] = []
-    for frame in control:
+    for index, frame in enumerate(control):
         encoded = frame.encode()
         if len(encoded) > capacity:
+            if capacity < CONTROL_SCAN_FLOOR:
+                # The packet is as good as full: leave the rest for the next one
+                # instead of trying every queued frame (a long queue made each
+                # packet cost as much as the whole queue).
+                kept.extend(control[index:])
+                break
             kept.append(frame)
             continue
         parts.append(encoded)

@@ -130,6 +130,7 @@ class Session:
         "close_frame_queued", "close_reported", "config", "control", "counted_pending",
         "created_at", "data_consumed", "data_received", "data_sent", "drain_until",
         "early_credit", "emit", "expected_peer_node_id", "final_material", "final_packet",
+        "forgotten_unconsumed",
         "grant_due", "handshake", "handshake_id", "hs_deadline", "hs_interval", "hs_packet",
         "hs_proof_attempts",
         "hs_retransmit_at", "hs_send_due", "hs_sent_at", "hs_timed", "initiator",
@@ -139,9 +140,9 @@ class Session:
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
         "pmtu_probe_size", "probe_packets", "probes", "random_bytes", "recovery", "recv_next",
         "recv_phase", "recv_phase_start", "recv_previous", "recv_protection", "recv_secret",
-        "ref", "resumed", "resumption_secret", "scratch", "send_buffered", "send_phase",
-        "send_phase_start", "send_protection", "send_secret", "session_id", "state", "stats",
-        "streams", "trace",
+        "ref", "reset_awaiting", "resumed", "resumption_secret", "scratch", "send_buffered",
+        "send_phase", "send_phase_start", "send_protection", "send_secret", "session_id", "state",
+        "stats", "streams", "trace",
     )
 
     def __init__(self, *, ref: SessionRef, config: Config, initiator: bool,
@@ -210,6 +211,13 @@ class Session:
         self.data_consumed = 0
         self.send_buffered = 0
         self.early_credit: dict[int, int] = {}
+        # Streams this side reset, until the peer's STREAM_CLOSE says how far its
+        # direction got: id -> (bytes received, limit). None until the first
+        # reset: most sessions never reset a stream.
+        self.reset_awaiting: dict[int, tuple[int, int]] | None = None
+        # Streams that ended while their last messages were not consumed yet:
+        # id -> payload bytes whose session credit returns as they are taken.
+        self.forgotten_unconsumed: dict[int, int] | None = None
         self.recovery = self._new_recovery()
         self.acks = AckTracker()
         # Keys (protocol.md §6.4): per direction, rotated independently.

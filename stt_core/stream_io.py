@@ -43,6 +43,13 @@ MAX_PRIORITY = 255
 MAX_EARLY_CREDITS = 64
 """MAX_STREAM_DATA frames kept for streams not seen yet (reordering, bounded)."""
 MAX_PURPOSE_BYTES = 255
+MAX_CONTROL_FOR_ANSWERS = 1024
+"""A STREAM_CLOSE is answered only while fewer control frames than this wait to be
+sent: a peer resetting streams faster than we can answer cannot grow the queue.
+The answers skipped only cost that peer the credit of its stopped bytes."""
+MAX_RESETS_AWAITING = 1024
+"""Streams this side reset whose peer's final size has not come back yet (bounded:
+past it the oldest is forgotten, and with it the credit of its stopped bytes)."""
 
 
 # ---------------------------------------------------------------- application commands
@@ -161,8 +168,31 @@ def reset_stream(session: Session, stream_id: int, code: int) -> None:
     stream = session.streams.get(stream_id)
     if stream is None or stream.reset:
         return
+    _reset_here(session, stream, code)
+
+
+def _reset_here(session: Session, stream: Stream, code: int) -> None:
+    """Reset a stream on this side's initiative (§4.7).
+
+    The STREAM_CLOSE carries how far our direction got. The peer answers with
+    its own, whose final size tells us how many of its bytes the reset stopped
+    on the way: until then we keep what we had counted of its direction, so
+    that their session credit can be returned when the answer comes.
+    """
+    receiver = stream.receiver
+    if receiver.final_size is not None:
+        # The peer's FIN already told us its final size: nothing to wait for.
+        _count_stopped_bytes(session, stream.stream_id, receiver.final_size,
+                             receiver.highest_received, receiver.advertised_limit, None)
+    else:
+        awaiting = session.reset_awaiting
+        if awaiting is None:
+            awaiting = session.reset_awaiting = {}
+        awaiting[stream.stream_id] = (receiver.highest_received, receiver.advertised_limit)
+        if len(awaiting) > MAX_RESETS_AWAITING:
+            del awaiting[next(iter(awaiting))]  # the oldest: its answer is long overdue
     _drop_stream(session, stream)
-    session.control.append(StreamCloseFrame(stream_id, code))
+    session.control.append(StreamCloseFrame(stream.stream_id, code, stream.sender.highest_sent))
 
 
 def _drop_stream(session: Session, stream: Stream) -> None:
@@ -181,10 +211,29 @@ def consume(session: Session, stream_id: int, nbytes: int) -> None:
     if nbytes < 0:
         raise ValueError("nbytes must be >= 0")
     stream = session.streams.get(stream_id)
-    if stream is None or stream.reset:
+    if stream is None:
+        _consume_forgotten(session, stream_id, nbytes)
+        return
+    if stream.reset:
         return
     stream.receiver.consume(nbytes)
     _return_credit(session, stream)
+
+
+def _consume_forgotten(session: Session, stream_id: int, nbytes: int) -> None:
+    """The application took a message of a stream that ended before it did:
+    return the message's session credit (there is no stream credit left to give)."""
+    forgotten = session.forgotten_unconsumed
+    held = forgotten.get(stream_id, 0) if forgotten else 0
+    if not held or forgotten is None:
+        return  # a reset stream (its credit went back at the reset), or unknown
+    taken = min(nbytes, held)
+    if taken == held:
+        del forgotten[stream_id]
+    else:
+        forgotten[stream_id] = held - taken
+    session.data_consumed += taken
+    _maybe_grant_session_credit(session)
 
 
 def _return_credit(session: Session, stream: Stream) -> None:
@@ -251,8 +300,7 @@ def _accept_bytes(session: Session, stream: Stream, offset: int, data: bytes | m
             raise
         # Too large a message is the stream's fault, not the session's: reset it alone.
         announced = stream.announced
-        _drop_stream(session, stream)
-        session.control.append(StreamCloseFrame(stream.stream_id, int(exc.code)))
+        _reset_here(session, stream, int(exc.code))
         if announced:
             session.emit(StreamClosed(ref=session.ref, stream_id=stream.stream_id,
                                       code=int(exc.code), by_peer=False))
@@ -297,8 +345,20 @@ def _deliver(session: Session, stream: Stream) -> None:
 
 
 def maybe_forget(session: Session, stream: Stream) -> None:
-    """Drop a stream once both directions are over."""
+    """Drop a stream once both directions are over.
+
+    Its last messages may still wait in the application's queue (a binding
+    consumes a message when its reader takes it): their bytes are kept on
+    the session's books, so that taking them later still returns their
+    credit. Without that, every stream that ended before its reader caught
+    up shrank the session window for good (Appendix B, item 27).
+    """
     if stream.remote_closed and stream.sender.complete:
+        unconsumed = stream.receiver.unconsumed_bytes
+        if unconsumed:
+            if session.forgotten_unconsumed is None:
+                session.forgotten_unconsumed = {}
+            session.forgotten_unconsumed[stream.stream_id] = unconsumed
         session.streams.remove(stream)
 
 
@@ -333,21 +393,76 @@ def on_stream_close_frame(session: Session, frame: Frame, now: float) -> None:
     """STREAM_CLOSE: the peer aborted the stream."""
     if not isinstance(frame, StreamCloseFrame):
         return
-    stream = session.streams.get(frame.stream_id)
+    stream_id = frame.stream_id
+    stream = session.streams.get(stream_id)
     if stream is None:
-        # A stream reset before any of its other frames got here: remember the
-        # id as closed, so its STREAM_OPEN or DATA arriving late (reordered)
-        # does not open a stream the peer has already forgotten.
-        session.streams.note_reset_unseen(frame.stream_id)
+        awaited = session.reset_awaiting.pop(stream_id, None) if session.reset_awaiting else None
+        if awaited is not None:
+            # The answer to our own reset, or the peer's crossing it. A final
+            # size below what we received means the peer had forgotten the
+            # stream (finished both ways, beyond its memory of closes), so
+            # everything it sent has arrived: nothing to count.
+            received, limit = awaited
+            if frame.final_size >= received:
+                _count_stopped_bytes(session, stream_id, frame.final_size, received, limit,
+                                     None)
+        elif session.streams.note_reset_unseen(stream_id):
+            # A stream reset before any of its other frames got here: remember
+            # the id as closed, so its STREAM_OPEN or DATA arriving late
+            # (reordered) does not open a stream the peer has already
+            # forgotten, count its bytes, and answer for our (empty) side.
+            _count_stopped_bytes(session, stream_id, frame.final_size, 0,
+                                 session.config.stream_receive_window, None)
+            _answer_reset(session, stream_id, frame.code, 0)
         return
     if stream.reset:
         return
+    receiver = stream.receiver
+    _count_stopped_bytes(session, stream_id, frame.final_size, receiver.highest_received,
+                         receiver.advertised_limit, receiver.final_size)
     announced = stream.announced
     _drop_stream(session, stream)
+    _answer_reset(session, stream_id, frame.code, stream.sender.highest_sent)
     if announced:
-        session.emit(StreamClosed(ref=session.ref, stream_id=frame.stream_id,
+        session.emit(StreamClosed(ref=session.ref, stream_id=stream_id,
                                   code=frame.code or int(ErrorCode.APPLICATION_ERROR),
                                   by_peer=True))
+
+
+def _answer_reset(session: Session, stream_id: int, code: int, final_size: int) -> None:
+    """Tell the peer that reset a stream how far our direction got (§4.7), unless
+    the control queue is already long (see MAX_CONTROL_FOR_ANSWERS)."""
+    if len(session.control) < MAX_CONTROL_FOR_ANSWERS:
+        session.control.append(StreamCloseFrame(stream_id, code, final_size))
+
+
+def _count_stopped_bytes(session: Session, stream_id: int, final_size: int, received: int,
+                         limit: int, known_final_size: int | None) -> None:
+    """Count, and return at once, the session credit of a reset stream's bytes
+    that never arrived: those between what we received and the peer's final size.
+
+    The peer counted them against our limit when it sent them; without this
+    the session window would shrink by them for good (Appendix B, item 8).
+    """
+    if final_size < received or (known_final_size is not None
+                                 and final_size != known_final_size):
+        raise ProtocolError(
+            ErrorCode.STREAM_STATE_ERROR,
+            f"stream {stream_id}: STREAM_CLOSE final size {final_size} conflicts with "
+            f"{received} bytes received (final size {known_final_size})")
+    if final_size > limit:
+        raise ProtocolError(
+            ErrorCode.FLOW_CONTROL_ERROR,
+            f"stream {stream_id}: STREAM_CLOSE final size {final_size} exceeds limit {limit}")
+    stopped = final_size - received
+    if not stopped:
+        return
+    session.data_received += stopped
+    if session.data_received > session.local_max_data:
+        raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR,
+                            "peer exceeded the session flow-control limit")
+    session.data_consumed += stopped
+    _maybe_grant_session_credit(session)
 
 
 def on_limit_frame(session: Session, frame: Frame, now: float) -> None:

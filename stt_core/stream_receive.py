@@ -223,6 +223,11 @@ class StreamReceiver:
         return self._final_size
 
     @property
+    def unconsumed_bytes(self) -> int:
+        """Payload bytes of popped messages the application has not consumed yet."""
+        return self._held
+
+    @property
     def buffered_bytes(self) -> int:
         """Live bytes of the reassembly buffer, holes included.
 

@@ -204,10 +204,14 @@ class StreamTable:
                 self._peer_opened -= 1
         self._remember_closed(stream.stream_id)
 
-    def note_reset_unseen(self, stream_id: int) -> None:
-        """The peer reset a stream this side never saw: remember its id as closed."""
-        if stream_id not in self._by_id and not self._was_closed(stream_id):
-            self._remember_closed(stream_id)
+    def note_reset_unseen(self, stream_id: int) -> bool:
+        """The peer reset a stream this side has no record of: remember its id
+        as closed. False when the id was already among the recent closes (a
+        repeated STREAM_CLOSE), True when it was news."""
+        if stream_id in self._by_id or self._was_closed(stream_id):
+            return False
+        self._remember_closed(stream_id)
+        return True
 
     def _remember_closed(self, stream_id: int) -> None:
         if self._closed is None or self._closed_order is None:

@@ -394,14 +394,21 @@ class StreamOpenFrame:
 
 @dataclass(slots=True)
 class StreamCloseFrame:
-    """STREAM_CLOSE: abrupt close (reset) of both directions with a code."""
+    """STREAM_CLOSE: abrupt close (reset) of both directions with a code.
+
+    ``final_size`` is how far the sender's own direction got (its highest
+    offset ever sent), so that the receiver can count, and return, the session
+    credit of bytes that the reset stopped on the way (protocol.md §4.7).
+    """
 
     stream_id: int
     code: int
+    final_size: int
     frame_type: int = FrameType.STREAM_CLOSE
 
     def encode(self) -> bytes:
-        return b"\x21" + encode_varint(self.stream_id) + encode_varint(self.code)
+        return b"".join((b"\x21", encode_varint(self.stream_id), encode_varint(self.code),
+                         encode_varint(self.final_size)))
 
 
 @dataclass(slots=True)
@@ -564,7 +571,8 @@ def _parse_stream_open(buf: _Buffer, pos: int) -> tuple[Frame, int]:
 def _parse_stream_close(buf: _Buffer, pos: int) -> tuple[Frame, int]:
     stream_id, pos = pull_varint(buf, pos)
     code, pos = pull_varint(buf, pos)
-    return StreamCloseFrame(stream_id, code), pos
+    final_size, pos = pull_varint(buf, pos)
+    return StreamCloseFrame(stream_id, code, final_size), pos
 
 
 def _parse_stream_fin(buf: _Buffer, pos: int) -> tuple[Frame, int]:

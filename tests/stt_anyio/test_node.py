@@ -178,6 +178,37 @@ async def test_a_finished_explicit_id_cannot_be_reopened_but_a_new_one_can() -> 
         assert (second.stream_id, await second.receive(timeout=5)) == (9, b"two")
 
 
+async def test_responses_read_after_their_stream_ended_return_their_credit() -> None:
+    """Request and response, each side closing its direction: the client's core
+    forgets the stream as the response arrives, before the reader takes it. The
+    credit of such responses was never returned, so the session stalled once
+    they added up to its window (protocol.md Appendix B item 27)."""
+    window = 1024 * 1024
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=FAST) as server, \
+            open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                      config_overrides={**FAST, "session_receive_window": window}) as client:
+        client_session, server_session = await connected(server, client)
+        response = bytes(range(256)) * 256  # 64 KiB
+
+        async def respond() -> None:
+            while True:
+                incoming = await server_session.accept_stream(timeout=5)
+                assert await incoming.receive(timeout=5) == b"get"
+                await incoming.write(response, timeout=5)
+                await incoming.close()  # the FIN rides on the response's last frame
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(respond)
+            for _ in range(3 * window // len(response)):
+                stream = client_session.open_stream("request")
+                await stream.send(b"get", timeout=5)
+                await stream.close()
+                assert await stream.receive(timeout=5) == response
+            tg.cancel_scope.cancel()
+        core = client.endpoint.sessions[client_session.ref]
+        assert core.data_consumed == core.data_received >= 3 * window
+
+
 async def test_default_stream_zero_is_implicit() -> None:
     async with server_and_client() as (server, client):
         client_session, server_session = await connected(server, client)

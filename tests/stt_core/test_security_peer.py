@@ -136,7 +136,7 @@ def test_malicious_peer_churning_streams_stays_bounded() -> None:
         for first in range(1, 24_000, 2 * 60):
             ids = range(first, first + 2 * 60, 2)
             raw.send(stream_open_frames(first, 60)
-                     + b"".join(StreamCloseFrame(i, 16).encode() for i in ids))
+                     + b"".join(StreamCloseFrame(i, 16, 0).encode() for i in ids))
         offender.net.run(0.5)
     assert peak[0] < 24 * 1024 * 1024
     session = offender.server.sessions[offender.server_ref]
@@ -246,7 +246,7 @@ def test_other_session_keeps_its_data_through_every_attack() -> None:
     huge = encode_varint((1 << 62) - 1)
     attacks: list[bytes] = [
         DataFrame(1001, 0, huge + b"h" * 100).encode(),
-        stream_open_frames(5001, 100) + StreamCloseFrame(5001, 1).encode(),
+        stream_open_frames(5001, 100) + StreamCloseFrame(5001, 1, 0).encode(),
         b"\x00" * 500 + SimpleFrame(0x13).encode(),
     ]
     for i in range(60):

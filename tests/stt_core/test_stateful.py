@@ -269,6 +269,13 @@ class HostileNetwork(RuleBasedStateMachine):
             endpoint, ref = self._endpoint(side)
             left = [s.stream_id for s in endpoint.sessions[ref].streams]
             assert left == [], f"{side} still holds streams {left} that both sides finished"
+        # Every byte one side counted against the other's session limit, the other
+        # counted and gave back, resets included (protocol.md §4.7, §5.4).
+        client = self.pair.client.sessions[self.pair.client_ref]
+        server = self.pair.server.sessions[self.pair.server_ref]
+        for sender, receiver in ((client, server), (server, client)):
+            assert receiver.data_received == sender.data_sent, "session credit leaked"
+            assert receiver.data_consumed == receiver.data_received, "credit not returned"
 
 HostileNetwork.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None,

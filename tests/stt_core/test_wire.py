@@ -84,7 +84,7 @@ frames = st.one_of(
                      SimpleFrame(FrameType.IMMEDIATE_ACK)]),
     st.builds(StreamOpenFrame, small, st.integers(0, 255), st.integers(64, 65536),
               st.text(max_size=60)),
-    st.builds(StreamCloseFrame, small, small),
+    st.builds(StreamCloseFrame, small, small, small),
     st.builds(StreamFinFrame, small, small),
     st.builds(CloseFrame, st.sampled_from([FrameType.SESSION_CLOSE, FrameType.ERROR]), small,
               text),
