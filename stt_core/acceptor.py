@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from .connector import HELLO_SIZE, REJECT_AUTH, REJECT_BUSY, REJECT_REFUSED, grant_session_window
 from .errors import DropReason
 from .handshake import (
+    AEAD_IDS,
+    REJECT_AEAD,
     HandshakeAuthError,
     HandshakeError,
     Responder,
@@ -192,6 +194,11 @@ class Acceptor:
         if not config.server_mode:
             self._reply(PacketType.REJECT, cid, encode_reject(hello.nonce, REJECT_REFUSED), addr)
             return DropReason.NOT_ACCEPTING
+        if hello.aead_id != AEAD_IDS[config.aead]:
+            # Both would reach ESTABLISHED and then fail to open every packet:
+            # refuse now, so the initiator's connect says what to fix.
+            self._reply(PacketType.REJECT, cid, encode_reject(hello.nonce, REJECT_AEAD), addr)
+            return DropReason.AEAD_MISMATCH
         if self.pending >= config.cookie_threshold \
                 and not self.cookie_valid(hello.cookie, addr, hello.nonce, now):
             endpoint.stats.retries_sent += 1
@@ -336,15 +343,16 @@ class Acceptor:
                 return DropReason.BAD_HANDSHAKE
             contents = endpoint.tokens.open(token, now)
             responder = ResumeResponder(contents=contents, header=header, body=body,
-                                        random_bytes=endpoint.random_bytes)
+                                        random_bytes=endpoint.random_bytes,
+                                        aead=endpoint.config.aead)
+            if not endpoint.config.server_mode:  # refuse before the token is used up
+                self._reply(PacketType.REJECT, cid, encode_reject(nonce, REJECT_REFUSED), addr)
+                return DropReason.NOT_ACCEPTING
             endpoint.tokens.consume(contents)  # only a proven RESUME uses the token up
         except HandshakeAuthError:
             return self._reject_auth(cid, body, addr)
         except HandshakeError:
             return DropReason.BAD_HANDSHAKE
-        if not endpoint.config.server_mode:
-            self._reply(PacketType.REJECT, cid, encode_reject(nonce, REJECT_REFUSED), addr)
-            return DropReason.NOT_ACCEPTING
         old = endpoint.by_session_id.get(contents.session_id)
         if old is not None:  # the peer came back before we noticed it left
             old.fail("error", 0, "superseded by a resumed session")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .config import INITIAL_SESSION_CREDIT
 from .errors import DropReason, ErrorCode
 from .handshake import (
+    REJECT_AEAD,
     HandshakeAuthError,
     HandshakeError,
     Initiator,
@@ -66,7 +67,7 @@ def _new_initiator(endpoint: Endpoint, session: Session) -> None:
     handshake = Initiator(psk=endpoint.psk, node_id=endpoint.config.node_id,
                           random_bytes=endpoint.random_bytes,
                           expected_peer_node_id=session.expected_peer_node_id,
-                          pad_to=HELLO_SIZE)
+                          pad_to=HELLO_SIZE, aead=endpoint.config.aead)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
     endpoint.by_handshake_id[handshake.handshake_id] = session
@@ -80,7 +81,7 @@ def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: fl
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0 seconds")
     session = endpoint.new_session(initiator=True, address=addr, now=now)
-    handshake = ResumeInitiator(ticket, endpoint.random_bytes)
+    handshake = ResumeInitiator(ticket, endpoint.random_bytes, endpoint.config.aead)
     session.set_state(SessionState.HANDSHAKING)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
@@ -183,21 +184,29 @@ def _on_resume_reply(endpoint: Endpoint, session: Session, handshake: ResumeInit
         if packet_type == PacketType.RESUME_OK:
             return _on_resume_ok(endpoint, session, handshake, header, body, now)
         if packet_type == PacketType.REJECT:
-            nonce, reason = decode_reject(body)
-            if nonce != handshake.nonce:
-                return DropReason.BAD_HANDSHAKE
-            session.fail("auth_failure" if reason == REJECT_AUTH else "refused",
-                         int(ErrorCode.AUTHENTICATION_FAILED),
-                         "the peer refused the resume token (expired, used or unknown)")
-            endpoint.touch(session)
-            return None
-    except HandshakeAuthError as exc:
-        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED), str(exc))
-        endpoint.touch(session)
-        return None
+            return _on_resume_reject(endpoint, session, handshake, body)
+    except HandshakeAuthError:
+        # Corrupted or forged: drop it, as a bad CHALLENGE or FINAL is. Our
+        # RESUME retransmission brings the server's cached RESUME_OK again,
+        # whereas giving up here lost a token the server had already used up.
+        return DropReason.DECRYPTION_FAILED
     except HandshakeError:
         return DropReason.BAD_HANDSHAKE
     return DropReason.UNEXPECTED_PACKET
+
+
+def _on_resume_reject(endpoint: Endpoint, session: Session, handshake: ResumeInitiator,
+                      body: bytes) -> DropReason | None:
+    """REJECT for a RESUME: handled as for HELLO. A proof refused because the
+    RESUME was damaged on the way leaves the token unused (protocol.md §6.8
+    step 3), so asking once more can still succeed."""
+    nonce, reason = decode_reject(body)
+    if nonce != handshake.nonce:
+        return DropReason.BAD_HANDSHAKE
+    _on_refusal(endpoint, session, reason,
+                "the peer refused the resume token twice (expired, used, unknown, or a "
+                "different Config.aead): connect with a full handshake")
+    return None
 
 
 def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, header: bytes,
@@ -273,22 +282,31 @@ def _on_reject(endpoint: Endpoint, session: Session, handshake: Initiator,
     nonce, reason = decode_reject(body)
     if nonce != handshake.nonce:
         return DropReason.BAD_HANDSHAKE
+    _on_refusal(endpoint, session, reason,
+                "the peer rejected our HELLO twice: the shared seeds differ")
+    return None
+
+
+def _on_refusal(endpoint: Endpoint, session: Session, reason: int, auth_message: str) -> None:
+    """Act on an authentic-looking REJECT (its nonce is ours), protocol.md §6.5."""
     if reason == REJECT_AUTH:
         session.auth_rejects += 1
         if session.auth_rejects < AUTH_REJECTS_TO_FAIL:
-            # One REJECT may come from a HELLO corrupted on the way: ask once more
-            # at once. Two mean the seeds differ (protocol.md §6.5).
+            # One REJECT may answer a message corrupted on the way: ask once
+            # more at once. Two mean the peer really refuses.
             session.hs_send_due = True
             endpoint.touch(session)
-            return None
-        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED),
-                     "the peer rejected our HELLO twice: the shared seeds differ")
+            return
+        session.fail("auth_failure", int(ErrorCode.AUTHENTICATION_FAILED), auth_message)
     elif reason == REJECT_REFUSED:
         session.fail("refused", int(ErrorCode.REFUSED), "the peer is not accepting sessions")
+    elif reason == REJECT_AEAD:
+        session.fail("refused", int(ErrorCode.REFUSED),
+                     f"the peer uses a packet AEAD other than ours ({session.config.aead!r}): "
+                     "give both nodes the same Config.aead")
     else:
-        return None  # busy: keep retransmitting until the connect timeout
+        return  # busy, or a reason we do not know: keep retransmitting
     endpoint.touch(session)
-    return None
 
 
 def _on_retry(endpoint: Endpoint, session: Session, handshake: Initiator,

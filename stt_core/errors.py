@@ -137,6 +137,7 @@ class DropReason(enum.Enum):
     REPLAYED_HANDSHAKE = "replayed_handshake"
     BAD_HANDSHAKE = "bad_handshake"
     NOT_ACCEPTING = "not_accepting"
+    AEAD_MISMATCH = "aead_mismatch"
     SESSION_LIMIT = "session_limit"
     BAD_COOKIE = "bad_cookie"
     MALFORMED_FRAMES = "malformed_frames"

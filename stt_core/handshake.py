@@ -50,10 +50,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .crypto import SECRET_SIZE, TAG_SIZE, hkdf_expand_label, hkdf_extract, hmac_sha256
 
 __all__ = [
+    "AEAD_IDS",
     "HEADER_SIZE",
     "MAX_COOKIE_SIZE",
     "MAX_NODE_ID_SIZE",
     "NONCE_SIZE",
+    "REJECT_AEAD",
     "REJECT_AUTH_FAILED",
     "REJECT_BUSY",
     "REJECT_REFUSED",
@@ -89,6 +91,10 @@ REJECT_REFUSED: Final = 2
 """REJECT reason: this node is not accepting sessions."""
 REJECT_BUSY: Final = 3
 """REJECT reason: too many sessions or pending handshakes; try again later."""
+REJECT_AEAD: Final = 4
+"""REJECT reason: the HELLO asks for a packet AEAD other than this node's ``Config.aead``."""
+AEAD_IDS: Final = {"aes-256-gcm": 1, "chacha20-poly1305": 2}
+"""The packet AEAD's number in HELLO (protocol.md §6.1, §6.4)."""
 
 _TRANSCRIPT_PREFIX: Final = b"stt hs v1"
 _NONCE_0: Final = bytes(12)
@@ -96,8 +102,8 @@ _NONCE_1: Final = (1).to_bytes(12, "big")
 _MAX_HELLO_VARIANTS: Final = 4  # cookies remembered per initiator (one per RETRY honoured)
 _ID_SEALED_MIN: Final = 1 + 1 + TAG_SIZE
 _ID_SEALED_MAX: Final = 1 + MAX_NODE_ID_SIZE + TAG_SIZE
-_HELLO_SEALED_MIN: Final = PUBLIC_KEY_SIZE + _ID_SEALED_MIN
-_HELLO_SEALED_MAX: Final = PUBLIC_KEY_SIZE + _ID_SEALED_MAX
+_HELLO_SEALED_MIN: Final = PUBLIC_KEY_SIZE + 1 + _ID_SEALED_MIN  # key, AEAD number, node id
+_HELLO_SEALED_MAX: Final = PUBLIC_KEY_SIZE + 1 + _ID_SEALED_MAX
 _PROOF_SIZE: Final = MAC_SIZE + TAG_SIZE
 
 
@@ -125,17 +131,20 @@ class HelloInfo:
     """The initiator's ephemeral X25519 public key."""
     node_id: bytes
     """The initiator's node id (1..64 bytes), authenticated under the PSK."""
+    aead_id: int
+    """The packet AEAD the initiator is configured for (``AEAD_IDS``; any byte)."""
     transcript_part: bytes = field(repr=False)
     """HELLO header and body up to the end of its sealed part, hashed into h1."""
 
     def __init__(self, nonce: bytes, cookie: bytes, ephemeral_public: bytes, node_id: bytes,
-                 transcript_part: bytes) -> None:
+                 aead_id: int, transcript_part: bytes) -> None:
         # Written out so the compiled core builds it natively (a frozen dataclass's
         # generated __init__ is Python; docs/performance.md, "Second pass").
         object.__setattr__(self, "nonce", nonce)
         object.__setattr__(self, "cookie", cookie)
         object.__setattr__(self, "ephemeral_public", ephemeral_public)
         object.__setattr__(self, "node_id", node_id)
+        object.__setattr__(self, "aead_id", aead_id)
         object.__setattr__(self, "transcript_part", transcript_part)
 
 
@@ -344,12 +353,13 @@ class Initiator:
     private key (32), so a seeded ``random_bytes`` replays the same handshake.
     """
 
-    __slots__ = ("_expected", "_header", "_hellos", "_node_id", "_pad_to", "_private",
-                 "_psk", "_result", "_sealed", "handshake_id", "nonce", "peer_node_id",
-                 "session_id")
+    __slots__ = ("_aead_id", "_expected", "_header", "_hellos", "_node_id", "_pad_to",
+                 "_private", "_psk", "_result", "_sealed", "handshake_id", "nonce",
+                 "peer_node_id", "session_id")
 
     def __init__(self, *, psk: bytes, node_id: bytes, random_bytes: Callable[[int], bytes],
-                 expected_peer_node_id: bytes | None = None, pad_to: int = 1200) -> None:
+                 expected_peer_node_id: bytes | None = None, pad_to: int = 1200,
+                 aead: str = "aes-256-gcm") -> None:
         """Draw the nonce and ephemeral key; no message is built yet.
 
         Args:
@@ -358,11 +368,16 @@ class Initiator:
             random_bytes: the injected randomness source.
             expected_peer_node_id: if given, the responder must prove this id.
             pad_to: HELLO datagrams (header + body) are zero-padded to this size.
+            aead: the packet AEAD (``Config.aead``), named in HELLO so that a
+                responder configured otherwise refuses at once.
         """
         if not psk:
             raise ValueError("psk must not be empty")
         if not isinstance(pad_to, int) or pad_to < 0:
             raise ValueError("pad_to must be a non-negative int")
+        if aead not in AEAD_IDS:
+            raise ValueError(f"aead must be one of {tuple(AEAD_IDS)}, not {aead!r}")
+        self._aead_id = AEAD_IDS[aead]
         self._psk = psk
         self._node_id = _check_node_id(node_id, "node_id")
         self._expected = (None if expected_peer_node_id is None
@@ -398,7 +413,7 @@ class Initiator:
         if len(cookie) > MAX_COOKIE_SIZE:
             raise ValueError(f"cookies are at most {MAX_COOKIE_SIZE} bytes")
         if self._header is None:
-            plaintext = self._public() + _encode_node_id(self._node_id)
+            plaintext = self._public() + bytes((self._aead_id,)) + _encode_node_id(self._node_id)
             key = _hello_key(self._psk, self.nonce)
             self._sealed = AESGCM(key).encrypt(_NONCE_0, plaintext, header + self.nonce)
             self._header = header
@@ -565,7 +580,8 @@ class Responder:
             nonce=nonce,
             cookie=bytes(body[NONCE_SIZE + 1:cookie_end]),
             ephemeral_public=plaintext[:PUBLIC_KEY_SIZE],
-            node_id=_decode_node_id(plaintext[PUBLIC_KEY_SIZE:]),
+            node_id=_decode_node_id(plaintext[PUBLIC_KEY_SIZE + 1:]),
+            aead_id=plaintext[PUBLIC_KEY_SIZE],
             transcript_part=header + body[:end],
         )
 

@@ -178,8 +178,11 @@ class Ticket:
         return cls(token, secret, session_id, node_id, expires_at)
 
 
-def _mac_key(secret: bytes) -> bytes:
-    return hkdf_expand_label(secret, "resume mac", b"", 32)
+def _mac_key(secret: bytes, aead: str) -> bytes:
+    """The RESUME proof's key. It names the packet AEAD, so that a client whose
+    ``Config.aead`` differs from the server's is refused at once rather than
+    resumed into a session where no packet opens (protocol.md §6.8)."""
+    return hkdf_expand_label(secret, "resume mac", aead.encode("ascii"), 32)
 
 
 def _keys(secret: bytes, dh: bytes, transcript: bytes, *, initiator: bool, session_id: bytes,
@@ -203,8 +206,10 @@ def _keys(secret: bytes, dh: bytes, transcript: bytes, *, initiator: bool, sessi
 class ResumeInitiator:
     """Client side of a resume: builds RESUME, checks RESUME_OK."""
 
-    def __init__(self, ticket: Ticket, random_bytes: Callable[[int], bytes]) -> None:
+    def __init__(self, ticket: Ticket, random_bytes: Callable[[int], bytes],
+                 aead: str = "aes-256-gcm") -> None:
         self.ticket = ticket
+        self._aead = aead
         self.nonce = random_bytes(32)
         self.handshake_id = self.nonce[:8]
         self._private = X25519PrivateKey.from_private_bytes(random_bytes(32))
@@ -216,7 +221,8 @@ class ResumeInitiator:
         """The RESUME body, padded so the datagram is 1200 bytes."""
         token = self.ticket.token
         signed = header + self.nonce + self._public + struct.pack(">H", len(token)) + token
-        mac = hmac.new(_mac_key(self.ticket.resumption_secret), signed, hashlib.sha256).digest()
+        mac = hmac.new(_mac_key(self.ticket.resumption_secret, self._aead), signed,
+                       hashlib.sha256).digest()
         self._signed_hello = signed + mac
         body = self._signed_hello[len(header):]
         return body + bytes(max(0, RESUME_SIZE - len(header) - len(body)))
@@ -267,10 +273,10 @@ class ResumeResponder:
         return nonce, public, body[66:end], header + body[:end + 32]
 
     def __init__(self, *, contents: TokenContents, header: bytes, body: bytes,
-                 random_bytes: Callable[[int], bytes]) -> None:
+                 random_bytes: Callable[[int], bytes], aead: str = "aes-256-gcm") -> None:
         _, public, _, signed_with_mac = self.read_resume(header, body)
         signed, mac = signed_with_mac[:-32], signed_with_mac[-32:]
-        expected = hmac.new(_mac_key(contents.resumption_secret), signed,
+        expected = hmac.new(_mac_key(contents.resumption_secret, aead), signed,
                             hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):
             raise HandshakeAuthError("RESUME proof failed")

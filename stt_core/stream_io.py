@@ -180,11 +180,7 @@ def _reset_here(session: Session, stream: Stream, code: int) -> None:
     that their session credit can be returned when the answer comes.
     """
     receiver = stream.receiver
-    if receiver.final_size is not None:
-        # The peer's FIN already told us its final size: nothing to wait for.
-        _count_stopped_bytes(session, stream.stream_id, receiver.final_size,
-                             receiver.highest_received, receiver.advertised_limit, None)
-    else:
+    if receiver.final_size is None:  # else the peer's FIN arrived: all its bytes are counted
         awaiting = session.reset_awaiting
         if awaiting is None:
             awaiting = session.reset_awaiting = {}
@@ -224,9 +220,9 @@ def _consume_forgotten(session: Session, stream_id: int, nbytes: int) -> None:
     """The application took a message of a stream that ended before it did:
     return the message's session credit (there is no stream credit left to give)."""
     forgotten = session.forgotten_unconsumed
-    held = forgotten.get(stream_id, 0) if forgotten else 0
-    if not held or forgotten is None:
+    if not forgotten or stream_id not in forgotten:
         return  # a reset stream (its credit went back at the reset), or unknown
+    held = forgotten[stream_id]
     taken = min(nbytes, held)
     if taken == held:
         del forgotten[stream_id]

@@ -225,6 +225,16 @@ async def test_wrong_seed_raises_authentication_error() -> None:
         assert client.sessions == []
 
 
+async def test_a_different_packet_aead_is_refused_with_what_to_fix() -> None:
+    """It used to connect, then lose every packet until the idle timeout."""
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=FAST) as server, \
+            open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                      config_overrides={**FAST, "aead": "chacha20-poly1305"}) as client:
+        with anyio.fail_after(2), pytest.raises(ConnectionRefusedError, match=r"Config\.aead"):
+            await client.connect(server.local_address, timeout=4)
+        assert client.sessions == [] and server.sessions == []
+
+
 async def test_wrong_peer_node_id_raises_authentication_error() -> None:
     async with server_and_client() as (server, client):
         with anyio.fail_after(5), pytest.raises(AuthenticationError):

@@ -163,6 +163,33 @@ def test_each_handshake_message_lost_once_still_establishes(lost_type: int) -> N
         established(pair.server_events)[0].session_id
 
 
+def test_a_responder_with_another_packet_aead_refuses_at_once() -> None:
+    """Both sides used to reach ESTABLISHED and then fail to open every packet,
+    until the idle timeout 30 s later (protocol.md Appendix B item 2). The AEAD
+    rides in HELLO's sealed part now, and the responder refuses a mismatch."""
+    pair = Pair(client=make_config(b"client", aead="chacha20-poly1305"))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (event,) = closed(pair.client_events)
+    assert (event.ref, event.reason, event.established) == (ref, "refused", False)
+    assert "Config.aead" in event.message and "chacha20-poly1305" in event.message
+    assert established(pair.server_events) == []
+    assert pair.server.sessions == {}
+    assert pair.server.stats.drops == {DropReason.AEAD_MISMATCH.value: 1}
+
+
+@pytest.mark.parametrize("aead", ["aes-256-gcm", "chacha20-poly1305"])
+def test_peers_with_the_same_packet_aead_agree(aead: str) -> None:
+    pair = Pair(client=make_config(b"client", aead=aead),
+                server=make_config(b"server", server_mode=True, aead=aead))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    stream = pair.client.open_stream(ref, purpose="same cipher")
+    pair.client.send_message(ref, stream, b"sealed alike")
+    pair.run_for(1.0)
+    assert received(pair.server_events) == [b"sealed alike"]
+
+
 def test_silent_peer_times_out_at_the_connect_timeout() -> None:
     pair = Pair(client=make_config(b"client", connect_timeout=5.0))
     pair.drop = lambda datagram, source, destination: True

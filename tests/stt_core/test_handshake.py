@@ -113,13 +113,26 @@ def test_message_sizes() -> None:
     assert len(r.challenge[1]) == 32 + 32 + 1 + 1 + 16
     assert len(r.auth[1]) == len(r.final[1]) == 32 + 16
     unpadded = run(pad_to=0).hello[1]
-    assert len(unpadded) == 32 + 1 + 0 + 2 + (32 + 1 + 5 + 16)
+    assert len(unpadded) == 32 + 1 + 0 + 2 + (32 + 1 + 1 + 5 + 16)  # key, AEAD, node id, tag
 
 
 def test_expected_peer_node_id_match_and_mismatch() -> None:
     assert run(expected=b"bob").initiator_keys.peer_node_id == b"bob"
     with pytest.raises(PeerIdMismatch):
         run(expected=b"mallory")
+
+
+def test_hello_carries_the_packet_aead_sealed() -> None:
+    """The responder learns the initiator's packet AEAD from the sealed part
+    (protocol.md §6.1), so it can refuse a mismatch before any session exists."""
+    for name, number in (("aes-256-gcm", 1), ("chacha20-poly1305", 2)):
+        initiator = Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(4), aead=name)
+        hello_header = header(0x01, initiator.handshake_id)
+        hello = initiator.hello(hello_header)
+        info = Responder.read_hello(PSK, hello_header, hello)
+        assert (info.aead_id, info.node_id) == (number, b"alice")
+    with pytest.raises(ValueError, match="aead must be one of"):
+        Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(4), aead="rot13")
 
 
 def test_node_id_bounds() -> None:
@@ -402,7 +415,7 @@ def test_session_id_hand_computation() -> None:
 def test_low_order_ephemeral_keys_are_malformed() -> None:
     r = run(seed=30)
     bad = HelloInfo(nonce=r.initiator.nonce, cookie=b"", ephemeral_public=bytes(32),
-                    node_id=b"alice", transcript_part=b"x")
+                    node_id=b"alice", aead_id=1, transcript_part=b"x")
     with pytest.raises(HandshakeError):
         Responder(psk=PSK, node_id=b"bob", random_bytes=seeded(1), hello=bad)
     initiator = Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(30))
@@ -528,7 +541,7 @@ def test_messages_follow_the_documented_layout() -> None:
     nonce_r, e_r = draw_r(32), X25519PrivateKey.from_private_bytes(draw_r(32))
     e_i_pub, e_r_pub = e_i.public_key().public_bytes_raw(), e_r.public_key().public_bytes_raw()
     k_hello = _expand(_extract(nonce_i, PSK), "hello", b"")
-    sealed_hello = AESGCM(k_hello).encrypt(bytes(12), e_i_pub + b"\x05alice", hh + nonce_i)
+    sealed_hello = AESGCM(k_hello).encrypt(bytes(12), e_i_pub + b"\x01\x05alice", hh + nonce_i)
     unpadded = nonce_i + b"\x02ck" + len(sealed_hello).to_bytes(2, "big") + sealed_hello
     assert hello == unpadded + bytes(1200 - 10 - len(unpadded))
     dh = e_r.exchange(X25519PublicKey.from_public_bytes(e_i_pub))

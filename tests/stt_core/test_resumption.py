@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import replace
+
 import pytest
 
 from stt_core import (
+    DropReason,
+    Endpoint,
     MessageReceived,
     ResumeTokenReceived,
     SessionClosed,
     SessionEstablished,
 )
+from stt_core.errors import ErrorCode
 from stt_core.resumption import Ticket
 from stt_core.wire import PacketType
 
-from .helpers import SERVER_ADDR, Pair, make_config
+from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config, seeded_random
 
 
 def establish(pair: Pair) -> tuple[int, bytes]:
@@ -122,3 +128,142 @@ def test_resume_to_resume_ok_is_the_resumed_sessions_first_rtt_sample() -> None:
     assert isinstance(outcome(pair, resumed), SessionEstablished)
     rtt = pair.client.sessions[resumed].recovery.rtt
     assert rtt.has_sample and rtt.min_rtt == pytest.approx(0.030)
+
+
+def test_resuming_with_another_packet_aead_is_refused_and_spares_the_token() -> None:
+    """The RESUME proof's key names the packet AEAD, so a client whose
+    ``Config.aead`` changed since the token was issued is refused at once, as
+    a full handshake would be, instead of resuming into a session where no
+    packet opens. The refused attempt does not use the token up."""
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    aes_client = pair.client
+    other = Endpoint(make_config(b"client", aead="chacha20-poly1305"), now=pair.now,
+                     random_bytes=seeded_random(77))
+    pair.addr[id(other)] = CLIENT_ADDR
+    pair.by_addr[SERVER_ADDR] = pair.client = other
+    pair.client_events.clear()
+    event = outcome(pair, other.resume(SERVER_ADDR, ticket, pair.now))
+    assert isinstance(event, SessionClosed) and event.reason == "auth_failure"
+    pair.by_addr[SERVER_ADDR] = pair.client = aes_client
+    pair.client_events.clear()
+    assert isinstance(outcome(pair, aes_client.resume(SERVER_ADDR, ticket, pair.now)),
+                      SessionEstablished)
+
+
+def test_a_resumed_server_does_not_probe_the_path_mtu_before_the_address_is_valid() -> None:
+    """A resumed session starts on an unvalidated address (protocol.md §6.8,
+    §8.2). A path MTU probe there would go past the 3x amplification limit:
+    with a 9000-byte probe limit it sent about 7.5 times the RESUME's bytes to
+    a possibly spoofed address (Appendix B item 11). Here every client packet
+    after the RESUME is lost, so the address is never validated, and the
+    server's application writes enough to want a probe."""
+    pair = Pair(server=make_config(b"server", server_mode=True, max_datagram_size=1452,
+                                   pmtu_probe_limit=9000))
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    sent_before = len(pair.sent)
+    pair.client.resume(SERVER_ADDR, ticket, pair.now)
+    pair.flush()  # the RESUME leaves
+    resume_bytes = len(next(d for side, d in pair.sent[sent_before:] if side == "client"))
+    pair.drop = lambda datagram, source, destination: source == CLIENT_ADDR
+    pair.run_for(0.05)
+    resumed = [e for e in pair.server_events if isinstance(e, SessionEstablished)][-1]
+    assert resumed.resumed
+    stream = pair.server.open_stream(resumed.ref, purpose="eager")
+    pair.server.send_message(resumed.ref, stream, bytes(20_000))
+    pair.run_for(3.0)
+    server_bytes = [len(d) for side, d in pair.sent[sent_before:] if side == "server"]
+    assert pair.server.sessions[resumed.ref].address_validated is False
+    assert max(server_bytes) <= 1452
+    assert sum(server_bytes) <= 3 * resume_bytes
+
+
+def _corrupt_first(pair: Pair, packet_type: int) -> list[bytes]:
+    """Deliver the first datagram of ``packet_type`` with one bit flipped: in
+    RESUME_OK's AEAD tag, or in RESUME's ephemeral key (which its proof covers);
+    returns the corrupted copies."""
+    corrupted: list[bytes] = []
+
+    def drop(datagram: bytes, source: object, destination: object) -> bool:
+        if datagram[0] != packet_type or corrupted:
+            return False
+        bad = bytearray(datagram)
+        flip_at = len(datagram) - 1 if packet_type == PacketType.RESUME_OK else 50  # e_c_pub
+        bad[flip_at] ^= 0x01
+        corrupted.append(bytes(bad))
+        target = pair.server if destination == SERVER_ADDR else pair.client
+        pair._seq += 1  # delivered in place of the original, on time
+        heapq.heappush(pair.in_flight, (pair.now + pair.delay, pair._seq, bytes(bad),
+                                        source, target))
+        return True
+
+    pair.drop = drop
+    return corrupted
+
+
+def test_a_corrupted_resume_ok_is_dropped_and_the_resume_still_succeeds() -> None:
+    """The client used to give up on a RESUME_OK that failed authentication,
+    after the server had used the token up: a bit flipped in flight cost the
+    client its token and a full handshake (protocol.md Appendix B item 5)."""
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    corrupted = _corrupt_first(pair, PacketType.RESUME_OK)
+    event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
+    assert corrupted
+    assert isinstance(event, SessionEstablished) and event.resumed
+    assert pair.client.stats.drops.get(DropReason.DECRYPTION_FAILED.value) == 1
+
+
+def test_a_resume_corrupted_on_the_way_is_asked_again_once() -> None:
+    """A RESUME whose proof was damaged in flight is refused (REJECT reason 1),
+    and the refusal leaves the token unused; as for HELLO, the client asks once
+    more before it gives up (protocol.md §6.5, §6.8)."""
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    corrupted = _corrupt_first(pair, PacketType.RESUME)
+    start = pair.now
+    event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
+    assert corrupted
+    assert isinstance(event, SessionEstablished) and event.resumed
+    assert pair.now - start == pytest.approx(4 * pair.delay)  # two round trips
+
+
+def test_a_refused_token_is_reported_after_the_second_refusal() -> None:
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    assert isinstance(outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now)),
+                      SessionEstablished)
+    pair.client_events.clear()
+    rejects_before = sum(1 for side, d in pair.sent if d[0] == PacketType.REJECT)
+    event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
+    assert isinstance(event, SessionClosed) and event.reason == "auth_failure"
+    assert "full handshake" in event.message
+    assert sum(1 for side, d in pair.sent if d[0] == PacketType.REJECT) - rejects_before == 2
+
+
+def test_a_server_not_accepting_refuses_a_resume_without_using_the_token() -> None:
+    """The token was used up before the server checked that it accepts sessions
+    at all, so the client could not resume once it did again (Appendix B item 5)."""
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    accepting = pair.server.config
+    pair.server.config = replace(accepting, server_mode=False)
+    event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
+    assert isinstance(event, SessionClosed) and event.reason == "refused"
+    assert event.code == ErrorCode.REFUSED
+    pair.server.config = accepting
+    pair.client_events.clear()
+    assert isinstance(outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now)),
+                      SessionEstablished)
