@@ -249,7 +249,8 @@ class Acceptor:
             for _ in range(4):  # a session-id collision is astronomically rare: new nonce
                 responder = Responder(psk=endpoint.psk, node_id=config.node_id,
                                       random_bytes=endpoint.random_bytes,
-                                      hello=hello)  # type: ignore[arg-type]
+                                      hello=hello,  # type: ignore[arg-type]
+                                      max_streams=config.max_streams_per_session)
                 if responder.session_id not in endpoint.by_session_id:
                     break
             else:
@@ -263,6 +264,7 @@ class Acceptor:
         session.handshake_id = cid
         session.session_id = responder.session_id
         session.peer_node_id = responder.peer_node_id
+        session.streams.set_local_stream_limit(responder.peer_max_streams)
         session.amplification_received = size
         challenge_header = encode_handshake_header(PacketType.CHALLENGE, cid)
         session.hs_packet = challenge_header + responder.challenge(challenge_header)
@@ -344,7 +346,8 @@ class Acceptor:
             contents = endpoint.tokens.open(token, now)
             responder = ResumeResponder(contents=contents, header=header, body=body,
                                         random_bytes=endpoint.random_bytes,
-                                        aead=endpoint.config.aead)
+                                        aead=endpoint.config.aead,
+                                        max_streams=endpoint.config.max_streams_per_session)
             if not endpoint.config.server_mode:  # refuse before the token is used up
                 self._reply(PacketType.REJECT, cid, encode_reject(nonce, REJECT_REFUSED), addr)
                 return DropReason.NOT_ACCEPTING
@@ -362,6 +365,7 @@ class Acceptor:
         session.counted_pending = True
         session.resumed = True
         session.handshake_id = cid
+        session.streams.set_local_stream_limit(responder.peer_max_streams)
         session.install_keys(responder.keys, now)
         ok_header = encode_handshake_header(PacketType.RESUME_OK, cid)
         session.final_packet = ok_header + responder.resume_ok(ok_header)

@@ -67,7 +67,8 @@ def _new_initiator(endpoint: Endpoint, session: Session) -> None:
     handshake = Initiator(psk=endpoint.psk, node_id=endpoint.config.node_id,
                           random_bytes=endpoint.random_bytes,
                           expected_peer_node_id=session.expected_peer_node_id,
-                          pad_to=HELLO_SIZE, aead=endpoint.config.aead)
+                          pad_to=HELLO_SIZE, aead=endpoint.config.aead,
+                          max_streams=endpoint.config.max_streams_per_session)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
     endpoint.by_handshake_id[handshake.handshake_id] = session
@@ -81,7 +82,8 @@ def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: fl
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0 seconds")
     session = endpoint.new_session(initiator=True, address=addr, now=now)
-    handshake = ResumeInitiator(ticket, endpoint.random_bytes, endpoint.config.aead)
+    handshake = ResumeInitiator(ticket, endpoint.random_bytes, endpoint.config.aead,
+                                endpoint.config.max_streams_per_session)
     session.set_state(SessionState.HANDSHAKING)
     session.handshake = handshake
     session.handshake_id = handshake.handshake_id
@@ -100,6 +102,8 @@ def start_resume(endpoint: Endpoint, addr: Address, ticket_bytes: bytes, now: fl
 def _on_resume_ok(endpoint: Endpoint, session: Session, handshake: ResumeInitiator,
                   header: bytes, body: bytes, now: float) -> DropReason | None:
     keys = handshake.on_resume_ok(header, body)
+    if handshake.peer_max_streams is not None:
+        session.streams.set_local_stream_limit(handshake.peer_max_streams)
     old = endpoint.by_session_id.get(keys.session_id)
     if old is not None and old is not session:
         old.fail("error", 0, "superseded by a resumed session")
@@ -222,6 +226,8 @@ def _on_challenge(endpoint: Endpoint, session: Session, handshake: Initiator, he
         return None
     session.session_id = session_id
     endpoint.by_session_id[session_id] = session
+    if handshake.peer_max_streams is not None:
+        session.streams.set_local_stream_limit(handshake.peer_max_streams)
     session.take_handshake_rtt(now)  # HELLO to CHALLENGE
     session.hs_packet = encode_handshake_header(PacketType.AUTH_PROOF, session_id) + proof
     session.hs_send_due = True

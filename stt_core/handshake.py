@@ -59,6 +59,7 @@ __all__ = [
     "REJECT_AUTH_FAILED",
     "REJECT_BUSY",
     "REJECT_REFUSED",
+    "STREAM_LIMIT_SIZE",
     "HandshakeAuthError",
     "HandshakeError",
     "HandshakeKeys",
@@ -71,6 +72,7 @@ __all__ = [
     "decode_retry",
     "encode_reject",
     "encode_retry",
+    "encode_stream_limit",
 ]
 
 HEADER_SIZE: Final = 10
@@ -95,6 +97,8 @@ REJECT_AEAD: Final = 4
 """REJECT reason: the HELLO asks for a packet AEAD other than this node's ``Config.aead``."""
 AEAD_IDS: Final = {"aes-256-gcm": 1, "chacha20-poly1305": 2}
 """The packet AEAD's number in HELLO (protocol.md §6.1, §6.4)."""
+STREAM_LIMIT_SIZE: Final = 4
+"""Bytes of the stream limit each side announces in the handshake (§5.1, §6.1, §6.2)."""
 
 _TRANSCRIPT_PREFIX: Final = b"stt hs v1"
 _NONCE_0: Final = bytes(12)
@@ -102,8 +106,12 @@ _NONCE_1: Final = (1).to_bytes(12, "big")
 _MAX_HELLO_VARIANTS: Final = 4  # cookies remembered per initiator (one per RETRY honoured)
 _ID_SEALED_MIN: Final = 1 + 1 + TAG_SIZE
 _ID_SEALED_MAX: Final = 1 + MAX_NODE_ID_SIZE + TAG_SIZE
-_HELLO_SEALED_MIN: Final = PUBLIC_KEY_SIZE + 1 + _ID_SEALED_MIN  # key, AEAD number, node id
-_HELLO_SEALED_MAX: Final = PUBLIC_KEY_SIZE + 1 + _ID_SEALED_MAX
+# HELLO seals a key, the AEAD number, the stream limit and the node id; CHALLENGE
+# the stream limit and the node id.
+_HELLO_SEALED_MIN: Final = PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE + _ID_SEALED_MIN
+_HELLO_SEALED_MAX: Final = PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE + _ID_SEALED_MAX
+_CHALLENGE_MIN: Final = 2 * 32 + STREAM_LIMIT_SIZE + _ID_SEALED_MIN
+_CHALLENGE_MAX: Final = 2 * 32 + STREAM_LIMIT_SIZE + _ID_SEALED_MAX
 _PROOF_SIZE: Final = MAC_SIZE + TAG_SIZE
 
 
@@ -133,11 +141,13 @@ class HelloInfo:
     """The initiator's node id (1..64 bytes), authenticated under the PSK."""
     aead_id: int
     """The packet AEAD the initiator is configured for (``AEAD_IDS``; any byte)."""
+    max_streams: int
+    """How many streams the initiator lets us have open at once (its limit)."""
     transcript_part: bytes = field(repr=False)
     """HELLO header and body up to the end of its sealed part, hashed into h1."""
 
     def __init__(self, nonce: bytes, cookie: bytes, ephemeral_public: bytes, node_id: bytes,
-                 aead_id: int, transcript_part: bytes) -> None:
+                 aead_id: int, max_streams: int, transcript_part: bytes) -> None:
         # Written out so the compiled core builds it natively (a frozen dataclass's
         # generated __init__ is Python; docs/performance.md, "Second pass").
         object.__setattr__(self, "nonce", nonce)
@@ -145,6 +155,7 @@ class HelloInfo:
         object.__setattr__(self, "ephemeral_public", ephemeral_public)
         object.__setattr__(self, "node_id", node_id)
         object.__setattr__(self, "aead_id", aead_id)
+        object.__setattr__(self, "max_streams", max_streams)
         object.__setattr__(self, "transcript_part", transcript_part)
 
 
@@ -228,6 +239,11 @@ def _check_header(header: bytes, expected_id: bytes, error: type[Exception]) -> 
     """ValueError for headers of our own messages (a caller bug), HandshakeError for the peer's."""
     if len(header) != HEADER_SIZE or header[2:] != expected_id:
         raise error(f"header must be {HEADER_SIZE} bytes ending with id {expected_id.hex()}")
+
+
+def encode_stream_limit(limit: int) -> bytes:
+    """A stream limit as sent in the handshake: 4 bytes, big-endian, saturated."""
+    return min(max(limit, 0), (1 << 32) - 1).to_bytes(STREAM_LIMIT_SIZE, "big")
 
 
 def _encode_node_id(node_id: bytes) -> bytes:
@@ -353,13 +369,13 @@ class Initiator:
     private key (32), so a seeded ``random_bytes`` replays the same handshake.
     """
 
-    __slots__ = ("_aead_id", "_expected", "_header", "_hellos", "_node_id", "_pad_to",
-                 "_private", "_psk", "_result", "_sealed", "handshake_id", "nonce",
-                 "peer_node_id", "session_id")
+    __slots__ = ("_aead_id", "_expected", "_header", "_hellos", "_max_streams", "_node_id",
+                 "_pad_to", "_private", "_psk", "_result", "_sealed", "handshake_id", "nonce",
+                 "peer_max_streams", "peer_node_id", "session_id")
 
     def __init__(self, *, psk: bytes, node_id: bytes, random_bytes: Callable[[int], bytes],
                  expected_peer_node_id: bytes | None = None, pad_to: int = 1200,
-                 aead: str = "aes-256-gcm") -> None:
+                 aead: str = "aes-256-gcm", max_streams: int = 1024) -> None:
         """Draw the nonce and ephemeral key; no message is built yet.
 
         Args:
@@ -370,6 +386,8 @@ class Initiator:
             pad_to: HELLO datagrams (header + body) are zero-padded to this size.
             aead: the packet AEAD (``Config.aead``), named in HELLO so that a
                 responder configured otherwise refuses at once.
+            max_streams: how many streams the responder may have open at once
+                (``Config.max_streams_per_session``), announced in HELLO.
         """
         if not psk:
             raise ValueError("psk must not be empty")
@@ -378,6 +396,7 @@ class Initiator:
         if aead not in AEAD_IDS:
             raise ValueError(f"aead must be one of {tuple(AEAD_IDS)}, not {aead!r}")
         self._aead_id = AEAD_IDS[aead]
+        self._max_streams = max_streams
         self._psk = psk
         self._node_id = _check_node_id(node_id, "node_id")
         self._expected = (None if expected_peer_node_id is None
@@ -393,6 +412,8 @@ class Initiator:
         """Set once a CHALLENGE verified."""
         self.peer_node_id: bytes | None = None
         """The responder's proven node id, set once a CHALLENGE verified."""
+        self.peer_max_streams: int | None = None
+        """The responder's stream limit for our opens, set once a CHALLENGE verified."""
         self._header: bytes | None = None
         self._sealed = b""
         self._hellos: OrderedDict[bytes, _HelloVariant] = OrderedDict()
@@ -413,7 +434,9 @@ class Initiator:
         if len(cookie) > MAX_COOKIE_SIZE:
             raise ValueError(f"cookies are at most {MAX_COOKIE_SIZE} bytes")
         if self._header is None:
-            plaintext = self._public() + bytes((self._aead_id,)) + _encode_node_id(self._node_id)
+            plaintext = b"".join((self._public(), bytes((self._aead_id,)),
+                                  encode_stream_limit(self._max_streams),
+                                  _encode_node_id(self._node_id)))
             key = _hello_key(self._psk, self.nonce)
             self._sealed = AESGCM(key).encrypt(_NONCE_0, plaintext, header + self.nonce)
             self._header = header
@@ -459,12 +482,13 @@ class Initiator:
         _check_header(header, self.handshake_id, HandshakeError)
         if self._private is None or not self._hellos:
             raise HandshakeError("CHALLENGE before any HELLO")
-        if not (2 * 32 + _ID_SEALED_MIN <= len(body) <= 2 * 32 + _ID_SEALED_MAX):
+        if not _CHALLENGE_MIN <= len(body) <= _CHALLENGE_MAX:
             raise HandshakeError("CHALLENGE body has the wrong size")
         nonce_r, public_r, sealed = body[:32], body[32:64], body[64:]
         hs = hkdf_extract(self._psk, _dh(self._private, public_r))
         h1, s_hs, plaintext = self._open_challenge(hs, header, nonce_r, public_r, sealed)
-        peer = _decode_node_id(plaintext)
+        peer_limit = int.from_bytes(plaintext[:STREAM_LIMIT_SIZE], "big")
+        peer = _decode_node_id(plaintext[STREAM_LIMIT_SIZE:])
         if self._expected is not None and not _hmac.compare_digest(peer, self._expected):
             raise PeerIdMismatch(f"peer proved node id {peer!r}, expected {self._expected!r}")
         session_id = compute_session_id(self.nonce, nonce_r, self._node_id, peer)
@@ -476,6 +500,7 @@ class Initiator:
         self._result = _InitiatorResult((header, body), proof, hs, s_hs, _sha256(h2, proof))
         self.session_id = session_id
         self.peer_node_id = peer
+        self.peer_max_streams = peer_limit
         self._private = None  # forward secrecy: the ephemeral key has done its job
         return proof
 
@@ -548,8 +573,8 @@ class Responder:
     """
 
     __slots__ = ("_auth", "_c_hs", "_challenge", "_final", "_h1", "_h2", "_hello_nonce",
-                 "_hs", "_keys", "_node_id", "_public", "_s_hs", "nonce", "peer_node_id",
-                 "session_id")
+                 "_hs", "_keys", "_max_streams", "_node_id", "_public", "_s_hs", "nonce",
+                 "peer_max_streams", "peer_node_id", "session_id")
 
     @staticmethod
     def read_hello(psk: bytes, header: bytes, body: bytes) -> HelloInfo:
@@ -580,14 +605,19 @@ class Responder:
             nonce=nonce,
             cookie=bytes(body[NONCE_SIZE + 1:cookie_end]),
             ephemeral_public=plaintext[:PUBLIC_KEY_SIZE],
-            node_id=_decode_node_id(plaintext[PUBLIC_KEY_SIZE + 1:]),
+            node_id=_decode_node_id(plaintext[PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE:]),
             aead_id=plaintext[PUBLIC_KEY_SIZE],
+            max_streams=int.from_bytes(
+                plaintext[PUBLIC_KEY_SIZE + 1:PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE], "big"),
             transcript_part=header + body[:end],
         )
 
     def __init__(self, *, psk: bytes, node_id: bytes, random_bytes: Callable[[int], bytes],
-                 hello: HelloInfo) -> None:
+                 hello: HelloInfo, max_streams: int = 1024) -> None:
         """Draw our nonce and ephemeral key, do the DH and derive handshake keys.
+
+        ``max_streams`` (``Config.max_streams_per_session``) is announced in
+        CHALLENGE: how many streams the initiator may have open at once.
 
         Raises:
             ValueError: a bad ``node_id``, ``psk`` or ``random_bytes``.
@@ -597,6 +627,7 @@ class Responder:
         if not psk:
             raise ValueError("psk must not be empty")
         self._node_id = _check_node_id(node_id, "node_id")
+        self._max_streams = max_streams
         self.nonce: bytes = _draw(random_bytes, NONCE_SIZE)
         """Our 32-byte nonce."""
         private = X25519PrivateKey.from_private_bytes(_draw(random_bytes, 32))
@@ -611,6 +642,8 @@ class Responder:
         """The session id both sides compute; the caller checks it for collisions."""
         self.peer_node_id: bytes = hello.node_id
         """The initiator's node id (authenticated by the HELLO's PSK seal)."""
+        self.peer_max_streams: int = hello.max_streams
+        """The initiator's stream limit for our opens (from the sealed HELLO)."""
         self._challenge: tuple[bytes, bytes] | None = None
         self._h2 = b""
         self._auth: tuple[bytes, bytes] | None = None
@@ -635,7 +668,8 @@ class Responder:
         _check_header(header, self._hello_nonce[:8], ValueError)
         if self._challenge is None:
             aad = header + self.nonce + self._public
-            sealed = AESGCM(self._s_hs).encrypt(_NONCE_0, _encode_node_id(self._node_id), aad)
+            plaintext = encode_stream_limit(self._max_streams) + _encode_node_id(self._node_id)
+            sealed = AESGCM(self._s_hs).encrypt(_NONCE_0, plaintext, aad)
             self._h2 = _sha256(self._h1, sealed)
             self._challenge = (header, self.nonce + self._public + sealed)
         elif header != self._challenge[0]:

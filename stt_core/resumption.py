@@ -29,7 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .crypto import hkdf_expand_label, hkdf_extract
-from .handshake import HandshakeAuthError, HandshakeError, HandshakeKeys
+from .handshake import (
+    STREAM_LIMIT_SIZE,
+    HandshakeAuthError,
+    HandshakeError,
+    HandshakeKeys,
+    encode_stream_limit,
+)
 
 __all__ = ["ResumeInitiator", "ResumeResponder", "Ticket", "TokenIssuer", "TokenRefused"]
 
@@ -37,6 +43,8 @@ RESUME_SIZE = 1200
 _TOKEN_AAD = b"stt resume token v1"
 _TICKET_VERSION = 1
 _SECRET_SIZE = 32
+_CONFIRMATION = b"resumed"
+"""RESUME_OK seals this, then the server's stream limit (protocol.md §6.8)."""
 
 
 class TokenRefused(HandshakeAuthError):
@@ -207,9 +215,12 @@ class ResumeInitiator:
     """Client side of a resume: builds RESUME, checks RESUME_OK."""
 
     def __init__(self, ticket: Ticket, random_bytes: Callable[[int], bytes],
-                 aead: str = "aes-256-gcm") -> None:
+                 aead: str = "aes-256-gcm", max_streams: int = 1024) -> None:
         self.ticket = ticket
         self._aead = aead
+        self._max_streams = max_streams
+        self.peer_max_streams: int | None = None
+        """The server's stream limit for our opens, set once RESUME_OK verified."""
         self.nonce = random_bytes(32)
         self.handshake_id = self.nonce[:8]
         self._private = X25519PrivateKey.from_private_bytes(random_bytes(32))
@@ -220,7 +231,9 @@ class ResumeInitiator:
     def resume(self, header: bytes) -> bytes:
         """The RESUME body, padded so the datagram is 1200 bytes."""
         token = self.ticket.token
-        signed = header + self.nonce + self._public + struct.pack(">H", len(token)) + token
+        signed = b"".join((header, self.nonce, self._public,
+                           encode_stream_limit(self._max_streams),
+                           struct.pack(">H", len(token)), token))
         mac = hmac.new(_mac_key(self.ticket.resumption_secret, self._aead), signed,
                        hashlib.sha256).digest()
         self._signed_hello = signed + mac
@@ -234,8 +247,8 @@ class ResumeInitiator:
             HandshakeAuthError: the server does not hold the resumption secret.
             HandshakeError: malformed.
         """
-        if len(body) < 64 + 16:
-            raise HandshakeError("RESUME_OK too short")
+        if len(body) != 64 + len(_CONFIRMATION) + STREAM_LIMIT_SIZE + 16:
+            raise HandshakeError("RESUME_OK has the wrong size")
         nonce_s, public_s, sealed = body[:32], body[32:64], body[64:]
         try:
             dh = self._private.exchange(X25519PublicKey.from_public_bytes(public_s))
@@ -246,9 +259,12 @@ class ResumeInitiator:
                                   session_id=self.ticket.session_id,
                                   peer_node_id=self.ticket.peer_node_id)
         try:
-            AESGCM(confirm_key).decrypt(bytes(12), sealed, header + nonce_s + public_s)
+            confirmed = AESGCM(confirm_key).decrypt(bytes(12), sealed, header + nonce_s + public_s)
         except InvalidTag:
             raise HandshakeAuthError("RESUME_OK confirmation failed") from None
+        if not confirmed.startswith(_CONFIRMATION):
+            raise HandshakeError("RESUME_OK does not confirm a resumption")
+        self.peer_max_streams = int.from_bytes(confirmed[len(_CONFIRMATION):], "big")
         self.session_id = self.ticket.session_id
         return keys
 
@@ -260,20 +276,24 @@ class ResumeResponder:
     def read_resume(header: bytes, body: bytes) -> tuple[bytes, bytes, bytes, bytes]:
         """Split a RESUME body into (nonce, ephemeral public key, token, signed part+mac).
 
+        The client's stream limit sits between the key and the token.
+
         Raises:
             HandshakeError: malformed.
         """
-        if len(body) < 32 + 32 + 2 + 32:
+        token_at = 64 + STREAM_LIMIT_SIZE + 2
+        if len(body) < token_at + 32:
             raise HandshakeError("RESUME too short")
         nonce, public = body[:32], body[32:64]
-        (token_len,) = struct.unpack(">H", body[64:66])
-        end = 66 + token_len
+        (token_len,) = struct.unpack(">H", body[token_at - 2:token_at])
+        end = token_at + token_len
         if len(body) < end + 32:
             raise HandshakeError("RESUME truncated")
-        return nonce, public, body[66:end], header + body[:end + 32]
+        return nonce, public, body[token_at:end], header + body[:end + 32]
 
     def __init__(self, *, contents: TokenContents, header: bytes, body: bytes,
-                 random_bytes: Callable[[int], bytes], aead: str = "aes-256-gcm") -> None:
+                 random_bytes: Callable[[int], bytes], aead: str = "aes-256-gcm",
+                 max_streams: int = 1024) -> None:
         _, public, _, signed_with_mac = self.read_resume(header, body)
         signed, mac = signed_with_mac[:-32], signed_with_mac[-32:]
         expected = hmac.new(_mac_key(contents.resumption_secret, aead), signed,
@@ -281,6 +301,9 @@ class ResumeResponder:
         if not hmac.compare_digest(mac, expected):
             raise HandshakeAuthError("RESUME proof failed")
         self.contents = contents
+        self._max_streams = max_streams
+        self.peer_max_streams = int.from_bytes(body[64:64 + STREAM_LIMIT_SIZE], "big")
+        """The client's stream limit for our opens (covered by the RESUME's proof)."""
         self.nonce = random_bytes(32)
         private = X25519PrivateKey.from_private_bytes(random_bytes(32))
         self._public = private.public_key().public_bytes_raw()
@@ -295,6 +318,7 @@ class ResumeResponder:
 
     def resume_ok(self, header: bytes) -> bytes:
         """The RESUME_OK body."""
-        sealed = AESGCM(self._confirm_key).encrypt(bytes(12), b"resumed",
+        confirmation = _CONFIRMATION + encode_stream_limit(self._max_streams)
+        sealed = AESGCM(self._confirm_key).encrypt(bytes(12), confirmation,
                                                    header + self.nonce + self._public)
         return self.nonce + self._public + sealed

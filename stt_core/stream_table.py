@@ -79,6 +79,7 @@ class StreamTable:
         "_initiator",
         "_local_opened",
         "_max_frame_size",
+        "_max_local_streams",
         "_max_message_size",
         "_max_peer_streams",
         "_next_auto_id",
@@ -101,6 +102,9 @@ class StreamTable:
         self._initiator = initiator
         self._next_auto_id = 1 if initiator else 2
         self._max_peer_streams = max_peer_streams
+        # What the peer lets us open, announced in the handshake (§5.1); our own
+        # limit until then (the handshake sets it before any stream can open).
+        self._max_local_streams = max_peer_streams
         self._peer_opened = 0
         self._local_opened = 0
         self._send_buffer_bytes = send_buffer_bytes
@@ -157,12 +161,13 @@ class StreamTable:
                     f"open_stream pick one")
             if stream_id != 0:
                 # The peer would close the whole session on one stream more than
-                # its limit (§5.1), which we take to be ours: refuse it here.
-                if self._local_opened >= self._max_peer_streams:
+                # the limit it announced (§5.1): refuse it here.
+                if self._local_opened >= self._max_local_streams:
                     raise InvalidStateError(
                         f"this side already has {self._local_opened} streams open on the "
-                        f"session (max_streams_per_session); a stream is freed once both "
-                        f"directions ended: close or reset finished streams first")
+                        f"session, as many as the peer allows (its max_streams_per_session); "
+                        f"a stream is freed once both directions ended: close or reset "
+                        f"finished streams first")
                 self._local_opened += 1
             stream = self._create(stream_id, local=True, max_frame_size=frame_size)
         stream.purpose = purpose
@@ -172,6 +177,10 @@ class StreamTable:
         stream.open_frame_pending = stream_id != 0 or bool(purpose)
         stream.announced = True
         return stream
+
+    def set_local_stream_limit(self, limit: int) -> None:
+        """The peer announced how many streams it lets this side have open at once."""
+        self._max_local_streams = limit
 
     def get_or_open_remote(self, stream_id: int) -> Stream | None:
         """The stream a peer frame refers to, creating it on first use.

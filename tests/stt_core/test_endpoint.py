@@ -778,8 +778,8 @@ def test_writing_on_or_reopening_a_stream_this_side_closed_says_it_is_closed() -
 
 def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:
     """The peer would close the whole session on one stream past its limit; the
-    opener, taking the limit to be its own, refuses it with a clear error, and a
-    stream that ended in both directions frees its slot."""
+    opener refuses it with a clear error, and a stream that ended in both
+    directions frees its slot."""
     pair = Pair(client=make_config(b"client", max_streams_per_session=4),
                 server=make_config(b"server", server_mode=True, max_streams_per_session=4))
     ref = pair.client.connect(SERVER_ADDR, pair.now)
@@ -800,3 +800,29 @@ def test_opening_more_streams_than_the_limit_is_refused_locally() -> None:
     assert pair.client.session_state(ref) is SessionState.ESTABLISHED
     assert any(isinstance(e, MessageReceived) and e.stream_id == fifth
                for e in pair.server_events)
+
+
+@pytest.mark.parametrize("lower", ["server", "client"])
+def test_each_side_obeys_the_stream_limit_the_other_announced(lower: str) -> None:
+    """The limits differ: the side with the higher one used to take the peer's
+    limit to be its own, open a fifth stream, and lose the whole session to a
+    STREAM_LIMIT_ERROR (protocol.md Appendix B item 18). The handshake carries
+    each side's limit now, so the fifth open is refused where it is made."""
+    low, high = {"max_streams_per_session": 4}, {"max_streams_per_session": 1024}
+    pair = Pair(client=make_config(b"client", **(low if lower == "client" else high)),
+                server=make_config(b"server", server_mode=True,
+                                   **(low if lower == "server" else high)))
+    ref = pair.client.connect(SERVER_ADDR, pair.now)
+    pair.run_for(1.0)
+    (server_ref,) = pair.server.sessions
+    opener, opener_ref = ((pair.client, ref) if lower == "server" else (pair.server, server_ref))
+    streams = [opener.open_stream(opener_ref, purpose=f"s{i}") for i in range(4)]
+    with pytest.raises(InvalidStateError, match="as many as the peer allows"):
+        opener.open_stream(opener_ref, purpose="one too many")
+    for stream in streams:
+        opener.send_message(opener_ref, stream, b"fits")
+    pair.run_for(1.0)
+    assert pair.client.session_state(ref) is SessionState.ESTABLISHED
+    assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
+    events = pair.server_events if lower == "server" else pair.client_events
+    assert received(events) == [b"fits"] * 4

@@ -110,10 +110,11 @@ def test_full_handshake_both_sides_agree() -> None:
 def test_message_sizes() -> None:
     r = run(node_i=b"a" * 64, node_r=b"b")
     assert len(r.hello[0] + r.hello[1]) == 1200
-    assert len(r.challenge[1]) == 32 + 32 + 1 + 1 + 16
+    assert len(r.challenge[1]) == 32 + 32 + 4 + 1 + 1 + 16  # nonce, key, limit, node id, tag
     assert len(r.auth[1]) == len(r.final[1]) == 32 + 16
     unpadded = run(pad_to=0).hello[1]
-    assert len(unpadded) == 32 + 1 + 0 + 2 + (32 + 1 + 1 + 5 + 16)  # key, AEAD, node id, tag
+    # key, AEAD, stream limit, node id, tag
+    assert len(unpadded) == 32 + 1 + 0 + 2 + (32 + 1 + 4 + 1 + 5 + 16)
 
 
 def test_expected_peer_node_id_match_and_mismatch() -> None:
@@ -133,6 +134,20 @@ def test_hello_carries_the_packet_aead_sealed() -> None:
         assert (info.aead_id, info.node_id) == (number, b"alice")
     with pytest.raises(ValueError, match="aead must be one of"):
         Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(4), aead="rot13")
+
+
+def test_each_side_learns_the_others_stream_limit_sealed() -> None:
+    """HELLO carries the initiator's limit and CHALLENGE the responder's, both
+    sealed and in the transcript (protocol.md §5.1, §6.1, §6.2)."""
+    initiator = Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(8), max_streams=7)
+    hello_header = header(0x01, initiator.handshake_id)
+    info = Responder.read_hello(PSK, hello_header, initiator.hello(hello_header))
+    responder = Responder(psk=PSK, node_id=b"bob", random_bytes=seeded(9), hello=info,
+                          max_streams=300_000)
+    assert responder.peer_max_streams == info.max_streams == 7
+    challenge_header = header(0x02, initiator.handshake_id)
+    initiator.on_challenge(challenge_header, responder.challenge(challenge_header), auth_header)
+    assert initiator.peer_max_streams == 300_000
 
 
 def test_node_id_bounds() -> None:
@@ -415,7 +430,7 @@ def test_session_id_hand_computation() -> None:
 def test_low_order_ephemeral_keys_are_malformed() -> None:
     r = run(seed=30)
     bad = HelloInfo(nonce=r.initiator.nonce, cookie=b"", ephemeral_public=bytes(32),
-                    node_id=b"alice", aead_id=1, transcript_part=b"x")
+                    node_id=b"alice", aead_id=1, max_streams=1, transcript_part=b"x")
     with pytest.raises(HandshakeError):
         Responder(psk=PSK, node_id=b"bob", random_bytes=seeded(1), hello=bad)
     initiator = Initiator(psk=PSK, node_id=b"alice", random_bytes=seeded(30))
@@ -541,14 +556,16 @@ def test_messages_follow_the_documented_layout() -> None:
     nonce_r, e_r = draw_r(32), X25519PrivateKey.from_private_bytes(draw_r(32))
     e_i_pub, e_r_pub = e_i.public_key().public_bytes_raw(), e_r.public_key().public_bytes_raw()
     k_hello = _expand(_extract(nonce_i, PSK), "hello", b"")
-    sealed_hello = AESGCM(k_hello).encrypt(bytes(12), e_i_pub + b"\x01\x05alice", hh + nonce_i)
+    sealed_hello = AESGCM(k_hello).encrypt(bytes(12), e_i_pub + b"\x01\x00\x00\x04\x00\x05alice",
+                                                 hh + nonce_i)
     unpadded = nonce_i + b"\x02ck" + len(sealed_hello).to_bytes(2, "big") + sealed_hello
     assert hello == unpadded + bytes(1200 - 10 - len(unpadded))
     dh = e_r.exchange(X25519PublicKey.from_public_bytes(e_i_pub))
     h1 = hashlib.sha256(b"stt hs v1" + hh + unpadded + nonce_r + e_r_pub).digest()
     hs = _extract(PSK, dh)
     c_hs, s_hs = _expand(hs, "c hs", h1), _expand(hs, "s hs", h1)
-    sealed = AESGCM(s_hs).encrypt(bytes(12), b"\x03bob", ch + nonce_r + e_r_pub)
+    sealed = AESGCM(s_hs).encrypt(bytes(12), b"\x00\x00\x04\x00\x03bob",
+                                  ch + nonce_r + e_r_pub)
     assert challenge == nonce_r + e_r_pub + sealed
     h2 = hashlib.sha256(h1 + sealed).digest()
     mac_c = hmac.new(_expand(c_hs, "finished", b""), h2, hashlib.sha256).digest()

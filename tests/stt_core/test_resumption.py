@@ -15,7 +15,7 @@ from stt_core import (
     SessionClosed,
     SessionEstablished,
 )
-from stt_core.errors import ErrorCode
+from stt_core.errors import ErrorCode, InvalidStateError
 from stt_core.resumption import Ticket
 from stt_core.wire import PacketType
 
@@ -267,3 +267,25 @@ def test_a_server_not_accepting_refuses_a_resume_without_using_the_token() -> No
     pair.client_events.clear()
     assert isinstance(outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now)),
                       SessionEstablished)
+
+
+@pytest.mark.parametrize("lower", ["server", "client"])
+def test_a_resumed_session_knows_the_peers_stream_limit(lower: str) -> None:
+    """RESUME carries the client's stream limit and RESUME_OK the server's, as
+    HELLO and CHALLENGE do (protocol.md §6.8, §5.1)."""
+    pair = Pair(client=make_config(b"client", max_streams_per_session=4 if lower == "client"
+                                   else 1024),
+                server=make_config(b"server", server_mode=True,
+                                   max_streams_per_session=4 if lower == "server" else 1024))
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    resumed = pair.client.resume(SERVER_ADDR, ticket, pair.now)
+    assert isinstance(outcome(pair, resumed), SessionEstablished)
+    server_ref = [e for e in pair.server_events if isinstance(e, SessionEstablished)][-1].ref
+    opener, opener_ref = ((pair.client, resumed) if lower == "server"
+                          else (pair.server, server_ref))
+    for i in range(4):
+        opener.open_stream(opener_ref, purpose=f"s{i}")
+    with pytest.raises(InvalidStateError, match="as many as the peer allows"):
+        opener.open_stream(opener_ref, purpose="one too many")

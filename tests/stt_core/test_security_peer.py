@@ -48,6 +48,9 @@ def test_too_many_streams_closes_only_that_session() -> None:
     server_config = raw_config(b"server", server=True, max_streams_per_session=limit)
     offender = establish(seed=31, server=server_config)
     other = establish(seed=32, net=offender.net, client_addr=("192.0.2.77", 1234))
+    # An honest opener refuses past the limit the server announced (§5.1); this
+    # one ignores it, so the server's own check is what stops it.
+    offender.client.sessions[offender.client_ref].streams.set_local_stream_limit(1 << 30)
     for i in range(limit + 1):
         stream = offender.client.open_stream(offender.client_ref, purpose=f"s{i}")
         offender.client.send_message(offender.client_ref, stream, b"m")
