@@ -283,6 +283,9 @@ def on_data_frame(session: Session, frame: Frame, now: float) -> None:
         return
     stream = _remote_stream(session, frame.stream_id)
     if stream is None or stream.reset:
+        if session.reset_awaiting:
+            _count_after_reset(session, frame.stream_id, frame.offset + len(frame.data),
+                               frame.fin)
         return
     _accept_bytes(session, stream, frame.offset, frame.data, frame.fin)
 
@@ -381,6 +384,8 @@ def on_stream_fin_frame(session: Session, frame: Frame, now: float) -> None:
         return
     stream = _remote_stream(session, frame.stream_id)
     if stream is None or stream.reset:
+        if session.reset_awaiting:
+            _count_after_reset(session, frame.stream_id, frame.final_size, True)
         return
     _accept_bytes(session, stream, frame.final_size, b"", True)
 
@@ -423,6 +428,28 @@ def on_stream_close_frame(session: Session, frame: Frame, now: float) -> None:
         session.emit(StreamClosed(ref=session.ref, stream_id=stream_id,
                                   code=frame.code or int(ErrorCode.APPLICATION_ERROR),
                                   by_peer=True))
+
+
+def _count_after_reset(session: Session, stream_id: int, end: int, fin: bool) -> None:
+    """DATA of a stream we reset, while its peer's final size is still unknown.
+
+    The bytes are dropped, but counted (and released) like the stopped bytes
+    of §4.7. A FIN settles the count: the peer may have finished the stream
+    normally and forgotten it before our STREAM_CLOSE arrived (it saw its last
+    packet acknowledged), and then it has nothing to answer with.
+    """
+    awaiting = session.reset_awaiting
+    entry = awaiting.get(stream_id) if awaiting else None
+    if entry is None or awaiting is None:
+        return
+    received, limit = entry
+    if end > received:
+        _count_stopped_bytes(session, stream_id, end, received, limit, None)
+        received = end
+    if fin:
+        del awaiting[stream_id]
+    else:
+        awaiting[stream_id] = (received, limit)
 
 
 def _answer_reset(session: Session, stream_id: int, code: int, final_size: int) -> None:

@@ -107,6 +107,29 @@ def test_both_sides_resetting_at_once_still_agree() -> None:
     assert_credit_balanced(server, client)
 
 
+def test_a_reset_that_reaches_a_peer_which_already_finished_the_stream() -> None:
+    """The STREAM_CLOSE is lost, and meanwhile the peer finishes the stream
+    normally: its reply and FIN reach us after our reset (we drop them, but
+    acknowledge their packet), so it forgets the stream, and the resent
+    STREAM_CLOSE then finds nothing to answer for. The FIN we dropped is what
+    settles the count. Found by the stateful test's credit check."""
+    pair, ref, server_ref = settled_pair()
+    stream = pair.client.open_stream(ref, purpose="asked")
+    pair.client.send_message(ref, stream, b"q")
+    pair.client.close_stream(ref, stream)
+    pair.run_for(1.0)
+    with losing(pair, CLIENT_ADDR) as lost:
+        pair.client.reset_stream(ref, stream, 3)
+    pair.server.send_message(server_ref, stream, b"a" * 100)
+    pair.server.close_stream(server_ref, stream)
+    pair.run_for(3.0)
+    assert lost
+    client, server = sessions(pair, ref, server_ref)
+    assert server.data_sent > 100
+    assert_credit_balanced(server, client)
+    assert not client.reset_awaiting
+
+
 def test_many_resets_on_a_lossy_path_do_not_shrink_the_session_window() -> None:
     """40 streams carry data both ways over a path losing 30 % of datagrams, and
     either side resets each after 50 ms. This run leaked 118,660 bytes of the
