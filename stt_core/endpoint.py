@@ -106,7 +106,8 @@ class Endpoint:
                           path=self.path_for(address), now=now,
                           random_bytes=self.random_bytes, emit=self._events.append,
                           path_for=self.path_for, trace=self.trace,
-                          pmtu_learned=self.pmtu_learned, scratch=self.scratch)
+                          pmtu_learned=self.pmtu_learned, scratch=self.scratch,
+                          pmtu_lost=self.pmtu_lost)
         self.sessions[ref] = session
         return session
 
@@ -127,6 +128,11 @@ class Endpoint:
         cache.move_to_end(address)
         while len(cache) > PMTU_CACHE_SIZE:
             cache.popitem(last=False)
+
+    def pmtu_lost(self, address: Address) -> None:
+        """A session's larger datagrams stopped getting through to ``address``
+        (protocol.md §8.3): forget the size, so later sessions start small again."""
+        self.pmtu_cache.pop(address, None)
 
     def count_drop(self, reason: DropReason, now: float | None = None) -> None:
         """Count a dropped datagram under its reason (and trace it)."""

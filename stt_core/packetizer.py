@@ -66,6 +66,14 @@ _NOT_RETRANSMITTED = frozenset((
     FrameType.PATH_RESPONSE, FrameType.ERROR,
 ))
 _SENDING_STATES = (SessionState.ESTABLISHED, SessionState.CLOSING)
+PMTU_PROBE_SIZES = (1452, 8952, 16384, 32768, 65507)
+"""Datagram sizes path MTU discovery tries, in order (Ethernet, jumbo frames, loopback)."""
+BLACK_HOLE_PTO_COUNT = 2
+"""Consecutive probe timeouts after which a sender whose datagram size was raised
+falls back to the configured size (protocol.md §8.3): its full-size packets may be
+falling into a black hole left by a path whose MTU shrank."""
+
+
 CONTROL_SCAN_FLOOR = 32
 """Below this many bytes left, a packet stops looking for control frames that fit."""
 MAX_NACKED_PER_FRAME = 1024
@@ -166,6 +174,14 @@ def _send_path_probes(session: Session, now: float, out: Outgoing) -> None:
         out.append((packet, addr))
 
 
+def pmtu_candidates(start: int, limit: int) -> list[int]:
+    """The datagram sizes path MTU discovery tries above ``start``, in order."""
+    candidates = [size for size in PMTU_PROBE_SIZES if start < size <= limit]
+    if start < limit not in candidates:
+        candidates.append(limit)
+    return candidates
+
+
 def _pmtu_probe_due(session: Session) -> bool:
     """True when :func:`_send_pmtu_probe` would send a probe now. Pure.
 
@@ -173,12 +189,15 @@ def _pmtu_probe_due(session: Session) -> bool:
     before the handshake is confirmed (a peer that has not read our
     AUTH_PROOF drops the probe), nor before the application sent anything:
     the size is for our own direction, so a side that only receives, or a
-    session that ends before it sends, never needs it.
+    session that ends before it sends, never needs it. Nor while a probe
+    timeout waits for an answer: a probe lost in an outage would end
+    discovery, and after a fall-back (:func:`fall_back_datagram_size`) the
+    size is won back only once packets get through again.
     """
     return bool(session.pmtu_candidates) and not session.pmtu_probe_size \
         and not session.path.reliable and session.state is SessionState.ESTABLISHED \
         and session.address_validated and session.handshake is None \
-        and session.stats.messages_sent > 0
+        and session.stats.messages_sent > 0 and session.recovery.pto_count == 0
 
 
 def _send_pmtu_probe(session: Session, now: float, out: Outgoing) -> None:
@@ -208,14 +227,40 @@ def _on_pmtu_probe_acked(session: Session, size: int) -> None:
         if session.pmtu_candidates and session.pmtu_candidates[0] == size:
             session.pmtu_candidates.pop(0)
     if size > session.path.max_datagram_size:
-        session.path = replace(session.path, max_datagram_size=size)
+        _set_datagram_size(session, size)
         if session.pmtu_learned is not None:
             session.pmtu_learned(session.address, size)
         controller = session.recovery.congestion
-        controller.max_datagram_size = size
-        controller.pacer.set_max_datagram_size(size)
         controller.minimum_window = max(controller.minimum_window, 2 * size)
         controller.congestion_window = max(controller.congestion_window, 2 * size)
+
+
+def _set_datagram_size(session: Session, size: int) -> None:
+    session.path = replace(session.path, max_datagram_size=size)
+    controller = session.recovery.congestion
+    controller.max_datagram_size = size
+    controller.pacer.set_max_datagram_size(size)
+
+
+def fall_back_datagram_size(session: Session) -> None:
+    """Probe timeouts in a row on a path whose datagram size discovery raised:
+    go back to the configured size (protocol.md §8.3, black-hole detection).
+
+    A path whose MTU shrank (a new route, a tunnel) drops every full-size
+    packet, retransmissions and probes included, and without this the session
+    would only end by idle timeout. If the timeouts had another cause (an
+    outage), discovery starts over and wins the size back with its first
+    probes once packets get through.
+    """
+    base = session.config.max_datagram_size
+    if session.path.reliable or session.path.max_datagram_size <= base:
+        return
+    _set_datagram_size(session, base)
+    session.pmtu_probe_size = 0
+    session.pmtu_candidates = pmtu_candidates(base, session.config.pmtu_probe_limit)
+    session.stats.pmtu_fallbacks += 1
+    if session.pmtu_lost is not None:
+        session.pmtu_lost(session.address)
 
 
 def _on_pmtu_probe_lost(session: Session, size: int) -> None:

@@ -88,8 +88,6 @@ class _PathProbe:
     sent_at: float = -1.0
 
 
-PMTU_PROBE_SIZES = (1452, 8952, 16384, 32768, 65507)
-"""Datagram sizes path MTU discovery tries, in order (Ethernet, jumbo frames, loopback)."""
 AUTH_PROOF_ATTEMPTS = 5
 """AUTH_PROOF retransmissions without confirmation after which an initiator gives
 the session up: the responder has forgotten the handshake (protocol.md §6.7)."""
@@ -138,6 +136,7 @@ class Session:
         "local_max_data", "nack_floor", "next_packet_number", "pacing_at", "packets_under_key",
         "path",
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
+        "pmtu_lost",
         "pmtu_probe_size", "probe_packets", "probes", "random_bytes", "recovery", "recv_next",
         "recv_phase", "recv_phase_start", "recv_previous", "recv_protection", "recv_secret",
         "ref", "reset_awaiting", "resumed", "resumption_secret", "scratch", "send_buffered",
@@ -151,7 +150,8 @@ class Session:
                  path_for: Callable[[Address], PathProperties] | None = None,
                  trace: TraceSink = NULL_TRACE,
                  pmtu_learned: Callable[[Address, int], None] | None = None,
-                 scratch: ScratchBuffers | None = None) -> None:
+                 scratch: ScratchBuffers | None = None,
+                 pmtu_lost: Callable[[Address], None] | None = None) -> None:
         self.ref = ref
         self.config = config
         self.initiator = initiator
@@ -161,6 +161,7 @@ class Session:
         self.emit = emit
         self.trace = trace
         self.pmtu_learned = pmtu_learned
+        self.pmtu_lost = pmtu_lost
         # Large packets are opened and sealed in these, shared by the endpoint's sessions.
         self.scratch = scratch if scratch is not None else ScratchBuffers()
         self.path_for: Callable[[Address], PathProperties] = path_for or (lambda _: path)
@@ -190,10 +191,8 @@ class Session:
         self.nack_floor = 0
         self.last_path_challenge = b""
         # Path MTU discovery (protocol.md §8.3): sizes still to try, and the probe out.
-        self.pmtu_candidates = [size for size in PMTU_PROBE_SIZES
-                                if path.max_datagram_size < size <= config.pmtu_probe_limit]
-        if path.max_datagram_size < config.pmtu_probe_limit not in self.pmtu_candidates:
-            self.pmtu_candidates.append(config.pmtu_probe_limit)
+        self.pmtu_candidates = packetizer.pmtu_candidates(path.max_datagram_size,
+                                                          config.pmtu_probe_limit)
         self.pmtu_probe_size = 0
         self.streams = StreamTable(
             initiator=initiator,
@@ -742,6 +741,8 @@ class Session:
             packetizer.requeue_lost(self, lost, now)
         if probes:
             self.probe_packets = max(self.probe_packets, probes)
+            if self.recovery.pto_count >= packetizer.BLACK_HOLE_PTO_COUNT:
+                packetizer.fall_back_datagram_size(self)
             if self.handshake is not None:
                 # Unconfirmed: the responder may be dropping our packets for
                 # want of the AUTH_PROOF, so it goes ahead of the probes.

@@ -62,6 +62,8 @@ class SessionStats:
     decrypt_failures: int = 0
     key_updates: int = 0
     path_changes: int = 0
+    pmtu_fallbacks: int = 0
+    """Times the datagram size fell back after probe timeouts (a path MTU black hole)."""
     min_rtt: float = 0.0
     smoothed_rtt: float = 0.0
     rttvar: float = 0.0
