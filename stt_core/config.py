@@ -57,7 +57,11 @@ class Config:
     server_mode: bool = False
     """Accept sessions initiated by peers."""
     aead: str = "aes-256-gcm"
-    """Packet protection: ``aes-256-gcm`` (default) or ``chacha20-poly1305``."""
+    """Packet protection: ``aes-256-gcm`` (default) or ``chacha20-poly1305``.
+
+    Both peers must use the same one: the initiator names it in its HELLO, and
+    a responder configured otherwise refuses (``connect`` raises
+    ``ConnectionRefusedError``, protocol.md §6.4)."""
     congestion_control: str = "newreno"
     """Congestion controller: ``newreno``, ``cubic`` or ``bbr``."""
 
@@ -94,7 +98,10 @@ class Config:
     cookie_threshold: int = 256
     """Pending handshakes above which the server demands a stateless cookie."""
     max_streams_per_session: int = 1024
-    """Concurrent streams a peer may open on one session."""
+    """Concurrent streams a peer may open on one session.
+
+    Announced to the peer in the handshake, whose ``open_stream`` refuses past
+    it (protocol.md §5.1); the peer's own value bounds this side's opens."""
     stream_receive_window: int = 1024 * 1024
     """Bytes a peer may send on one stream beyond what we consumed."""
     session_receive_window: int = 16 * 1024 * 1024
