@@ -209,6 +209,25 @@ async def test_responses_read_after_their_stream_ended_return_their_credit() -> 
         assert core.data_consumed == core.data_received >= 3 * window
 
 
+async def test_the_servers_lower_stream_limit_is_obeyed_by_the_client() -> None:
+    """The limit travels in the handshake: the client refuses its own fifth
+    stream instead of the server closing the session (protocol.md §5.1)."""
+    async with open_node(node_id=b"server", shared_seed=SEED,
+                         config_overrides={**FAST, "max_streams_per_session": 4}) as server, \
+            open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                      config_overrides=FAST) as client:
+        client_session, server_session = await connected(server, client)
+        streams = [client_session.open_stream(f"s{i}") for i in range(4)]
+        with pytest.raises(InvalidStateError, match="as many as the peer allows"):
+            client_session.open_stream("one too many")
+        for stream in streams:
+            await stream.send(b"fits", timeout=5)
+        for _ in streams:
+            incoming = await server_session.accept_stream(timeout=5)
+            assert await incoming.receive(timeout=5) == b"fits"
+        assert not client_session.closed and not server_session.closed
+
+
 async def test_default_stream_zero_is_implicit() -> None:
     async with server_and_client() as (server, client):
         client_session, server_session = await connected(server, client)
