@@ -470,7 +470,9 @@ class Session:
             SessionClosedError: the session ended.
             ValueError: an argument is out of range (see ``Endpoint.open_stream``).
             InvalidStateError: ``stream_id`` closed recently on this session
-                (pick another), or too many streams are open.
+                (pick another), or this side already has as many streams open
+                as the peer allows (its ``max_streams_per_session``, announced
+                in the handshake).
         """
         self._raise_if_closed()
         sid = self._link.endpoint.open_stream(self.ref, purpose=purpose, stream_id=stream_id,

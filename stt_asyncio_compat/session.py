@@ -146,6 +146,8 @@ class Session:
         Raises:
             SessionClosedError: the session ended.
             ValueError: an argument is out of range.
+            InvalidStateError: ``stream_id`` closed recently on this session, or
+                this side already has as many streams open as the peer allows.
         """
         inner = self._inner.open_stream(purpose, stream_id=stream_id, priority=priority,
                                         max_frame_size=max_frame_size)
