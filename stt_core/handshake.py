@@ -70,6 +70,7 @@ __all__ = [
     "compute_session_id",
     "decode_reject",
     "decode_retry",
+    "decode_stream_limit",
     "encode_reject",
     "encode_retry",
     "encode_stream_limit",
@@ -244,6 +245,11 @@ def _check_header(header: bytes, expected_id: bytes, error: type[Exception]) -> 
 def encode_stream_limit(limit: int) -> bytes:
     """A stream limit as sent in the handshake: 4 bytes, big-endian, saturated."""
     return min(max(limit, 0), (1 << 32) - 1).to_bytes(STREAM_LIMIT_SIZE, "big")
+
+
+def decode_stream_limit(data: bytes, at: int = 0) -> int:
+    """The stream limit encoded at ``data[at:]`` by :func:`encode_stream_limit`."""
+    return int.from_bytes(data[at:at + STREAM_LIMIT_SIZE], "big")
 
 
 def _encode_node_id(node_id: bytes) -> bytes:
@@ -487,7 +493,7 @@ class Initiator:
         nonce_r, public_r, sealed = body[:32], body[32:64], body[64:]
         hs = hkdf_extract(self._psk, _dh(self._private, public_r))
         h1, s_hs, plaintext = self._open_challenge(hs, header, nonce_r, public_r, sealed)
-        peer_limit = int.from_bytes(plaintext[:STREAM_LIMIT_SIZE], "big")
+        peer_limit = decode_stream_limit(plaintext)
         peer = _decode_node_id(plaintext[STREAM_LIMIT_SIZE:])
         if self._expected is not None and not _hmac.compare_digest(peer, self._expected):
             raise PeerIdMismatch(f"peer proved node id {peer!r}, expected {self._expected!r}")
@@ -607,8 +613,7 @@ class Responder:
             ephemeral_public=plaintext[:PUBLIC_KEY_SIZE],
             node_id=_decode_node_id(plaintext[PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE:]),
             aead_id=plaintext[PUBLIC_KEY_SIZE],
-            max_streams=int.from_bytes(
-                plaintext[PUBLIC_KEY_SIZE + 1:PUBLIC_KEY_SIZE + 1 + STREAM_LIMIT_SIZE], "big"),
+            max_streams=decode_stream_limit(plaintext, PUBLIC_KEY_SIZE + 1),
             transcript_part=header + body[:end],
         )
 

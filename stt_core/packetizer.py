@@ -72,8 +72,6 @@ BLACK_HOLE_PTO_COUNT = 2
 """Consecutive probe timeouts after which a sender whose datagram size was raised
 falls back to the configured size (protocol.md §8.3): its full-size packets may be
 falling into a black hole left by a path whose MTU shrank."""
-
-
 CONTROL_SCAN_FLOOR = 32
 """Below this many bytes left, a packet stops looking for control frames that fit."""
 MAX_NACKED_PER_FRAME = 1024

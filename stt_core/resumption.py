@@ -34,6 +34,7 @@ from .handshake import (
     HandshakeAuthError,
     HandshakeError,
     HandshakeKeys,
+    decode_stream_limit,
     encode_stream_limit,
 )
 
@@ -264,7 +265,7 @@ class ResumeInitiator:
             raise HandshakeAuthError("RESUME_OK confirmation failed") from None
         if not confirmed.startswith(_CONFIRMATION):
             raise HandshakeError("RESUME_OK does not confirm a resumption")
-        self.peer_max_streams = int.from_bytes(confirmed[len(_CONFIRMATION):], "big")
+        self.peer_max_streams = decode_stream_limit(confirmed, len(_CONFIRMATION))
         self.session_id = self.ticket.session_id
         return keys
 
@@ -302,7 +303,7 @@ class ResumeResponder:
             raise HandshakeAuthError("RESUME proof failed")
         self.contents = contents
         self._max_streams = max_streams
-        self.peer_max_streams = int.from_bytes(body[64:64 + STREAM_LIMIT_SIZE], "big")
+        self.peer_max_streams = decode_stream_limit(body, 64)
         """The client's stream limit for our opens (covered by the RESUME's proof)."""
         self.nonce = random_bytes(32)
         private = X25519PrivateKey.from_private_bytes(random_bytes(32))

@@ -197,8 +197,7 @@ def _drop_stream(session: Session, stream: Stream) -> None:
     stream.reset = True
     unreported = stream.receiver.discard()
     if unreported:
-        session.data_consumed += unreported
-        _maybe_grant_session_credit(session)
+        _release_session_credit(session, unreported)
     session.streams.remove(stream)
 
 
@@ -228,8 +227,7 @@ def _consume_forgotten(session: Session, stream_id: int, nbytes: int) -> None:
         del forgotten[stream_id]
     else:
         forgotten[stream_id] = held - taken
-    session.data_consumed += taken
-    _maybe_grant_session_credit(session)
+    _release_session_credit(session, taken)
 
 
 def _return_credit(session: Session, stream: Stream) -> None:
@@ -240,11 +238,13 @@ def _return_credit(session: Session, stream: Stream) -> None:
         session.control.append(LimitFrame(FrameType.MAX_STREAM_DATA, stream.stream_id, limit))
     released = receiver.take_released()
     if released:
-        session.data_consumed += released
-        _maybe_grant_session_credit(session)
+        _release_session_credit(session, released)
 
 
-def _maybe_grant_session_credit(session: Session) -> None:
+def _release_session_credit(session: Session, nbytes: int) -> None:
+    """Count ``nbytes`` more (or, negative, fewer) received bytes as released, and
+    grant the peer a new MAX_DATA once the window moved by half (§5.4)."""
+    session.data_consumed += nbytes
     window = session.config.session_receive_window
     target = session.data_consumed + window
     if target - session.local_max_data >= window // 2:
@@ -309,10 +309,7 @@ def _accept_bytes_unchecked(session: Session, stream: Stream, offset: int,
                             data: bytes | memoryview, fin: bool) -> None:
     new_bytes = stream.receiver.on_data(offset, data, fin)
     if new_bytes:
-        session.data_received += new_bytes
-        if session.data_received > session.local_max_data:
-            raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR,
-                                "peer exceeded the session flow-control limit")
+        _count_session_bytes(session, new_bytes)
         stream.bytes_received += new_bytes
         session.stats.stream_bytes_received += new_bytes
     _deliver(session, stream)
@@ -439,10 +436,9 @@ def _count_after_reset(session: Session, stream_id: int, end: int, fin: bool) ->
     packet acknowledged), and then it has nothing to answer with.
     """
     awaiting = session.reset_awaiting
-    entry = awaiting.get(stream_id) if awaiting else None
-    if entry is None or awaiting is None:
+    if not awaiting or stream_id not in awaiting:
         return
-    received, limit = entry
+    received, limit = awaiting[stream_id]
     if end > received:
         _count_stopped_bytes(session, stream_id, end, received, limit, None)
         received = end
@@ -478,14 +474,18 @@ def _count_stopped_bytes(session: Session, stream_id: int, final_size: int, rece
             ErrorCode.FLOW_CONTROL_ERROR,
             f"stream {stream_id}: STREAM_CLOSE final size {final_size} exceeds limit {limit}")
     stopped = final_size - received
-    if not stopped:
-        return
-    session.data_received += stopped
+    if stopped:
+        _count_session_bytes(session, stopped)
+        _release_session_credit(session, stopped)
+
+
+def _count_session_bytes(session: Session, nbytes: int) -> None:
+    """Count ``nbytes`` that extended a stream's highest received offset against
+    the session limit we advertised (§5.4)."""
+    session.data_received += nbytes
     if session.data_received > session.local_max_data:
         raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR,
                             "peer exceeded the session flow-control limit")
-    session.data_consumed += stopped
-    _maybe_grant_session_credit(session)
 
 
 def on_limit_frame(session: Session, frame: Frame, now: float) -> None:
