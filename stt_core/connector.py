@@ -111,6 +111,7 @@ def _on_resume_ok(endpoint: Endpoint, session: Session, handshake: ResumeInitiat
     session.take_handshake_rtt(now)  # RESUME to RESUME_OK
     session.install_keys(keys, now)
     session.handshake = None
+    session.stop_handshake_retransmission()  # RESUME_OK confirms: nothing to resend
     endpoint.by_handshake_id.pop(session.handshake_id, None)
     endpoint.by_session_id[keys.session_id] = session
     # At once, not on the next packet: the server keeps its 3x amplification

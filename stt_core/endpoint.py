@@ -290,6 +290,8 @@ class Endpoint:
 
     @staticmethod
     def _handshake_packet(session: Session, now: float, out: list[tuple[Any, Address]]) -> None:
+        if not session.hs_packet:
+            return  # forgotten (a quiet, confirmed session): never an empty datagram
         session.note_handshake_sent(now)
         out.append((session.hs_packet, session.address))
         if not session.address_validated:

@@ -329,10 +329,17 @@ class Session:
         and retransmits AUTH_PROOF (protocol.md §6.3, §6.7).
         """
         self.handshake = None
+        self.stop_handshake_retransmission()
+        self.emit(HandshakeConfirmed(ref=self.ref))
+
+    def stop_handshake_retransmission(self) -> None:
+        """Our last handshake message needs no more copies: the peer answered it
+        in a way only a peer that processed it can (FINAL or a session packet
+        for AUTH_PROOF, RESUME_OK for RESUME). Left armed, the timer would keep
+        resending it and end an established session as unconfirmed."""
         self.hs_retransmit_at = None
         self.hs_send_due = False
         self.hs_packet = self.hs_timed = b""
-        self.emit(HandshakeConfirmed(ref=self.ref))
 
     def note_handshake_sent(self, now: float) -> None:
         """Our handshake message left: time it, unless it is a retransmission.

@@ -289,3 +289,25 @@ def test_a_resumed_session_knows_the_peers_stream_limit(lower: str) -> None:
         opener.open_stream(opener_ref, purpose=f"s{i}")
     with pytest.raises(InvalidStateError, match="as many as the peer allows"):
         opener.open_stream(opener_ref, purpose="one too many")
+
+
+def test_a_resumed_session_outlives_the_connect_timeout_and_stops_resending_resume() -> None:
+    """RESUME_OK confirms the resumption: the client resends RESUME no more and its
+    session stays up. The retransmission timer was once left armed, so the client
+    kept sending RESUME (and, once a quiet spell had dropped the packet, empty
+    datagrams) and ended the session as unconfirmed after the connect timeout."""
+    pair = Pair()
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    new_ref = pair.client.resume(SERVER_ADDR, ticket, pair.now)
+    assert isinstance(outcome(pair, new_ref), SessionEstablished)
+    sent_before = len(pair.sent)
+    pair.run_for(3 * pair.client.config.connect_timeout)
+    later = [datagram for who, datagram in pair.sent[sent_before:] if who == "client"]
+    assert later, "keep-alives should have gone"
+    assert all(len(datagram) > 0 for datagram in later)
+    assert not [d for d in later if d[0] == PacketType.RESUME]
+    assert not any(isinstance(e, SessionClosed) and e.ref == new_ref
+                   for e in pair.client_events)
+    assert pair.client.sessions[new_ref].state.name == "ESTABLISHED"
