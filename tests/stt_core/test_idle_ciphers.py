@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from stt_core import DropReason, Endpoint, ResumeTokenReceived, SessionEstablished, SessionState
 from stt_core.events import SessionRef
-from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
+from stt_core.session import CIPHER_RELEASE_GRANULARITY, CIPHER_RELEASE_INTERVAL, Session
 from stt_core.wire import PacketType
 
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
 from .security_helpers import established, open_pair, received
 
 QUIET = CIPHER_RELEASE_INTERVAL + 1.0
-"""Long enough for a release: its deadline is rounded up to a whole second."""
+"""Long enough for a release: its deadline is rounded up to the release grid."""
 
 
 def _session(endpoint: Endpoint, ref: SessionRef) -> Session:
@@ -164,10 +164,23 @@ def test_resumed_session_forgets_resume_ok_and_a_late_resume_is_a_replay() -> No
     assert pair.server.session_state(server_ref) is SessionState.ESTABLISHED
 
 
-def test_release_deadlines_fall_on_whole_seconds_so_sessions_share_them() -> None:
+def test_release_deadlines_fall_on_a_grid_so_sessions_share_them() -> None:
     pair, ref, server_ref = open_pair()
     for session in (_session(pair.client, ref), _session(pair.server, server_ref)):
         quiet_since = max(session.last_received, session.last_sent_ack_eliciting)
         deadline = session.next_timer()
-        assert deadline is not None and deadline == int(deadline)
-        assert quiet_since + CIPHER_RELEASE_INTERVAL <= deadline < quiet_since + QUIET
+        assert deadline is not None
+        steps = deadline / CIPHER_RELEASE_GRANULARITY
+        assert steps == int(steps)
+        earliest = quiet_since + CIPHER_RELEASE_INTERVAL
+        assert earliest <= deadline < earliest + CIPHER_RELEASE_GRANULARITY
+
+
+def test_release_comes_within_a_grid_step_of_the_interval() -> None:
+    """A quiet session holds its contexts for at most the interval plus one step
+    of the grid: with whole seconds it held them up to twice the interval."""
+    pair, ref, server_ref = open_pair()
+    sessions = (_session(pair.client, ref), _session(pair.server, server_ref))
+    quiet_since = max(max(s.last_received, s.last_sent_ack_eliciting) for s in sessions)
+    pair.run(quiet_since + CIPHER_RELEASE_INTERVAL + 0.25)  # the promise, whatever the grid
+    assert [_holding(s) for s in sessions] == [[False, False], [False, False]]
