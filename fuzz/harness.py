@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stt_core import Config, Endpoint, Event, SessionEstablished
+from stt_core import Config, Endpoint, Event, ResumeTokenReceived, SessionClosed, SessionEstablished
 from stt_core.events import Address, SessionRef
 from stt_core.session import Session
 from stt_core.wire import encode_session_header
@@ -212,6 +212,44 @@ def establish(*, seed: int = 7, client: Config | None = None, server: Config | N
                       if isinstance(e, SessionEstablished))
     net.run(0.05)  # let the first flow-control updates settle
     return Established(net, client_ep, server_ep, client_ref, server_ref, client_addr)
+
+
+def resume(pair: Established) -> Established:
+    """Close the pair's session and resume it from the client's resume token.
+
+    Returns the pair of the resumed session, on the same network and endpoints.
+
+    Raises:
+        RuntimeError: no token arrived, or the resumption did not complete (a
+            harness bug, not an input).
+    """
+    net, client, server = pair.net, pair.client, pair.server
+
+    def token_of(ref: SessionRef) -> bytes | None:
+        return next((e.token for e in pair.client_events
+                     if isinstance(e, ResumeTokenReceived) and e.ref == ref), None)
+
+    if token_of(pair.client_ref) is None:
+        net.run(2.0, stop=lambda: token_of(pair.client_ref) is not None)
+    token = token_of(pair.client_ref)
+    if token is None:
+        raise RuntimeError("no resume token arrived")
+    client.close_session(pair.client_ref, now=net.now)
+    net.run(5.0, stop=lambda: any(isinstance(e, SessionClosed) and e.ref == pair.server_ref
+                                  for e in pair.server_events))
+    client_before, server_before = len(pair.client_events), len(pair.server_events)
+    client_ref = client.resume(SERVER_ADDR, token, net.now)
+
+    def both_up() -> bool:
+        return any(isinstance(e, SessionEstablished) for e in pair.client_events[client_before:]) \
+            and any(isinstance(e, SessionEstablished) for e in pair.server_events[server_before:])
+
+    if not net.run(5.0, stop=both_up):
+        raise RuntimeError("resumption did not complete")
+    server_ref = next(e.ref for e in pair.server_events[server_before:]
+                      if isinstance(e, SessionEstablished))
+    net.run(0.05)
+    return Established(net, client, server, client_ref, server_ref, pair.client_addr)
 
 
 class RawPeer:

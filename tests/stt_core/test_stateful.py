@@ -42,7 +42,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from fuzz.harness import Established, establish, make_config
+from fuzz.harness import Established, establish, make_config, resume
 from stt_core import Endpoint, MessageReceived, SessionClosed, SessionState
 from stt_core.config import INITIAL_SESSION_CREDIT, INITIAL_STREAM_CREDIT
 from stt_core.errors import BufferFullError, InvalidStateError, StreamClosedError
@@ -358,6 +358,26 @@ class RebindingHostileNetwork(HostileNetwork):
 
 RebindingHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
 TestRebindingHostileNetwork = RebindingHostileNetwork.TestCase
+
+
+class ResumingHostileNetwork(HostileNetwork):
+    """The session under test is a resumed one (protocol.md §6.8): the first
+    session closes, the client resumes from its token, and every rule runs on
+    the resumption. Its handshake state differs from a full handshake's (no
+    AUTH_PROOF to confirm, RESUME kept for retransmission), and a timer left
+    from it once ended resumed sessions after the connect timeout (Appendix B
+    item 28)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = resume(self.pair)
+        self.pair.net.drop = self._lose
+        self.seen_events = {"client": len(self.pair.client_events),
+                            "server": len(self.pair.server_events)}
+
+
+ResumingHostileNetwork.TestCase.settings = HostileNetwork.TestCase.settings
+TestResumingHostileNetwork = ResumingHostileNetwork.TestCase
 
 
 class LongHostileNetwork(HostileNetwork):
