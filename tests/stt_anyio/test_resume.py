@@ -85,3 +85,30 @@ async def test_resume_after_losing_the_path_for_twice_the_idle_timeout() -> None
                 [b"message %d" % i for i in range(20)]
             with pytest.raises(AuthenticationError):
                 await restarted.resume(server.local_address, ticket, timeout=5)
+
+
+async def test_a_resumed_session_stays_up_past_its_connect_timeout() -> None:
+    """RESUME_OK confirms the resumption. The client's handshake timer was once
+    left armed by it: the client kept resending RESUME and closed the session as
+    unconfirmed after its connect timeout (protocol.md Appendix B item 28). With
+    fast retransmissions and a 0.5 s timeout that took 1.55 s; hold it for 2.5."""
+    quick = {**FAST, "handshake_retransmit_interval": 0.05}
+    async with open_node(node_id=b"server", shared_seed=SEED, config_overrides=quick) as server, \
+            open_node(node_id=b"client", shared_seed=SEED, server_mode=False,
+                      config_overrides=quick) as client:
+        first = await client.connect(server.local_address, timeout=5)
+        ticket = await wait_for_ticket(first)
+        await first.close()
+        await (await server.accept(timeout=5)).wait_closed()
+        resumed = await client.resume(server.local_address, ticket, timeout=0.5)
+        peer = await server.accept(timeout=5)
+        sent_before = client.endpoint.stats.datagrams_sent
+        await anyio.sleep(2.5)
+        assert not resumed.closed and not peer.closed
+        stream = resumed.open_stream("later")
+        await stream.send(b"still here", timeout=5)
+        incoming = await peer.accept_stream(timeout=5)
+        assert await incoming.receive(timeout=5) == b"still here"
+        # The wait itself needs at most an ACK or two from the client.
+        assert client.endpoint.stats.datagrams_sent - sent_before < 10, \
+            "the client kept resending RESUME"
