@@ -115,7 +115,7 @@ def _release_due(quiet_since: float) -> float:
     otherwise cost 10,000 extra timer wake-ups on each side, which slowed their
     opening measurably). A coarser grid holds contexts longer: with whole
     seconds a session released 1-2 s after going quiet, so a server accepting
-    a burst of sessions held half again as many contexts at its peak.
+    a burst of sessions held about a third more contexts at its peak.
     """
     steps = math.ceil((quiet_since + CIPHER_RELEASE_INTERVAL) / CIPHER_RELEASE_GRANULARITY)
     return steps * CIPHER_RELEASE_GRANULARITY
