@@ -31,6 +31,14 @@ def establish(pair: Pair) -> tuple[int, bytes]:
     return ref, token.token
 
 
+def closed_with_ticket(pair: Pair) -> bytes:
+    """Establish a session, close it, let the close finish: the ticket to resume it."""
+    ref, ticket = establish(pair)
+    pair.client.close_session(ref, now=pair.now)
+    pair.run_for(5.0)
+    return ticket
+
+
 def outcome(pair: Pair, ref: int) -> object:
     pair.run_for(5.0, stop=lambda: any(
         isinstance(e, (SessionEstablished, SessionClosed)) and e.ref == ref
@@ -82,9 +90,7 @@ def test_resume_after_the_path_was_gone_longer_than_the_idle_timeout() -> None:
 
 def test_a_token_works_only_once() -> None:
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     first = pair.client.resume(SERVER_ADDR, ticket, pair.now)
     assert isinstance(outcome(pair, first), SessionEstablished)
     second = pair.client.resume(SERVER_ADDR, ticket, pair.now)
@@ -103,9 +109,7 @@ def test_an_expired_token_is_refused() -> None:
 
 def test_a_lost_resume_ok_is_recovered_without_burning_the_token() -> None:
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     dropped: list[int] = []
 
     def drop(datagram: bytes, source: object, destination: object) -> bool:
@@ -121,9 +125,7 @@ def test_a_lost_resume_ok_is_recovered_without_burning_the_token() -> None:
 
 def test_resume_to_resume_ok_is_the_resumed_sessions_first_rtt_sample() -> None:
     pair = Pair(delay=0.015)
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     resumed = pair.client.resume(SERVER_ADDR, ticket, pair.now)
     assert isinstance(outcome(pair, resumed), SessionEstablished)
     rtt = pair.client.sessions[resumed].recovery.rtt
@@ -136,9 +138,7 @@ def test_resuming_with_another_packet_aead_is_refused_and_spares_the_token() -> 
     a full handshake would be, instead of resuming into a session where no
     packet opens. The refused attempt does not use the token up."""
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     aes_client = pair.client
     other = Endpoint(make_config(b"client", aead="chacha20-poly1305"), now=pair.now,
                      random_bytes=seeded_random(77))
@@ -162,9 +162,7 @@ def test_a_resumed_server_does_not_probe_the_path_mtu_before_the_address_is_vali
     server's application writes enough to want a probe."""
     pair = Pair(server=make_config(b"server", server_mode=True, max_datagram_size=1452,
                                    pmtu_probe_limit=9000))
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     sent_before = len(pair.sent)
     pair.client.resume(SERVER_ADDR, ticket, pair.now)
     pair.flush()  # the RESUME leaves
@@ -210,9 +208,7 @@ def test_a_corrupted_resume_ok_is_dropped_and_the_resume_still_succeeds() -> Non
     after the server had used the token up: a bit flipped in flight cost the
     client its token and a full handshake (protocol.md Appendix B item 5)."""
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     corrupted = _corrupt_first(pair, PacketType.RESUME_OK)
     event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
     assert corrupted
@@ -225,9 +221,7 @@ def test_a_resume_corrupted_on_the_way_is_asked_again_once() -> None:
     and the refusal leaves the token unused; as for HELLO, the client asks once
     more before it gives up (protocol.md §6.5, §6.8)."""
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     corrupted = _corrupt_first(pair, PacketType.RESUME)
     start = pair.now
     event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
@@ -238,9 +232,7 @@ def test_a_resume_corrupted_on_the_way_is_asked_again_once() -> None:
 
 def test_a_refused_token_is_reported_after_the_second_refusal() -> None:
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     assert isinstance(outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now)),
                       SessionEstablished)
     pair.client_events.clear()
@@ -255,9 +247,7 @@ def test_a_server_not_accepting_refuses_a_resume_without_using_the_token() -> No
     """The token was used up before the server checked that it accepts sessions
     at all, so the client could not resume once it did again (Appendix B item 5)."""
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     accepting = pair.server.config
     pair.server.config = replace(accepting, server_mode=False)
     event = outcome(pair, pair.client.resume(SERVER_ADDR, ticket, pair.now))
@@ -277,9 +267,7 @@ def test_a_resumed_session_knows_the_peers_stream_limit(lower: str) -> None:
                                    else 1024),
                 server=make_config(b"server", server_mode=True,
                                    max_streams_per_session=4 if lower == "server" else 1024))
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     resumed = pair.client.resume(SERVER_ADDR, ticket, pair.now)
     assert isinstance(outcome(pair, resumed), SessionEstablished)
     server_ref = [e for e in pair.server_events if isinstance(e, SessionEstablished)][-1].ref
@@ -297,9 +285,7 @@ def test_a_resumed_session_outlives_the_connect_timeout_and_stops_resending_resu
     kept sending RESUME (and, once a quiet spell had dropped the packet, empty
     datagrams) and ended the session as unconfirmed after the connect timeout."""
     pair = Pair()
-    ref, ticket = establish(pair)
-    pair.client.close_session(ref, now=pair.now)
-    pair.run_for(5.0)
+    ticket = closed_with_ticket(pair)
     new_ref = pair.client.resume(SERVER_ADDR, ticket, pair.now)
     assert isinstance(outcome(pair, new_ref), SessionEstablished)
     sent_before = len(pair.sent)
