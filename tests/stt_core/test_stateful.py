@@ -325,9 +325,9 @@ class ClosingHostileNetwork(HostileNetwork):
             self.consume(1.0)  # the server reads as it goes
             pair.net.run(0.05)
         self._collect()
-        closes = {side: [e for e in events if isinstance(e, SessionClosed)]
-                  for side, events in (("client", pair.client_events),
-                                       ("server", pair.server_events))}
+        closes = {side: [e for e in events if isinstance(e, SessionClosed) and e.ref == ref]
+                  for side, events, ref in (("client", pair.client_events, pair.client_ref),
+                                            ("server", pair.server_events, pair.server_ref))}
         assert [(e.reason, e.by_peer, e.abandoned_bytes) for e in closes["client"]] == [
             ("graceful", False, 0)]
         assert [(e.reason, e.by_peer) for e in closes["server"]] == [("graceful", True)]
