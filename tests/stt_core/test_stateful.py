@@ -21,7 +21,10 @@ At the end the network turns honest, everything is consumed, and every
 message sent on a stream that no one reset must have arrived. Then both
 sides finish every stream they still hold, and once that settles neither
 side may hold a stream: one the other side has forgotten (a stream brought
-back to life by a late frame) would never close.
+back to life by a late frame) would never close. Both sides must agree on
+every byte of session credit, and the settled session must go quiet: for
+four keep-alive intervals it sends only session packets, a few per
+keep-alive, and stays up.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from stt_core import Endpoint, MessageReceived, SessionClosed, SessionState
 from stt_core.config import INITIAL_SESSION_CREDIT, INITIAL_STREAM_CREDIT
 from stt_core.errors import BufferFullError, InvalidStateError, StreamClosedError
 from stt_core.events import Address, SessionRef
+from stt_core.wire import PacketType
 
 Side = str  # "client" or "server"
 StreamKey = tuple[str, int]
@@ -54,6 +58,7 @@ EXPLICIT_IDS = (100, 101, 102)
 """Explicit ids both sides draw from: shared streams, and reuse after a close."""
 LOSS_SPELL = 0.5
 """Seconds a ``lose`` rule lasts."""
+SESSION_PACKET_TYPES = (PacketType.SESSION, PacketType.SESSION_KEY_PHASE_1)
 
 
 class HostileNetwork(RuleBasedStateMachine):
@@ -276,6 +281,23 @@ class HostileNetwork(RuleBasedStateMachine):
         for sender, receiver in ((client, server), (server, client)):
             assert receiver.data_received == sender.data_sent, "session credit leaked"
             assert receiver.data_consumed == receiver.data_received, "credit not returned"
+        self._settled_session_goes_quiet()
+
+    def _settled_session_goes_quiet(self) -> None:
+        """With nothing left to do, a session costs only its keep-alives: session
+        packets, no handshake message, nothing empty, and both sides stay up."""
+        log = self.pair.net.log
+        self.pair.net.run(5.0)  # the last ACKs and releases
+        start = len(log)
+        interval = self.pair.client.config.keep_alive_interval
+        self.pair.net.run(4 * interval)
+        idle = [datagram for _, _, datagram in log[start:]]
+        assert all(datagram and datagram[0] in SESSION_PACKET_TYPES for datagram in idle), \
+            f"an idle session sent {sorted({d[0] if d else -1 for d in idle})}"
+        # Two datagrams per keep-alive (8 in all), up to 16 where a rebinding had
+        # left the server a path to validate; more would be a loop of some kind.
+        assert len(idle) <= 4 * 6, f"an idle session sent {len(idle)} datagrams in 4 keep-alives"
+        self.session_stays_up()
 
 HostileNetwork.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None,
