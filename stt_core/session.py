@@ -121,6 +121,24 @@ def _release_due(quiet_since: float) -> float:
     return steps * CIPHER_RELEASE_GRANULARITY
 
 
+def keep_alive_wait(config: Config, initiator: bool) -> float:
+    """How long a session stays quiet before it sends a KEEP_ALIVE (protocol.md §4.5).
+
+    The initiator waits ``keep_alive_interval``; the responder waits half as
+    long again (capped halfway to its idle timeout), so that with equal
+    settings only the initiator's keep-alives go. With equal waits both
+    deadlines follow from the same exchange, one one-way delay apart, and the
+    responder's KEEP_ALIVE reached the initiator just as the initiator's own
+    fell due: in real time both went about half the time, four packets per
+    interval instead of two. The responder still keeps the session alive
+    alone when the initiator's keep-alives stop (a longer interval of its own).
+    """
+    interval = config.keep_alive_interval
+    if initiator:
+        return interval
+    return min(1.5 * interval, (interval + config.idle_timeout) / 2)
+
+
 _SCRATCH_MIN_SEALED = SCRATCH_MIN_PLAINTEXT + TAG_SIZE
 """Sealed payloads at least this long open into the endpoint's scratch buffer."""
 
@@ -139,7 +157,8 @@ class Session:
         "grant_due", "handshake", "handshake_id", "hs_deadline", "hs_interval", "hs_packet",
         "hs_proof_attempts",
         "hs_retransmit_at", "hs_send_due", "hs_sent_at", "hs_timed", "initiator",
-        "keep_alive_ack_due", "last_path_challenge", "last_received", "last_sent_ack_eliciting",
+        "keep_alive_ack_due", "keep_alive_wait", "last_path_challenge", "last_received",
+        "last_sent_ack_eliciting",
         "local_max_data", "nack_floor", "next_packet_number", "pacing_at", "packets_under_key",
         "path",
         "path_for", "peer_max_data", "peer_node_id", "pmtu_candidates", "pmtu_learned",
@@ -193,6 +212,7 @@ class Session:
         # The session window's MAX_DATA waits for a packet to ride on (connector).
         self.grant_due = False
         self.keep_alive_ack_due = False
+        self.keep_alive_wait = keep_alive_wait(config, initiator)
         self.probe_packets = 0
         self.pacing_at: float | None = None
         self.nack_floor = 0
@@ -667,7 +687,7 @@ class Session:
             # A running minimum, not a list and min(): the endpoint asks after
             # every flush, twice per packet on a request/response exchange.
             quiet_since = self.quiet_since
-            keep_alive = quiet_since + config.keep_alive_interval
+            keep_alive = quiet_since + self.keep_alive_wait
             if keep_alive < earliest:
                 earliest = keep_alive
             if quiet_since != self.cipher_release_mark:
@@ -811,8 +831,8 @@ class Session:
         return max(self.last_received, self.last_sent_ack_eliciting)
 
     def keep_alive_due(self, now: float) -> bool:
-        """True when the session has been quiet for a keep-alive interval."""
-        return now >= self.quiet_since + self.config.keep_alive_interval
+        """True when the session has been quiet long enough to send a keep-alive."""
+        return now >= self.quiet_since + self.keep_alive_wait
 
     @property
     def finished(self) -> bool:

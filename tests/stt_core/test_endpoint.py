@@ -22,7 +22,7 @@ from stt_core import (
 )
 from stt_core.errors import InvalidStateError, StreamClosedError
 from stt_core.events import SessionRef
-from stt_core.session import CIPHER_RELEASE_INTERVAL, Session
+from stt_core.session import CIPHER_RELEASE_INTERVAL, Session, keep_alive_wait
 from stt_core.wire import PacketType
 
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
@@ -244,6 +244,46 @@ def test_a_keep_alive_ack_is_answered_by_nothing() -> None:
     pair.run_for(5.0)  # its answer, and anything that answer would elicit
     kinds = [who for who, _ in pair.sent[sent_before:]]
     assert len(kinds) == 2 and kinds[0] != kinds[1]
+
+
+def _idle_senders(pair: Pair, seconds: float, *, after: float = 5.0) -> list[str]:
+    """Who sent each datagram of an idle spell of ``seconds``, in order, starting
+    ``after`` seconds from now (past the handshake's tail)."""
+    pair.run_for(after)
+    sent_before = len(pair.sent)
+    pair.run_for(seconds)
+    return [who for who, _ in pair.sent[sent_before:]]
+
+
+def test_with_equal_settings_only_the_initiator_sends_keep_alives() -> None:
+    """The responder waits half an interval longer (protocol.md §4.5): with equal
+    waits the two deadlines fell one one-way delay apart, the responder's
+    KEEP_ALIVE arrived just as the initiator's own fell due, and in real time
+    both often went (four packets an interval instead of two)."""
+    pair = Pair()
+    connect(pair)
+    senders = _idle_senders(pair, 120.0)
+    assert len(senders) == 24
+    assert senders == ["client", "server"] * 12  # each exchange opened by the client
+
+
+def test_the_responder_keeps_the_session_alive_alone() -> None:
+    """An initiator whose keep-alive interval is nearly its idle timeout leaves the
+    keep-alives to the responder, which waits 1.5 of its own intervals."""
+    pair = Pair(client=make_config(b"client", keep_alive_interval=28.0))
+    connect(pair)
+    # The first exchange (at 15 s) is three packets: the client's answer carries
+    # its window grant, which is ack-eliciting (§5.4). Count from the second.
+    senders = _idle_senders(pair, 300.0, after=20.0)
+    assert not closed(pair.client_events) and not closed(pair.server_events)
+    assert senders == ["server", "client"] * 20  # one exchange per 15 s
+
+
+def test_the_responders_keep_alive_wait_stays_inside_its_idle_timeout() -> None:
+    config = make_config(b"server", keep_alive_interval=25.0, idle_timeout=30.0)
+    assert keep_alive_wait(config, initiator=True) == 25.0
+    assert keep_alive_wait(config, initiator=False) == 27.5  # not 37.5
+    assert keep_alive_wait(make_config(b"server"), initiator=False) == 15.0
 
 
 def test_vanished_peer_times_out_between_30_and_31_seconds() -> None:
