@@ -57,7 +57,7 @@ def test_released_timer_does_not_spin_and_keep_alives_continue() -> None:
     pair, ref, server_ref = open_pair()
     pair.run_for(QUIET)
     client = _session(pair.client, ref)
-    quiet_since = max(client.last_received, client.last_sent_ack_eliciting)
+    quiet_since = client.quiet_since
     # Released: the next deadline is the keep-alive, not an already-past release.
     assert client.next_timer() == quiet_since + client.config.keep_alive_interval
     assert client.cipher_release_mark == quiet_since
@@ -167,7 +167,7 @@ def test_resumed_session_forgets_resume_ok_and_a_late_resume_is_a_replay() -> No
 def test_release_deadlines_fall_on_a_grid_so_sessions_share_them() -> None:
     pair, ref, server_ref = open_pair()
     for session in (_session(pair.client, ref), _session(pair.server, server_ref)):
-        quiet_since = max(session.last_received, session.last_sent_ack_eliciting)
+        quiet_since = session.quiet_since
         deadline = session.next_timer()
         assert deadline is not None
         steps = deadline / CIPHER_RELEASE_GRANULARITY
@@ -181,6 +181,6 @@ def test_release_comes_within_a_grid_step_of_the_interval() -> None:
     of the grid: with whole seconds it held them up to twice the interval."""
     pair, ref, server_ref = open_pair()
     sessions = (_session(pair.client, ref), _session(pair.server, server_ref))
-    quiet_since = max(max(s.last_received, s.last_sent_ack_eliciting) for s in sessions)
+    quiet_since = max(s.quiet_since for s in sessions)
     pair.run(quiet_since + CIPHER_RELEASE_INTERVAL + 0.25)  # the promise, whatever the grid
     assert [_holding(s) for s in sessions] == [[False, False], [False, False]]
