@@ -200,18 +200,31 @@ def establish(*, seed: int = 7, client: Config | None = None, server: Config | N
     client_ep = net.add(client_addr, Endpoint(client or make_config(b"client"), now=net.now,
                                               random_bytes=seeded_random(seed)))
     client_ref = client_ep.connect(SERVER_ADDR, net.now)
-    before = len(net.events[SERVER_ADDR])
-
-    def both_up() -> bool:
-        return any(isinstance(e, SessionEstablished) for e in net.events[client_addr]) and any(
-            isinstance(e, SessionEstablished) for e in net.events[SERVER_ADDR][before:])
-
-    if not net.run(5.0, stop=both_up):
+    server_ref = _await_both_established(net, net.events[client_addr], 0,
+                                         net.events[SERVER_ADDR], len(net.events[SERVER_ADDR]))
+    if server_ref is None:
         raise RuntimeError("handshake did not complete")
-    server_ref = next(e.ref for e in net.events[SERVER_ADDR][before:]
-                      if isinstance(e, SessionEstablished))
     net.run(0.05)  # let the first flow-control updates settle
     return Established(net, client_ep, server_ep, client_ref, server_ref, client_addr)
+
+
+def _established_ref(events: list[Event], start: int) -> SessionRef | None:
+    """The ref of the first ``SessionEstablished`` in ``events[start:]``, if any."""
+    return next((e.ref for e in events[start:] if isinstance(e, SessionEstablished)), None)
+
+
+def _await_both_established(net: Net, client_events: list[Event], client_start: int,
+                            server_events: list[Event], server_start: int) -> SessionRef | None:
+    """Run ``net`` (5 s at most) until both sides report a session established
+    after the given marks; the server's ref, or None if they did not."""
+
+    def both_up() -> bool:
+        return _established_ref(client_events, client_start) is not None \
+            and _established_ref(server_events, server_start) is not None
+
+    if not net.run(5.0, stop=both_up):
+        return None
+    return _established_ref(server_events, server_start)
 
 
 def resume(pair: Established) -> Established:
@@ -239,15 +252,10 @@ def resume(pair: Established) -> Established:
                                   for e in pair.server_events))
     client_before, server_before = len(pair.client_events), len(pair.server_events)
     client_ref = client.resume(SERVER_ADDR, token, net.now)
-
-    def both_up() -> bool:
-        return any(isinstance(e, SessionEstablished) for e in pair.client_events[client_before:]) \
-            and any(isinstance(e, SessionEstablished) for e in pair.server_events[server_before:])
-
-    if not net.run(5.0, stop=both_up):
+    server_ref = _await_both_established(net, pair.client_events, client_before,
+                                         pair.server_events, server_before)
+    if server_ref is None:
         raise RuntimeError("resumption did not complete")
-    server_ref = next(e.ref for e in pair.server_events[server_before:]
-                      if isinstance(e, SessionEstablished))
     net.run(0.05)
     return Established(net, client, server, client_ref, server_ref, pair.client_addr)
 
