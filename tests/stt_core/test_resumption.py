@@ -14,6 +14,7 @@ from stt_core import (
     ResumeTokenReceived,
     SessionClosed,
     SessionEstablished,
+    SessionState,
 )
 from stt_core.errors import ErrorCode, InvalidStateError
 from stt_core.resumption import Ticket
@@ -296,4 +297,4 @@ def test_a_resumed_session_outlives_the_connect_timeout_and_stops_resending_resu
     assert not [d for d in later if d[0] == PacketType.RESUME]
     assert not any(isinstance(e, SessionClosed) and e.ref == new_ref
                    for e in pair.client_events)
-    assert pair.client.sessions[new_ref].state.name == "ESTABLISHED"
+    assert pair.client.session_state(new_ref) is SessionState.ESTABLISHED
