@@ -1,7 +1,9 @@
 # Two entry points a fresh machine needs: `make demo` and `make test`.
 # Both create the virtual environment on first use.
+# PY and VENV may be overridden to run the suite on another interpreter, e.g.
+# `make test PY=python3.13 VENV=.venv-3.13` (CI does so for every CPython it finds).
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 
 $(BIN)/stt: pyproject.toml
@@ -10,7 +12,7 @@ $(BIN)/stt: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(BIN)/stt
 
-.PHONY: demo test lint bench compile clean-compiled test-compiled
+.PHONY: demo test test-suite lint bench compile clean-compiled test-compiled
 demo: $(BIN)/stt
 	$(BIN)/stt demo
 
@@ -19,11 +21,22 @@ test: $(BIN)/stt
 	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
 	$(BIN)/pytest
 
+# The suite alone (no linters), for another interpreter: ruff and mypy check the
+# source, which does not change with the interpreter that runs it.
+test-suite: $(BIN)/stt
+	$(BIN)/pytest
+
 # The mypyc-compiled core, built in place (setup.py lists the modules). While the
 # extension files exist every run imports them; `make clean-compiled` goes back to
 # pure Python. The test header says which one ran.
-compile: $(BIN)/stt
+compile: $(BIN)/stt $(BIN)/.compile-deps
 	STT_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+
+# mypyc and setuptools where the build runs: a venv of Python 3.12 or newer has
+# no setuptools of its own, so `setup.py` would not even import there.
+$(BIN)/.compile-deps: pyproject.toml $(BIN)/stt
+	$(BIN)/pip install -q -e '.[compile]'
+	touch $@
 
 clean-compiled:
 	rm -f stt_core/*.so
