@@ -12,6 +12,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from stt_core import Config, Endpoint, Event
 
@@ -26,8 +27,9 @@ def seeded_random(seed: int) -> Callable[[int], bytes]:
     return rng.randbytes
 
 
-def make_config(node_id: bytes, **overrides: object) -> Config:
-    """A config with the test seed; overrides go through dataclasses.replace."""
+def make_config(node_id: bytes, **overrides: Any) -> Config:
+    """A config with the test seed; overrides (Config fields, each of its own
+    type) go through dataclasses.replace."""
     config = Config(shared_seed=SEED, node_id=node_id)
     return replace(config, **overrides) if overrides else config
 

@@ -7,20 +7,25 @@ exactly-once, in-order, byte-identical delivery and measure goodput.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from stt_core import (
     Config,
     Endpoint,
+    Event,
     MessageDelivered,
     MessageReceived,
     SessionEstablished,
+    SessionRef,
     StreamWritable,
 )
 from stt_core.sim import LinkConfig, Network
 
 SECRET = b"simulated-shared-seed"
+UNCONNECTED = SessionRef(0)
+"""A flow's ref until ``add_flow`` connects it."""
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Flow:
     name: str
     address: tuple[str, int]
     endpoint: Endpoint
-    ref: int = 0
+    ref: SessionRef = UNCONNECTED
     established_at: float | None = None
     queues: dict[int, list[bytes]] = field(default_factory=dict)
     sent: dict[int, list[bytes]] = field(default_factory=dict)
@@ -40,7 +45,7 @@ class Flow:
 
 
 def make_endpoint(net: Network, name: str, *, server: bool = False,
-                  **overrides: object) -> Endpoint:
+                  **overrides: Any) -> Endpoint:
     config = Config(shared_seed=SECRET, node_id=name.encode(), server_mode=server)
     if overrides:
         config = replace(config, **overrides)
@@ -53,34 +58,34 @@ SERVER_ADDR = ("10.0.0.100", 9000)
 class Scenario:
     """A server and any number of client flows on one simulated network."""
 
-    def __init__(self, seed: int, *, server_overrides: dict[str, object] | None = None) -> None:
+    def __init__(self, seed: int, *, server_overrides: Mapping[str, Any] | None = None) -> None:
         self.net = Network(seed=seed)
         self.server = make_endpoint(self.net, "server", server=True,
                                     **(server_overrides or {}))
         self.net.add_node("server", self.server, [SERVER_ADDR])
         self.flows: list[Flow] = []
-        self.received: dict[tuple[int, int], list[bytes]] = {}
-        self.server_refs: dict[bytes, int] = {}
+        self.received: dict[tuple[SessionRef, int], list[bytes]] = {}
+        self.server_refs: dict[bytes, SessionRef] = {}
         self.net.on_event("server", self._on_server_event)
 
-    def _on_server_event(self, event: object) -> None:
+    def _on_server_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
             self.received.setdefault((event.ref, event.stream_id), []).append(event.data)
         elif isinstance(event, SessionEstablished):
             self.server_refs[event.session_id] = event.ref
 
-    def add_flow(self, name: str, link: LinkConfig, **overrides: object) -> Flow:
+    def add_flow(self, name: str, link: LinkConfig, **overrides: Any) -> Flow:
         address = (f"10.0.1.{len(self.flows) + 1}", 40000)
         endpoint = make_endpoint(self.net, name, **overrides)
         self.net.add_node(name, endpoint, [address])
         self.net.set_link(address, SERVER_ADDR, link)
         flow = Flow(name, address, endpoint)
         self.flows.append(flow)
-        self.net.on_event(name, lambda event, flow=flow: self._on_client_event(flow, event))
+        self.net.on_event(name, lambda event: self._on_client_event(flow, event))
         flow.ref = self.net.call(name, lambda: endpoint.connect(SERVER_ADDR, self.net.now))
         return flow
 
-    def _on_client_event(self, flow: Flow, event: object) -> None:
+    def _on_client_event(self, flow: Flow, event: Event) -> None:
         if isinstance(event, SessionEstablished):
             flow.established_at = self.net.now
             self.net.call_at(self.net.now, lambda: self._feed(flow))
@@ -130,7 +135,7 @@ class Scenario:
 
     def received_for(self, flow: Flow, stream_id: int) -> list[bytes]:
         """What the server received from ``flow`` on ``stream_id``."""
-        session_id = flow.endpoint.session_id(flow.ref)  # type: ignore[arg-type]
+        session_id = flow.endpoint.session_id(flow.ref)
         server_ref = self.server_refs.get(session_id or b"")
         if server_ref is None:
             return []

@@ -20,6 +20,7 @@ A failure names its seed; ``pytest -k "seed_<n>"`` replays it exactly.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
@@ -27,7 +28,7 @@ import pytest
 
 from stt_core.sim import LinkConfig
 
-from .simload import SERVER_ADDR, Scenario
+from .simload import SERVER_ADDR, Flow, Scenario
 
 FAST_SEEDS = int(os.environ.get("STT_SWEEP_SEEDS", "200"))
 LONG_SEEDS = 10_000
@@ -161,8 +162,8 @@ def test_two_sessions_sharing_a_bottleneck_converge(algorithm: str) -> None:
         scenario.net.set_link(flow.address, SERVER_ADDR, link, queue="bottleneck")
         scenario.queue(flow, "bulk", [bytes(64 * 1024) for _ in range(6000)])
 
-    def delivered(flow: object) -> int:
-        return sum(len(m) for m in scenario.received_for(flow, 1))  # type: ignore[arg-type]
+    def delivered(flow: Flow) -> int:
+        return sum(len(m) for m in scenario.received_for(flow, 1))
 
     scenario.net.run(10.0)  # let both reach their steady state
     before = [delivered(flow) for flow in flows]
@@ -197,7 +198,7 @@ def test_a_trickle_of_small_messages_does_not_grow_the_window(algorithm: str) ->
 
     begin = scenario.net.now
     for i in range(3000):
-        scenario.net.call_at(begin + 0.1 * i, lambda i=i: send(i))
+        scenario.net.call_at(begin + 0.1 * i, functools.partial(send, i))
     scenario.net.run(begin + 301.0)
     assert scenario.received_for(flow, stream_id) == sent
     assert endpoint.session_stats(flow.ref).congestion_window <= start
