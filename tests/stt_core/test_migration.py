@@ -3,6 +3,7 @@ replays, and RTT re-convergence on a new path (protocol.md §8.2)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 
@@ -23,8 +24,7 @@ def test_client_address_changes_several_times_under_loss_without_losing_data() -
         scenario.net.set_link(new, SERVER_ADDR, link)
     for step, (old, new) in enumerate(itertools.pairwise(addresses)):
         moved_at = 0.5 + step * 0.6
-        scenario.net.call_at(moved_at,
-                             lambda old=old, new=new: scenario.net.rebind("client", old, new))
+        scenario.net.call_at(moved_at, functools.partial(scenario.net.rebind, "client", old, new))
     assert scenario.run(timeout=120.0)
     assert scenario.received_for(flow, 1) == flow.sent[1]
     changes = [e.new_address for e in scenario.net.events("server")
