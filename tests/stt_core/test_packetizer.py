@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stt_core import MessageDelivered, SessionEstablished
+from stt_core import MessageDelivered, SessionEstablished, SessionRef
 from stt_core.session import Session
 from stt_core.wire import FrameType
 
@@ -35,7 +35,7 @@ def immediate_acks_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]
     yield seen
 
 
-def connected(pair: Pair) -> tuple[int, int]:
+def connected(pair: Pair) -> tuple[SessionRef, int]:
     """An established session and a stream that has already carried one message
     (whichever packet the receiver would acknowledge at once anyway is behind us)."""
     ref = pair.client.connect(SERVER_ADDR, pair.now)
@@ -47,10 +47,11 @@ def connected(pair: Pair) -> tuple[int, int]:
     return ref, stream
 
 
-def time_to_delivery(pair: Pair, ref: int, stream: int, size: int, *, ack_now: bool) -> float:
+def time_to_delivery(pair: Pair, ref: SessionRef, stream: int, size: int, *,
+                     ack_now: bool) -> float:
     """Send one message; virtual seconds until its MessageDelivered."""
     start = pair.now
-    message_id = pair.client.send_message(ref, stream, bytes(size), ack_now=ack_now)  # type: ignore[arg-type]
+    message_id = pair.client.send_message(ref, stream, bytes(size), ack_now=ack_now)
 
     def delivered() -> bool:
         return any(isinstance(e, MessageDelivered) and e.message_id == message_id

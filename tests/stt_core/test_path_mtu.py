@@ -8,7 +8,7 @@ retransmissions and probes included, until the idle timeout ended the session.
 
 from __future__ import annotations
 
-from stt_core import MessageReceived
+from stt_core import MessageReceived, SessionRef
 
 from .helpers import SERVER_ADDR, Pair, make_config
 from .security_helpers import received
@@ -16,7 +16,7 @@ from .security_helpers import received
 JUMBO = 8952
 
 
-def raised_pair() -> tuple[Pair, int]:
+def raised_pair() -> tuple[Pair, SessionRef]:
     """A pair whose client proved 8952-byte datagrams on its first message."""
     pair = Pair(client=make_config(b"client", pmtu_probe_limit=JUMBO))
     ref = pair.client.connect(SERVER_ADDR, pair.now)

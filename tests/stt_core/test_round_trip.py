@@ -8,7 +8,7 @@ and no flush for a command that queued nothing.
 
 from __future__ import annotations
 
-from stt_core import Endpoint, MessageReceived
+from stt_core import Endpoint, MessageReceived, SessionRef
 
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
 
@@ -34,7 +34,7 @@ def messages(endpoint: Endpoint) -> list[MessageReceived]:
     return received
 
 
-def settled_pair() -> tuple[Pair, int, int]:
+def settled_pair() -> tuple[Pair, SessionRef, int]:
     """An established pair (credit not returned automatically, as in the binding)
     whose handshake follow-ups (tokens, path MTU probes) are done; returns the
     pair, the client's session ref and the stream id."""
@@ -51,7 +51,7 @@ def settled_pair() -> tuple[Pair, int, int]:
     return pair, ref, stream_id
 
 
-def round_trip(pair: Pair, ref: int, stream_id: int) -> tuple[int, int]:
+def round_trip(pair: Pair, ref: SessionRef, stream_id: int) -> tuple[int, int]:
     """One request and its echo; returns (datagrams client->server, server->client)."""
     client, server = pair.client, pair.server
     client.send_message(ref, stream_id, REQUEST)

@@ -9,11 +9,12 @@ import hashlib
 import heapq
 import random
 
-from stt_core import BufferFullError, Endpoint, MessageReceived, SessionEstablished
+from stt_core import BufferFullError, Endpoint, MessageReceived, SessionEstablished, SessionRef
 from stt_core.scratch import LENT_PACKETS_MAX, SCRATCH_MIN_PLAINTEXT, PacketPool, Scratch
 from stt_core.wire import (
     AppFrame,
     DataFrame,
+    Frame,
     FrameType,
     PathFrame,
     ResumeTokenFrame,
@@ -58,7 +59,7 @@ def _plaintext_of(frames: list[bytes]) -> memoryview:
 def test_frames_parsed_from_a_view_keep_bytes_of_their_own() -> None:
     small = DataFrame(3, 0, b"x" * 100, False)
     large = DataFrame(3, 100, b"y" * SCRATCH_MIN_PLAINTEXT, True)
-    frames = [
+    frames: list[Frame] = [
         StreamOpenFrame(3, 1, 1200, "files"),
         PathFrame(FrameType.PATH_CHALLENGE, b"12345678"),
         ResumeTokenFrame(60, b"token-bytes"),
@@ -123,7 +124,7 @@ class JitterPair(Pair):
             heapq.heappush(self.in_flight, (arrival, self._seq, datagram, source, target))
 
 
-def _large_pair(*, jitter: float, loss: float, seed: int) -> tuple[JitterPair, int]:
+def _large_pair(*, jitter: float, loss: float, seed: int) -> tuple[JitterPair, SessionRef]:
     # Frequent key updates: large packets also open under the next and the
     # previous key (reordering across a key change).
     client = make_config(b"client", max_datagram_size=BIG, pmtu_probe_limit=BIG,
@@ -137,7 +138,7 @@ def _large_pair(*, jitter: float, loss: float, seed: int) -> tuple[JitterPair, i
     return pair, ref
 
 
-def _transfer(pair: JitterPair, ref: int, messages: list[bytes]) -> list[bytes]:
+def _transfer(pair: JitterPair, ref: SessionRef, messages: list[bytes]) -> list[bytes]:
     pair.lossy = True
     stream = pair.client.open_stream(ref, purpose="bulk")
     pending = list(messages)

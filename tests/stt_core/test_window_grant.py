@@ -9,7 +9,7 @@ still sends it at once, because the server's amplification limit waits for it.
 
 from __future__ import annotations
 
-from stt_core import MessageReceived, ResumeTokenReceived, SessionEstablished
+from stt_core import MessageReceived, ResumeTokenReceived, SessionEstablished, SessionRef
 from stt_core.config import GRANT_UNASKED_AT, INITIAL_SESSION_CREDIT
 from stt_core.session import Session
 from stt_core.trace import ListTrace
@@ -29,7 +29,7 @@ def traced_pair() -> tuple[Pair, ListTrace, ListTrace]:
     return pair, client_trace, server_trace
 
 
-def connect(pair: Pair) -> int:
+def connect(pair: Pair) -> SessionRef:
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
                                        for e in pair.client_events))
