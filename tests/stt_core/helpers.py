@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from stt_core import Config, Endpoint, Event
+from stt_core import Address, Config, Endpoint, Event
 
 CLIENT_ADDR = ("10.0.0.1", 40000)
 SERVER_ADDR = ("10.0.0.2", 9000)
@@ -34,7 +34,8 @@ def make_config(node_id: bytes, **overrides: Any) -> Config:
     return replace(config, **overrides) if overrides else config
 
 
-Drop = Callable[[bytes, object, object], bool]
+Drop = Callable[[bytes, tuple[str, int], Address], bool]
+"""A drop rule: ``drop(datagram, source, destination)`` is True to lose it."""
 
 
 class Pair:

@@ -14,6 +14,7 @@ from stt_core import (
     ResumeTokenReceived,
     SessionClosed,
     SessionEstablished,
+    SessionRef,
     SessionState,
 )
 from stt_core.errors import ErrorCode, InvalidStateError
@@ -23,7 +24,7 @@ from stt_core.wire import PacketType
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config, seeded_random
 
 
-def establish(pair: Pair) -> tuple[int, bytes]:
+def establish(pair: Pair) -> tuple[SessionRef, bytes]:
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0, stop=lambda: any(isinstance(e, ResumeTokenReceived)
                                        for e in pair.client_events))
@@ -40,7 +41,7 @@ def closed_with_ticket(pair: Pair) -> bytes:
     return ticket
 
 
-def outcome(pair: Pair, ref: int) -> object:
+def outcome(pair: Pair, ref: SessionRef) -> object:
     pair.run_for(5.0, stop=lambda: any(
         isinstance(e, (SessionEstablished, SessionClosed)) and e.ref == ref
         for e in pair.client_events))
@@ -187,7 +188,7 @@ def _corrupt_first(pair: Pair, packet_type: int) -> list[bytes]:
     returns the corrupted copies."""
     corrupted: list[bytes] = []
 
-    def drop(datagram: bytes, source: object, destination: object) -> bool:
+    def drop(datagram: bytes, source: tuple[str, int], destination: object) -> bool:
         if datagram[0] != packet_type or corrupted:
             return False
         bad = bytearray(datagram)
