@@ -11,9 +11,11 @@ import pytest
 from stt_core import (
     BufferFullError,
     Endpoint,
+    Event,
     MessageDelivered,
     MessageReceived,
     SessionEstablished,
+    SessionRef,
     StreamClosed,
     StreamOpened,
     StreamWritable,
@@ -23,7 +25,7 @@ from stt_core.trace import ListTrace
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config, seeded_random
 
 
-def open_pair(**kwargs: object) -> tuple[Pair, int, int]:
+def open_pair(**kwargs: object) -> tuple[Pair, SessionRef, SessionRef]:
     pair = Pair(**kwargs)  # type: ignore[arg-type]
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
@@ -33,7 +35,7 @@ def open_pair(**kwargs: object) -> tuple[Pair, int, int]:
     return pair, ref, server_ref
 
 
-def received(events: list[object], stream_id: int | None = None) -> list[bytes]:
+def received(events: list[Event], stream_id: int | None = None) -> list[bytes]:
     return [e.data for e in events if isinstance(e, MessageReceived)
             and (stream_id is None or e.stream_id == stream_id)]
 
@@ -158,7 +160,7 @@ def test_slow_reader_pushes_back_on_the_sender() -> None:
     assert len(received(pair.server_events)) > before
 
 
-def _traced_large_datagram_pair() -> tuple[Pair, ListTrace, int]:
+def _traced_large_datagram_pair() -> tuple[Pair, ListTrace, SessionRef]:
     big = {"max_datagram_size": 60000, "pmtu_probe_limit": 60000,
            "stream_send_buffer_bytes": 4 * 1024 * 1024}
     trace = ListTrace()
