@@ -12,6 +12,7 @@ import pytest
 from stt_core import (
     Config,
     DropReason,
+    Event,
     HandshakeConfirmed,
     MessageReceived,
     SessionClosed,
@@ -29,16 +30,16 @@ from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
 from .security_helpers import received
 
 
-def established(events: list[object]) -> list[SessionEstablished]:
+def established(events: list[Event]) -> list[SessionEstablished]:
     return [e for e in events if isinstance(e, SessionEstablished)]
 
 
-def closed(events: list[object]) -> list[SessionClosed]:
+def closed(events: list[Event]) -> list[SessionClosed]:
     return [e for e in events if isinstance(e, SessionClosed)]
 
 
-def connect(pair: Pair, **kwargs: object) -> int:
-    ref = pair.client.connect(SERVER_ADDR, pair.now, **kwargs)  # type: ignore[arg-type]
+def connect(pair: Pair, *, peer_node_id: bytes | None = None) -> SessionRef:
+    ref = pair.client.connect(SERVER_ADDR, pair.now, peer_node_id=peer_node_id)
     # Until both sides are up: the client is established on CHALLENGE, a
     # one-way trip before the server (on AUTH_PROOF).
     pair.run_for(2.0, stop=lambda: bool((established(pair.client_events)
@@ -564,6 +565,7 @@ def test_initiator_is_established_on_challenge_and_confirmed_by_a_session_packet
     assert sent == [PacketType.HELLO, PacketType.AUTH_PROOF]
     assert established(pair.client_events)[0].confirmed is False
     pair.run_for(1.0, stop=lambda: session.handshake is None)
+    session = session  # for mypy: the run confirmed the handshake, changing the session
     assert established(pair.server_events)[0].confirmed is True
     assert [e.ref for e in pair.client_events if isinstance(e, HandshakeConfirmed)] == [ref]
     assert session.hs_retransmit_at is None and session.hs_packet == b""
@@ -678,7 +680,14 @@ def losing(pair: Pair, source: tuple[str, int]) -> Iterator[list[bytes]]:
     """Lose every datagram ``source`` sends for the commands given in the block
     (flushed as it ends); yields the list of lost datagrams."""
     lost: list[bytes] = []
-    pair.drop = lambda datagram, src, dst: src == source and not lost.append(datagram)
+
+    def drop(datagram: bytes, src: tuple[str, int], dst: object) -> bool:
+        if src != source:
+            return False
+        lost.append(datagram)
+        return True
+
+    pair.drop = drop
     try:
         yield lost
         pair.flush()
@@ -718,7 +727,7 @@ def _reset_right_after_opening(pair: Pair, ref: SessionRef) -> list[bytes]:
     return lost
 
 
-def opened_streams(events: list[object]) -> list[int]:
+def opened_streams(events: list[Event]) -> list[int]:
     return [e.stream_id for e in events if isinstance(e, StreamOpened)]
 
 
