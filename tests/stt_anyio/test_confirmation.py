@@ -20,6 +20,7 @@ async def test_connect_returns_before_confirmation_and_wait_confirmed_waits() ->
         # the CHALLENGE, so it cannot have read the AUTH_PROOF yet.
         assert not session.confirmed
         await session.wait_confirmed(timeout=5)
+        session = session  # for mypy: the wait changed what `confirmed` returns
         assert session.confirmed
         accepted = await server.accept(timeout=5)
         assert accepted.confirmed  # the responder is confirmed from the start
