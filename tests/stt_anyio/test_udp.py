@@ -17,12 +17,12 @@ class Inbox:
     """Collects datagrams and lets a test wait for a count."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[bytes, UdpAddress]] = []
+        self.items: list[tuple[bytes | memoryview, UdpAddress]] = []
         self.batches = 0
         self.unreachable: list[tuple[UdpAddress | None, int]] = []
         self._changed = anyio.Event()
 
-    def on_datagram(self, data: bytes, addr: UdpAddress) -> None:
+    def on_datagram(self, data: bytes | memoryview, addr: UdpAddress) -> None:
         self.items.append((data, addr))
 
     def on_drained(self) -> None:
@@ -205,7 +205,7 @@ async def test_aclose_ends_run_and_is_idempotent() -> None:
 async def test_callback_error_ends_run_with_that_error() -> None:
     """A bug in the owner's callback is not swallowed, whichever way readiness arrives."""
 
-    def broken(data: bytes, addr: UdpAddress) -> None:
+    def broken(data: bytes | memoryview, addr: UdpAddress) -> None:
         raise LookupError(data)
 
     carrier = await UdpCarrier.bind("127.0.0.1", 0, on_datagram=broken)
