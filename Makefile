@@ -18,7 +18,7 @@ demo: $(BIN)/stt
 
 test: $(BIN)/stt
 	$(BIN)/ruff check .
-	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
+	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat tests fuzz
 	$(BIN)/pytest
 
 # The suite alone (no linters), for another interpreter: ruff and mypy check the
@@ -48,7 +48,7 @@ test-compiled: compile
 
 lint: $(BIN)/stt
 	$(BIN)/ruff check .
-	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat
+	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat tests fuzz
 
 # The documentation site (mkdocs.yml): warnings are errors; output in site/.
 .PHONY: docs
