@@ -565,7 +565,7 @@ def test_initiator_is_established_on_challenge_and_confirmed_by_a_session_packet
     assert sent == [PacketType.HELLO, PacketType.AUTH_PROOF]
     assert established(pair.client_events)[0].confirmed is False
     pair.run_for(1.0, stop=lambda: session.handshake is None)
-    session = session  # for mypy: the run confirmed the handshake, changing the session
+    session = pair.client.sessions[ref]  # read again: the run confirmed the handshake
     assert established(pair.server_events)[0].confirmed is True
     assert [e.ref for e in pair.client_events if isinstance(e, HandshakeConfirmed)] == [ref]
     assert session.hs_retransmit_at is None and session.hs_packet == b""
