@@ -16,10 +16,8 @@ $(BIN)/stt: pyproject.toml
 demo: $(BIN)/stt
 	$(BIN)/stt demo
 
-test: $(BIN)/stt
-	$(BIN)/ruff check .
-	$(BIN)/mypy stt_core stt_anyio stt_asyncio_compat tests fuzz
-	$(BIN)/pytest
+# The linters, then the suite (in that order: make runs prerequisites left to right).
+test: lint test-suite
 
 # The suite alone (no linters), for another interpreter: ruff and mypy check the
 # source, which does not change with the interpreter that runs it.
