@@ -150,7 +150,7 @@ class _Server(asyncio.DatagramProtocol):
         elif kind == PROOF:
             keys = self.sessions[sid]
             mac = hmac_sha256(hkdf_expand_label(keys.c_hs, "finished", b"", 32), keys.transcript)
-            if AESGCM(keys.c_hs).decrypt(NONCE, data[9:], data[:9]) != mac:
+            if AESGCM(keys.c_hs).decrypt(NONCE, data[9:], data[:9])[:32] != mac:
                 raise RuntimeError("AUTH_PROOF does not verify")
             keys.transcript = _sha256(keys.transcript + data)
             c_ap, s_ap = _traffic(keys)
@@ -247,7 +247,8 @@ class _Client(asyncio.DatagramProtocol):
         keys.transcript = _sha256(keys.transcript + data[41:])
         mac = hmac_sha256(hkdf_expand_label(keys.c_hs, "finished", b"", 32), keys.transcript)
         head = bytes([PROOF]) + sid
-        proof = head + AESGCM(keys.c_hs).encrypt(NONCE, mac, head)
+        proof = head + AESGCM(keys.c_hs).encrypt(
+            NONCE, _pad(mac, PROOF_SIZE - len(head) - 16), head)
         keys.transcript = _sha256(keys.transcript + proof)
         self.sessions[sid] = _traffic(keys)
         self.transport.sendto(proof)
