@@ -12,7 +12,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict
 
 from stt_core import Address, Config, Endpoint, Event
 
@@ -32,6 +32,16 @@ def make_config(node_id: bytes, **overrides: Any) -> Config:
     type) go through dataclasses.replace."""
     config = Config(shared_seed=SEED, node_id=node_id)
     return replace(config, **overrides) if overrides else config
+
+
+class PairOptions(TypedDict, total=False):
+    """The keyword arguments of ``Pair``, for helpers that pass them on."""
+
+    client: Config | None
+    server: Config | None
+    delay: float
+    seed: int
+    now: float
 
 
 Drop = Callable[[bytes, tuple[str, int], Address], bool]

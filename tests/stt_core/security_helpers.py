@@ -9,6 +9,7 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Unpack
 
 from fuzz.harness import Established, establish
 from fuzz.harness import make_config as raw_config
@@ -24,7 +25,7 @@ from stt_core.wire import (
     PacketType,
 )
 
-from .helpers import SEED, SERVER_ADDR, Pair, seeded_random
+from .helpers import SEED, SERVER_ADDR, Pair, PairOptions, seeded_random
 
 SESSION_TYPES = (PacketType.SESSION, PacketType.SESSION_KEY_PHASE_1)
 
@@ -38,9 +39,9 @@ def received(events: list[Event], stream_id: int | None = None) -> list[bytes]:
             and (stream_id is None or e.stream_id == stream_id)]
 
 
-def open_pair(**kwargs: object) -> tuple[Pair, SessionRef, SessionRef]:
+def open_pair(**kwargs: Unpack[PairOptions]) -> tuple[Pair, SessionRef, SessionRef]:
     """A Pair with one established session: (pair, client ref, server ref)."""
-    pair = Pair(**kwargs)  # type: ignore[arg-type]
+    pair = Pair(**kwargs)
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(2.0, stop=lambda: bool(established(pair.server_events)))
     server_ref = established(pair.server_events)[0].ref

@@ -9,7 +9,14 @@ import hashlib
 import heapq
 import random
 
-from stt_core import BufferFullError, Endpoint, MessageReceived, SessionEstablished, SessionRef
+from stt_core import (
+    BufferFullError,
+    Config,
+    Endpoint,
+    MessageReceived,
+    SessionEstablished,
+    SessionRef,
+)
 from stt_core.scratch import LENT_PACKETS_MAX, SCRATCH_MIN_PLAINTEXT, PacketPool, Scratch
 from stt_core.wire import (
     AppFrame,
@@ -93,8 +100,9 @@ class JitterPair(Pair):
     """A pair whose link delays each datagram by a random extra amount (so large
     packets arrive out of order) and drops a share of them."""
 
-    def __init__(self, *, jitter: float, loss: float, seed: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, client: Config, server: Config, jitter: float, loss: float,
+                 seed: int) -> None:
+        super().__init__(client=client, server=server)
         self.rng = random.Random(seed)
         self.jitter = jitter
         self.loss = loss

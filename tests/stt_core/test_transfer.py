@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Unpack
 
 import pytest
 
@@ -22,11 +23,11 @@ from stt_core import (
 )
 from stt_core.trace import ListTrace
 
-from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config, seeded_random
+from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, PairOptions, make_config, seeded_random
 
 
-def open_pair(**kwargs: object) -> tuple[Pair, SessionRef, SessionRef]:
-    pair = Pair(**kwargs)  # type: ignore[arg-type]
+def open_pair(**kwargs: Unpack[PairOptions]) -> tuple[Pair, SessionRef, SessionRef]:
+    pair = Pair(**kwargs)
     ref = pair.client.connect(SERVER_ADDR, pair.now)
     pair.run_for(1.0, stop=lambda: any(isinstance(e, SessionEstablished)
                                        for e in pair.server_events))
