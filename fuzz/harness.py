@@ -72,10 +72,11 @@ def seeded_random(seed: int) -> Callable[[int], bytes]:
     return random.Random(seed).randbytes
 
 
-def make_config(node_id: bytes, *, server: bool = False, **overrides: object) -> Config:
-    """A config under the fuzzing seed; ``overrides`` go through ``dataclasses.replace``."""
+def make_config(node_id: bytes, *, server: bool = False, **overrides: Any) -> Config:
+    """A config under the fuzzing seed; ``overrides`` (Config fields, each of its own
+    type) go through ``dataclasses.replace``."""
     config = Config(shared_seed=SEED, node_id=node_id, server_mode=server)
-    return replace(config, **overrides) if overrides else config  # type: ignore[arg-type]
+    return replace(config, **overrides) if overrides else config
 
 
 @dataclass
