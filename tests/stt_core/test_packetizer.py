@@ -13,7 +13,7 @@ import pytest
 
 from stt_core import MessageDelivered, SessionEstablished, SessionRef
 from stt_core.session import Session
-from stt_core.wire import FrameType
+from stt_core.wire import Frame, FrameType
 
 from .helpers import SERVER_ADDR, Pair
 
@@ -27,9 +27,9 @@ def immediate_acks_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]
     seen: list[float] = []
     handler = Session.handlers[FrameType.IMMEDIATE_ACK]
 
-    def counting(session: Session, frame: object, now: float) -> None:
+    def counting(session: Session, frame: Frame, now: float) -> None:
         seen.append(now)
-        handler(session, frame, now)  # type: ignore[arg-type]
+        handler(session, frame, now)
 
     monkeypatch.setitem(Session.handlers, FrameType.IMMEDIATE_ACK, counting)
     yield seen

@@ -12,6 +12,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -533,11 +534,12 @@ def test_no_reordering_without_impairment() -> None:
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "exponential"])
-def test_jitter_reorders_unless_order_is_preserved(distribution: str) -> None:
+def test_jitter_reorders_unless_order_is_preserved(
+        distribution: Literal["uniform", "exponential"]) -> None:
     results = {}
     for preserve in (False, True):
         link = LinkConfig(delay=0.01, jitter=0.01, preserve_order=preserve,
-                          jitter_distribution=distribution)  # type: ignore[arg-type]
+                          jitter_distribution=distribution)
         net = Network(14)
         sender = Fake(tick=0.001, tick_to=B, tick_count=300)
         sender.start(net.now)

@@ -44,8 +44,9 @@ def test_the_opener_refuses_an_id_for_longer_than_the_receiver_ignores_it() -> N
     streams = table()
     open_and_close(streams, 7)
     close_others(streams, RECENTLY_CLOSED_MEMORY, first_id=100_000)
-    assert streams.get_or_open_remote(7) is not None  # past the receiver's memory
-    streams.remove(streams.get_or_open_remote(7))  # type: ignore[arg-type]
+    reopened = streams.get_or_open_remote(7)
+    assert reopened is not None  # past the receiver's memory
+    streams.remove(reopened)
     # 7 is now the most recent close: refused, and ignored, again.
     assert streams.get_or_open_remote(7) is None
     other = table()

@@ -37,7 +37,8 @@ def test_a_lossy_transfer_is_fully_traced() -> None:
             "session_state_changed"} <= names
     states = [(d["old"], d["new"]) for d in trace.named("session_state_changed")]
     assert ("handshaking", "established") in states
-    lost = [pn for d in trace.named("packets_lost") for pn in d["packet_numbers"]]  # type: ignore[attr-defined]
+    lost = [pn for d in trace.named("packets_lost")
+            for pn in cast(list[int], d["packet_numbers"])]  # trace data is dict[str, object]
     assert len(lost) == pair.client.session_stats(ref).packets_lost
     sent = trace.named("packet_sent")
     numbers = [cast(int, d["packet_number"]) for d in sent]  # trace data is dict[str, object]

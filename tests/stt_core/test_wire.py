@@ -13,6 +13,7 @@ from stt_core.wire import (
     AppFrame,
     CloseFrame,
     DataFrame,
+    Frame,
     FrameType,
     LimitFrame,
     NackFrame,
@@ -99,20 +100,20 @@ frames = st.one_of(
 
 
 @given(st.lists(frames, min_size=1, max_size=8))
-def test_frames_round_trip(original: list[object]) -> None:
-    payload = b"".join(frame.encode() for frame in original)  # type: ignore[attr-defined]
+def test_frames_round_trip(original: list[Frame]) -> None:
+    payload = b"".join(frame.encode() for frame in original)
     decoded, ack_eliciting = parse_frames(payload)
     assert decoded == original
     not_eliciting = (FrameType.ACK, FrameType.NACK, FrameType.KEEP_ALIVE_ACK)
-    expected = any(f.frame_type not in not_eliciting  # type: ignore[attr-defined]
+    expected = any(f.frame_type not in not_eliciting
                    for f in original)
     assert ack_eliciting == expected
 
 
 @given(st.lists(frames, min_size=1, max_size=4), st.data())
-def test_truncated_payloads_raise_wire_error_only(original: list[object],
+def test_truncated_payloads_raise_wire_error_only(original: list[Frame],
                                                   data: st.DataObject) -> None:
-    payload = b"".join(frame.encode() for frame in original)  # type: ignore[attr-defined]
+    payload = b"".join(frame.encode() for frame in original)
     cut = data.draw(st.integers(0, len(payload) - 1))
     with contextlib.suppress(WireError):
         parse_frames(payload[:cut])
