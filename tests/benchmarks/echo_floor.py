@@ -14,11 +14,17 @@ different cores, 64-byte messages:
   echo and the server opening and sealing, AES-256-GCM from ``cryptography``
   with counter nonces, as STT's packets are (no framing, no ACKs, no state).
 
+Each side reads its socket through asyncio's ``DatagramProtocol`` transport, as
+the suite's bare echo does; ``--io reader`` reads it as STT's UDP carrier does
+(a readiness callback that drains it), which costs less Python per datagram on
+asyncio.
+
 The variants take turns, ``--rounds`` times; it prints the median of each
 variant's p50, p99 and CPU per round trip of each side, and each p50 as a
 multiple of the bare echo's.
 
-    .venv/bin/python -m tests.benchmarks.echo_floor [--count 5000] [--rounds 3] [--backend uvloop]
+    .venv/bin/python -m tests.benchmarks.echo_floor [--count 5000] [--rounds 3] [--backend uvloop] \
+        [--io reader]
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any, cast
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .common import asyncio_wait_readable, run_on_asyncio_loop
-from .probe_support import pin_to_core
+from .probe_support import IO_STYLES, open_udp, pin_to_core
 
 HOST = "127.0.0.1"
 MESSAGE = bytes(range(64))
@@ -108,13 +114,12 @@ class _Client(asyncio.DatagramProtocol):
             self.reply.set_result(data)
 
 
-def _server_process(variant: str, backend: str, pipe: Connection) -> None:
+def _server_process(variant: str, io: str, backend: str, pipe: Connection) -> None:
     pin_to_core(1)
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Server(variant), local_addr=(HOST, 0))
+        protocol = _Server(variant)
+        transport = await open_udp(protocol, io, local=(HOST, 0))
         task = asyncio.ensure_future(protocol.answer_forever())
         pipe.send(transport.get_extra_info("sockname")[1])
         await asyncio_wait_readable(pipe.fileno())
@@ -129,15 +134,15 @@ def _server_process(variant: str, backend: str, pipe: Connection) -> None:
     run_on_asyncio_loop(backend, serve(), "the echo floor probe")
 
 
-def _client(variant: str, backend: str, port: int, count: int, warmup: int,
+def _client(variant: str, io: str, backend: str, port: int, count: int, warmup: int,
             pipe: Connection) -> tuple[list[float], float]:
     pin_to_core(0)
     result: list[tuple[list[float], float]] = []
 
     async def exchange() -> None:
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            _Client, remote_addr=(HOST, port))
+        protocol = _Client()
+        transport = await open_udp(protocol, io, remote=(HOST, port))
         sealer = _Sealer()
         samples: list[float] = []
         start_cpu = 0.0
@@ -164,14 +169,14 @@ def _client(variant: str, backend: str, port: int, count: int, warmup: int,
     return result[0]
 
 
-def measure(variant: str, backend: str, count: int, warmup: int) -> Result:
+def measure(variant: str, io: str, backend: str, count: int, warmup: int) -> Result:
     """One variant, server in a child process, client in this one."""
     ours, theirs = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_server_process, args=(variant, backend, theirs))
+    server = multiprocessing.Process(target=_server_process, args=(variant, io, backend, theirs))
     server.start()
     try:
         port: int = ours.recv()
-        samples, client_cpu = _client(variant, backend, port, count, warmup, ours)
+        samples, client_cpu = _client(variant, io, backend, port, count, warmup, ours)
         server_cpu: float = ours.recv()
     finally:
         server.join(timeout=10)
@@ -192,13 +197,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="times each variant runs, the variants taking turns")
     parser.add_argument("--backend", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--io", choices=IO_STYLES, default="protocol",
+                        help="how each side reads its socket: asyncio's transport (the "
+                             "suite's bare echo) or a draining readiness callback (STT's way)")
     args = parser.parse_args()
     runs: dict[str, list[Result]] = {variant: [] for variant in VARIANTS}
     for _ in range(args.rounds):
         for variant in VARIANTS:
-            runs[variant].append(measure(variant, args.backend, args.count, args.warmup))
+            runs[variant].append(measure(variant, args.io, args.backend, args.count,
+                                         args.warmup))
     floor = statistics.median(r.p50_us for r in runs["callback"])
-    print(f"{args.backend}, medians of {args.rounds} runs of {args.count} round trips each:")
+    print(f"{args.backend}, {args.io} I/O, medians of {args.rounds} runs of {args.count} "
+          "round trips each:")
     for variant, results in runs.items():
         p50 = statistics.median(r.p50_us for r in results)
         print(f"  {variant:<10} p50 {p50:6.1f} us ({p50 / floor:.2f}x the bare echo; "

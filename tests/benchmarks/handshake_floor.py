@@ -6,7 +6,10 @@ once established (the suite's ``handshake`` case, ``hs_probe``). This probe
 measures the cheapest program of that shape on asyncio (or uvloop): client and
 server in separate processes pinned to different cores, the client's task
 awaiting each session's establishment as ``connect`` does, everything else
-answered inside the sockets' reader callbacks. A lifecycle is the six
+answered inside the sockets' reader callbacks. Each side reads its socket as
+STT's UDP carrier does (a readiness callback that drains it), which costs
+less than asyncio's ``DatagramProtocol`` transport; ``--io protocol`` measures
+with that transport instead. A lifecycle is the six
 datagrams an STT lifecycle sends (HELLO padded to 1,200 bytes, CHALLENGE,
 AUTH_PROOF, the server's first session packet, the close and its
 acknowledgement, at STT's sizes) and nothing else: no framing, no
@@ -28,7 +31,8 @@ The variants take turns ``--rounds`` times; it prints the median of each
 variant's CPU per lifecycle on each side and their sum, which is what the
 target's 0.5 ms would have to cover.
 
-    .venv/bin/python -m tests.benchmarks.handshake_floor [--count 2000] [--rounds 3]
+    .venv/bin/python -m tests.benchmarks.handshake_floor [--count 2000] [--rounds 3] \
+        [--backend uvloop] [--io protocol]
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from stt_core.crypto import hkdf_expand_label, hkdf_extract, hmac_sha256
 
 from .common import asyncio_wait_readable, run_on_asyncio_loop
-from .probe_support import pin_to_core
+from .probe_support import IO_STYLES, open_udp, pin_to_core
 
 HOST = "127.0.0.1"
 VARIANTS = ("datagrams", "datagrams+crypto", "handshake+crypto")
@@ -262,13 +266,12 @@ class Result:
     server_cpu_us: float
 
 
-def _server_process(crypto: bool, backend: str, pipe: Connection) -> None:
+def _server_process(crypto: bool, io: str, backend: str, pipe: Connection) -> None:
     pin_to_core(1)
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Server(crypto), local_addr=(HOST, 0))
+        protocol = _Server(crypto)
+        transport = await open_udp(protocol, io, local=(HOST, 0))
         pipe.send(transport.get_extra_info("sockname")[1])
         await asyncio_wait_readable(pipe.fileno())
         pipe.recv()  # the client's warm-up is over
@@ -281,15 +284,15 @@ def _server_process(crypto: bool, backend: str, pipe: Connection) -> None:
     run_on_asyncio_loop(backend, serve(), "the handshake floor probe")
 
 
-def _client(crypto: bool, closing: bool, backend: str, port: int, count: int, warmup: int,
-            pipe: Connection) -> float:
+def _client(crypto: bool, closing: bool, io: str, backend: str, port: int, count: int,
+            warmup: int, pipe: Connection) -> float:
     pin_to_core(0)
     result: list[float] = []
 
     async def lifecycles() -> None:
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Client(crypto), remote_addr=(HOST, port))
+        protocol = _Client(crypto)
+        transport = await open_udp(protocol, io, remote=(HOST, port))
         protocol.expected = warmup + count
         protocol.all_done = loop.create_future()
         protocol.closing = closing
@@ -312,16 +315,16 @@ def _client(crypto: bool, closing: bool, backend: str, port: int, count: int, wa
     return result[0]
 
 
-def measure(variant: str, backend: str, count: int, warmup: int) -> Result:
+def measure(variant: str, io: str, backend: str, count: int, warmup: int) -> Result:
     """One variant, server in a child process, client in this one."""
     crypto = variant.endswith("+crypto")
     closing = variant != "handshake+crypto"
     ours, theirs = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_server_process, args=(crypto, backend, theirs))
+    server = multiprocessing.Process(target=_server_process, args=(crypto, io, backend, theirs))
     server.start()
     try:
         port: int = ours.recv()
-        client_cpu = _client(crypto, closing, backend, port, count, warmup, ours)
+        client_cpu = _client(crypto, closing, io, backend, port, count, warmup, ours)
         server_cpu, left_open = ours.recv()
     finally:
         server.join(timeout=10)
@@ -340,12 +343,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="times each variant runs, the variants taking turns")
     parser.add_argument("--backend", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--io", choices=IO_STYLES, default="reader",
+                        help="how each side reads its socket (default: the cheaper, as STT's "
+                             "carrier does)")
     args = parser.parse_args()
     runs: dict[str, list[Result]] = {variant: [] for variant in VARIANTS}
     for _ in range(args.rounds):
         for variant in VARIANTS:
-            runs[variant].append(measure(variant, args.backend, args.count, args.warmup))
-    print(f"{args.backend}, medians of {args.rounds} runs of {args.count} lifecycles each:")
+            runs[variant].append(measure(variant, args.io, args.backend, args.count,
+                                         args.warmup))
+    print(f"{args.backend}, {args.io} I/O, medians of {args.rounds} runs of {args.count} "
+          "lifecycles each:")
     for variant, results in runs.items():
         client = statistics.median(r.client_cpu_us for r in results)
         server = statistics.median(r.server_cpu_us for r in results)
