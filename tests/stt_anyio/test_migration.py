@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import anyio
 import pytest
@@ -22,7 +23,13 @@ from hypothesis import strategies as st
 from stt_anyio import Node, Session, WsPeer, open_node
 from stt_anyio.cli_relay import LossyRelay
 from stt_anyio.clock import now
-from stt_anyio.migration import DEFAULT_FAILOVER_AFTER, PathFilter, plan_paths
+from stt_anyio.migration import (
+    DEFAULT_FAILOVER_AFTER,
+    FailoverPath,
+    PathFilter,
+    SessionPaths,
+    plan_paths,
+)
 from stt_core.errors import (
     ConnectionRefusedError,
     ConnectionTimeoutError,
@@ -81,8 +88,16 @@ async def rig() -> AsyncIterator[Rig]:
             await relay.aclose()
 
 
-async def connect_pair(r: Rig, **kwargs: object) -> tuple[Session, Session]:
-    session = await r.client.connect(r.relay.address, timeout=5, **kwargs)  # type: ignore[arg-type]
+class PathOptions(TypedDict, total=False):
+    """The path arguments of ``Node.connect`` that the tests pass on."""
+
+    paths: Mapping[str, tuple[str, int]] | None
+    failover: Sequence[FailoverPath] | None
+    failover_after: float | None
+
+
+async def connect_pair(r: Rig, **kwargs: Unpack[PathOptions]) -> tuple[Session, Session]:
+    session = await r.client.connect(r.relay.address, timeout=5, **kwargs)
     peer = await r.server.accept(timeout=5)
     assert peer.session_id == session.session_id
     return session, peer
@@ -97,9 +112,9 @@ def on_udp(session: Session) -> bool:
     return isinstance(session.peer_address, tuple)
 
 
-async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await anyio.sleep(0.005)
 
 
@@ -341,7 +356,9 @@ WS = ("127.0.0.1", 9001)
 BOTH = ("udp", "websocket")
 
 
-def plan(**kwargs: object) -> object:
+def plan(**kwargs: object) -> SessionPaths:
+    """plan_paths with defaults; the kwargs stay untyped because
+    test_plan_rejects_bad_paths passes ill-typed paths on purpose."""
     options: dict[str, object] = {"paths": None, "failover": None, "failover_after": None,
                                   "idle_timeout": 30.0, "ws_options": (None, None, None),
                                   "available": BOTH}
@@ -351,12 +368,12 @@ def plan(**kwargs: object) -> object:
 
 def test_plan_puts_the_connect_path_first_and_defaults_failover_after() -> None:
     paths = plan(failover=[("websocket", WS), ("udp", ("127.0.0.1", 9002))])
-    assert paths.ring == [("udp", UDP), ("websocket", WS),  # type: ignore[attr-defined]
+    assert paths.ring == [("udp", UDP), ("websocket", WS),
                           ("udp", ("127.0.0.1", 9002))]
-    assert paths.known == {"udp": UDP, "websocket": WS}  # type: ignore[attr-defined]
-    assert paths.failover_after == DEFAULT_FAILOVER_AFTER  # type: ignore[attr-defined]
-    assert plan(paths={"websocket": WS}).failover_after is None  # type: ignore[attr-defined]
-    assert plan(failover=[]).failover_after is None  # type: ignore[attr-defined]
+    assert paths.known == {"udp": UDP, "websocket": WS}
+    assert paths.failover_after == DEFAULT_FAILOVER_AFTER
+    assert plan(paths={"websocket": WS}).failover_after is None
+    assert plan(failover=[]).failover_after is None
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [

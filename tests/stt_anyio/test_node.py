@@ -16,6 +16,7 @@ import anyio.to_thread
 import pytest
 
 from stt_anyio import Node, Session, open_node
+from stt_anyio.node import TransportName
 from stt_anyio.websocket import WsPeer
 from stt_core import SessionState
 from stt_core.errors import (
@@ -46,12 +47,12 @@ async def server_and_client(transport: Any = "udp", **client_kwargs: Any
         yield server, client
 
 
-async def connected(server: Node, client: Node, transport: str = "udp",
+async def connected(server: Node, client: Node, transport: TransportName = "udp",
                     **kwargs: Any) -> tuple[Session, Session]:
     """Connect client -> server and return (client_session, server_session)."""
     with anyio.fail_after(10):
         address = server.local_addresses[transport]
-        client_session = await client.connect(address, transport=transport,  # type: ignore[arg-type]
+        client_session = await client.connect(address, transport=transport,
                                               **kwargs)
         server_session = await server.accept()
     return client_session, server_session
@@ -74,7 +75,7 @@ def _free_tcp_port() -> int:
 
 
 @pytest.mark.parametrize("transport", ["udp", "websocket"])
-async def test_handshake(transport: str) -> None:
+async def test_handshake(transport: TransportName) -> None:
     async with server_and_client(transport) as (server, client):
         client_session, server_session = await connected(server, client, transport,
                                                          peer_node_id=b"server")
@@ -95,7 +96,7 @@ async def test_handshake(transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["udp", "websocket"])
-async def test_echo_on_several_streams(transport: str) -> None:
+async def test_echo_on_several_streams(transport: TransportName) -> None:
     async with server_and_client(transport) as (server, client):
         client_session, server_session = await connected(server, client, transport)
 
@@ -292,7 +293,8 @@ async def test_close_without_timeout_ends_when_the_core_gives_up_on_the_peer() -
     core's ``close_timeout`` (1 s here), not for ever."""
     async with server_and_client() as (server, client):
         client_session, _ = await connected(server, client)
-        server._udp._sock.close()  # type: ignore[union-attr]
+        assert server._udp is not None
+        server._udp._sock.close()
         started = anyio.current_time()
         with anyio.fail_after(5):
             await client_session.close()
@@ -366,7 +368,7 @@ async def test_session_close_is_seen_by_both_sides() -> None:
             await client_session.default_stream.send(b"late")
 
 
-async def _transfer(transport: str, size: int, timeout: float) -> None:
+async def _transfer(transport: TransportName, size: int, timeout: float) -> None:
     data = os.urandom(size)
     digest = hashlib.sha256(data).digest()
     chunk = 60_000
@@ -396,13 +398,13 @@ async def _transfer(transport: str, size: int, timeout: float) -> None:
 
 
 @pytest.mark.parametrize("transport", ["udp", "websocket"])
-async def test_8_mib_transfer_sha256(transport: str) -> None:
+async def test_8_mib_transfer_sha256(transport: TransportName) -> None:
     await _transfer(transport, 8 * 1024 * 1024, timeout=60)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["udp", "websocket"])
-async def test_64_mib_transfer_sha256(transport: str) -> None:
+async def test_64_mib_transfer_sha256(transport: TransportName) -> None:
     await _transfer(transport, 64 * 1024 * 1024, timeout=600)
 
 

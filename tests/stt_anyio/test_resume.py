@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from stt_anyio import open_node
+from stt_anyio.node import TransportName
 from stt_core.errors import AuthenticationError
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +28,7 @@ async def wait_for_ticket(session: object) -> bytes:
 
 
 @pytest.mark.parametrize("second_transport", ["udp", "websocket"])
-async def test_resume_keeps_the_session_id(second_transport: str) -> None:
+async def test_resume_keeps_the_session_id(second_transport: TransportName) -> None:
     async with open_node(node_id=b"server", shared_seed=SEED, transport=("udp", "websocket"),
                          config_overrides=FAST) as server, \
             open_node(node_id=b"client", shared_seed=SEED, transport=("udp", "websocket"),
@@ -37,7 +38,7 @@ async def test_resume_keeps_the_session_id(second_transport: str) -> None:
         await (await server.accept(timeout=5)).close()
         await first.wait_closed()
         resumed = await client.resume(server.local_addresses[second_transport], ticket,
-                                      transport=second_transport, timeout=5)  # type: ignore[arg-type]
+                                      transport=second_transport, timeout=5)
         assert resumed.session_id == first.session_id
         peer = await server.accept(timeout=5)
         assert peer.session_id == first.session_id

@@ -65,10 +65,10 @@ def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def writer(tmp_path: Path, **kwargs: object) -> TraceWriter:
+def writer(tmp_path: Path, **kwargs: int) -> TraceWriter:
     ids = {1: b"\x01" * 8, 2: b"\x02" * 8}
     return TraceWriter(tmp_path, node_id=b"node-a", now=100.0, wall_clock=lambda: 1.7e9,
-                       session_id_of=lambda ref: ids.get(ref), **kwargs)  # type: ignore[arg-type]
+                       session_id_of=lambda ref: ids.get(ref), **kwargs)
 
 
 def test_header_then_events_with_times_since_the_first_event(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import TypedDict, Unpack
 
 import anyio
 import pytest
@@ -44,10 +45,19 @@ class Inbox:
             await self._changed.wait()
 
 
-async def _bind(inbox: Inbox, **kwargs: object) -> UdpCarrier:
+class BindOptions(TypedDict, total=False):
+    """The UdpCarrier.bind keyword arguments a test may set besides the callbacks."""
+
+    recv_buffer_size: int
+    send_buffer_size: int
+    reuse_port: bool
+    views: bool
+
+
+async def _bind(inbox: Inbox, **kwargs: Unpack[BindOptions]) -> UdpCarrier:
     return await UdpCarrier.bind(
         "127.0.0.1", 0, on_datagram=inbox.on_datagram, on_drained=inbox.on_drained,
-        on_unreachable=inbox.on_unreachable, **kwargs,  # type: ignore[arg-type]
+        on_unreachable=inbox.on_unreachable, **kwargs,
     )
 
 

@@ -11,8 +11,9 @@ import datetime
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import anyio
 import anyio.to_thread
@@ -30,6 +31,16 @@ from wsproto.events import Request
 from stt_anyio.websocket import MAX_MESSAGE_BYTES, WebSocketCarrier, WsPeer
 
 pytestmark = pytest.mark.anyio
+
+
+class CarrierOptions(TypedDict, total=False):
+    """The WebSocketCarrier keyword arguments a test may set besides the callbacks."""
+
+    path: str
+    max_message_size: int
+    max_queue_bytes: int
+    handshake_timeout: float
+    close_timeout: float
 
 
 class Recorder:
@@ -58,18 +69,18 @@ class Recorder:
         self.closed.append(peer)
         self._poke()
 
-    async def wait(self, predicate: object, timeout: float = 5.0) -> None:
+    async def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         with anyio.fail_after(timeout):
-            while not predicate():  # type: ignore[operator]
+            while not predicate():
                 await self._changed.wait()
 
-    def carrier(self, **kwargs: object) -> WebSocketCarrier:
+    def carrier(self, **kwargs: Unpack[CarrierOptions]) -> WebSocketCarrier:
         return WebSocketCarrier(on_datagram=self.on_datagram,
                                 on_connected=self.on_connected,
-                                on_closed=self.on_closed, **kwargs)  # type: ignore[arg-type]
+                                on_closed=self.on_closed, **kwargs)
 
 
-def _echo(carrier: WebSocketCarrier) -> object:
+def _echo(carrier: WebSocketCarrier) -> Callable[[bytes, WsPeer], None]:
     """on_datagram that sends every datagram back to where it came from."""
     def on_datagram(data: bytes, peer: WsPeer) -> None:
         carrier.send(data, peer)
@@ -181,7 +192,7 @@ async def test_queue_overflow_aborts_a_peer_that_stops_reading() -> None:
 async def test_websockets_client_against_our_server() -> None:
     rec = Recorder()
     async with rec.carrier() as server:
-        server._on_datagram = _echo(server)  # type: ignore[assignment]
+        server._on_datagram = _echo(server)
         host, port = await server.listen()
         result: dict[str, object] = {}
 
@@ -253,7 +264,7 @@ async def test_websockets_asyncio_client_against_our_server() -> None:
 
     rec = Recorder()
     async with rec.carrier() as server:
-        server._on_datagram = _echo(server)  # type: ignore[assignment]
+        server._on_datagram = _echo(server)
         host, port = await server.listen()
         async with aconnect(f"ws://{host}:{port}/stt") as ws:
             for i in range(20):
@@ -306,7 +317,7 @@ async def test_tls_client_server_echo(
     server_ctx, client_ctx = tls_contexts
     server_rec, client_rec = Recorder(), Recorder()
     async with server_rec.carrier() as server, client_rec.carrier() as client:
-        server._on_datagram = _echo(server)  # type: ignore[assignment]
+        server._on_datagram = _echo(server)
         host, port = await server.listen("127.0.0.1", 0, ssl_context=server_ctx)
         peer = await client.connect(host, port, ssl_context=client_ctx)
         for i in range(30):

@@ -9,6 +9,7 @@ relay that the test cuts: no close, no ICMP, just silence.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -69,15 +70,15 @@ async def test_dead_peer_is_detected_and_reported_as_timeout(nodes: NodeFactory)
     reasons: dict[str, tuple[bytes, str]] = {}
     both_closed = anyio.Event()
 
-    def recorder(side: str) -> object:
+    def recorder(side: str) -> Callable[[bytes, str], None]:
         def on_session_closed(session_id: bytes, reason: str) -> None:
             reasons[side] = (session_id, reason)
             if len(reasons) == 2:
                 both_closed.set()
         return on_session_closed
 
-    alice.on_session_closed(recorder("alice"))  # type: ignore[arg-type]
-    bob.on_session_closed(recorder("bob"))  # type: ignore[arg-type]
+    alice.on_session_closed(recorder("alice"))
+    bob.on_session_closed(recorder("bob"))
     async with UdpRelay(loopback(bob)) as network:
         session = await alice.connect(network.address, b"Bob")
         network.cut()  # cable unplugged
