@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import pstats
 import sys
 import time
 from collections import defaultdict
@@ -169,9 +168,9 @@ def run(count: int, profiler: cProfile.Profile | None = None, *, gap: float = 0.
 
 
 def _print_profile(profiler: cProfile.Profile, count: int) -> None:
-    stats = pstats.Stats(profiler)
+    profiler.create_stats()  # fills profiler.stats, the table pstats.Stats(profiler) reads
     rows = []
-    for (path, line, name), (_, calls, own, total, _) in stats.stats.items():  # type: ignore[attr-defined]
+    for (path, line, name), (_, calls, own, total, _) in profiler.stats.items():
         rows.append((own, calls, total, f"{os.path.basename(path)}:{line}({name})"))
     rows.sort(reverse=True)
     sides = 2 * count

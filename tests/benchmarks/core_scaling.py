@@ -38,11 +38,13 @@ QUIET_STEPS = 130
 
 
 def _endpoints(datagram: int) -> tuple[Endpoint, Endpoint]:
-    common = {"shared_seed": SEED, "max_datagram_size": datagram, "pmtu_probe_limit": datagram,
-              "stream_send_buffer_bytes": 8 * 1024 * 1024, "idle_timeout": 3600.0}
-    client = Endpoint(Config(node_id=b"client", **common), now=0.0)  # type: ignore[arg-type]
-    server = Endpoint(Config(node_id=b"server", server_mode=True, **common),  # type: ignore[arg-type]
-                      now=0.0)
+    def config(node_id: bytes, server_mode: bool = False) -> Config:
+        return Config(node_id=node_id, server_mode=server_mode, shared_seed=SEED,
+                      max_datagram_size=datagram, pmtu_probe_limit=datagram,
+                      stream_send_buffer_bytes=8 * 1024 * 1024, idle_timeout=3600.0)
+
+    client = Endpoint(config(b"client"), now=0.0)
+    server = Endpoint(config(b"server", server_mode=True), now=0.0)
     return client, server
 
 
@@ -101,15 +103,15 @@ class Link:
 
 def _drive(link: Link, senders: list[tuple[SessionRef, int, bytes, int]], total: int) -> float:
     """Send every (ref, stream, message, count) until ``total`` bytes arrived; CPU seconds."""
-    pending = [[ref, stream, message, count] for ref, stream, message, count in senders]
+    left = [count for _, _, _, count in senders]
     start = time.process_time()
     while link.delivered < total:
-        for item in pending:
-            ref, stream, message, count = item
-            while count and link.client.can_send(ref, stream):  # type: ignore[arg-type]
-                link.client.send_message(ref, stream, message)  # type: ignore[arg-type]
-                count -= 1  # type: ignore[operator]
-            item[3] = count
+        for index, (ref, stream, message, _) in enumerate(senders):
+            count = left[index]
+            while count and link.client.can_send(ref, stream):
+                link.client.send_message(ref, stream, message)
+                count -= 1
+            left[index] = count
         link.step()
     return time.process_time() - start
 

@@ -25,18 +25,18 @@ import time
 
 import anyio
 
-from stt_anyio import open_node
+from stt_anyio import Node, open_node
 
 SEED = b"idle burst probe shared seed"
 
 
-async def _one_burst(server: object, client: object, size: int, idle: float) -> float:
+async def _one_burst(server: Node, client: Node, size: int, idle: float) -> float:
     """Connect, idle, send ``size`` bytes; seconds from ``write`` to delivery."""
     delivered = anyio.Event()
     arrival = [0.0]
 
     async def serve() -> None:
-        session = await server.accept()  # type: ignore[attr-defined]
+        session = await server.accept()
         stream = await session.accept_stream()
         message = await stream.receive()
         arrival[0] = time.perf_counter()
@@ -46,7 +46,7 @@ async def _one_burst(server: object, client: object, size: int, idle: float) -> 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(serve)
-        session = await client.connect(server.local_address)  # type: ignore[attr-defined]
+        session = await client.connect(server.local_address)
         await session.wait_confirmed()
         await anyio.sleep(idle)
         stream = session.open_stream(purpose="burst")
