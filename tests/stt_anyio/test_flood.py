@@ -186,6 +186,7 @@ def capture_outgoing(node: Node, into: list[bytes], limit: int) -> None:
                 into.append(bytes(datagram))  # a lent datagram's buffer is reused
         return stopped
 
+    # Only this carrier's method is wrapped, for the test's lifetime: no public hook.
     carrier.try_send_many = wrapper  # type: ignore[method-assign]
 
 

@@ -55,6 +55,7 @@ class _RecordingSocket:
 
 
 def _record_sends(carrier: UdpCarrier, numbers: list[int]) -> None:
+    # A stand-in that forwards to the real socket, not a socket.socket itself.
     carrier._sock = _RecordingSocket(carrier._sock, numbers)  # type: ignore[assignment]
 
 
@@ -127,6 +128,7 @@ async def test_lent_large_datagrams_that_wait_in_the_backlog_arrive_intact() -> 
                       config_overrides=big) as client:
         numbers: list[int] = []
         assert client._udp is not None
+        # The stand-in socket again (see _record_sends).
         client._udp._sock = _RefusingSocket(client._udp._sock, numbers)  # type: ignore[assignment]
         session = await _transfer(client, server, count=32, deadline=60)
         assert client.get_stats()["udp"]["send_blocked"] > 0  # the backlog was used
