@@ -29,9 +29,7 @@ multiple of the bare echo's.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,8 +38,15 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .common import asyncio_wait_readable, run_on_asyncio_loop
-from .probe_support import IO_STYLES, open_udp, pin_to_core
+from .common import run_on_asyncio_loop
+from .probe_support import (
+    floor_arguments,
+    open_udp,
+    pin_to_core,
+    serve_counted,
+    server_process,
+    take_turns,
+)
 
 HOST = "127.0.0.1"
 MESSAGE = bytes(range(64))
@@ -121,13 +126,7 @@ def _server_process(variant: str, io: str, backend: str, pipe: Connection) -> No
         protocol = _Server(variant)
         transport = await open_udp(protocol, io, local=(HOST, 0))
         task = asyncio.ensure_future(protocol.answer_forever())
-        pipe.send(transport.get_extra_info("sockname")[1])
-        await asyncio_wait_readable(pipe.fileno())
-        pipe.recv()  # the client's warm-up is over
-        start = time.process_time()
-        await asyncio_wait_readable(pipe.fileno())
-        count: int = pipe.recv()
-        pipe.send((time.process_time() - start) * 1e6 / count)
+        pipe.send(await serve_counted(pipe, transport.get_extra_info("sockname")[1]))
         task.cancel()
         transport.close()
 
@@ -171,17 +170,10 @@ def _client(variant: str, io: str, backend: str, port: int, count: int, warmup: 
 
 def measure(variant: str, io: str, backend: str, count: int, warmup: int) -> Result:
     """One variant, server in a child process, client in this one."""
-    ours, theirs = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_server_process, args=(variant, io, backend, theirs))
-    server.start()
-    try:
-        port: int = ours.recv()
-        samples, client_cpu = _client(variant, io, backend, port, count, warmup, ours)
-        server_cpu: float = ours.recv()
-    finally:
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
+    with server_process(_server_process, variant, io, backend) as pipe:
+        port: int = pipe.recv()
+        samples, client_cpu = _client(variant, io, backend, port, count, warmup, pipe)
+        server_cpu: float = pipe.recv()
 
     def percentile_us(q: float) -> float:
         return samples[min(len(samples) - 1, int(len(samples) * q))] * 1e6
@@ -190,22 +182,12 @@ def measure(variant: str, io: str, backend: str, count: int, warmup: int) -> Res
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=5000, help="round trips measured")
-    parser.add_argument("--warmup", type=int, default=200, help="round trips left out first")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="times each variant runs, the variants taking turns")
-    parser.add_argument("--backend", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--io", choices=IO_STYLES, default="protocol",
-                        help="how each side reads its socket: asyncio's transport (the "
-                             "suite's bare echo) or a draining readiness callback (STT's way)")
-    args = parser.parse_args()
-    runs: dict[str, list[Result]] = {variant: [] for variant in VARIANTS}
-    for _ in range(args.rounds):
-        for variant in VARIANTS:
-            runs[variant].append(measure(variant, args.io, args.backend, args.count,
-                                         args.warmup))
+    args = floor_arguments(
+        __doc__, count=5000, warmup=200, what="round trip", io_default="protocol",
+        io_help="how each side reads its socket: asyncio's transport (the suite's bare "
+                "echo) or a draining readiness callback (STT's way)").parse_args()
+    runs = take_turns(VARIANTS, args.rounds, lambda variant: measure(
+        variant, args.io, args.backend, args.count, args.warmup))
     floor = statistics.median(r.p50_us for r in runs["callback"])
     print(f"{args.backend}, {args.io} I/O, medians of {args.rounds} runs of {args.count} "
           "round trips each:")

@@ -37,10 +37,8 @@ target's 0.5 ms would have to cover.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
-import multiprocessing
 import os
 import statistics
 import time
@@ -53,8 +51,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stt_core.crypto import hkdf_expand_label, hkdf_extract, hmac_sha256
 
-from .common import asyncio_wait_readable, run_on_asyncio_loop
-from .probe_support import IO_STYLES, open_udp, pin_to_core
+from .common import run_on_asyncio_loop
+from .probe_support import (
+    floor_arguments,
+    open_udp,
+    pin_to_core,
+    serve_counted,
+    server_process,
+    take_turns,
+)
 
 HOST = "127.0.0.1"
 VARIANTS = ("datagrams", "datagrams+crypto", "handshake+crypto")
@@ -272,13 +277,8 @@ def _server_process(crypto: bool, io: str, backend: str, pipe: Connection) -> No
     async def serve() -> None:
         protocol = _Server(crypto)
         transport = await open_udp(protocol, io, local=(HOST, 0))
-        pipe.send(transport.get_extra_info("sockname")[1])
-        await asyncio_wait_readable(pipe.fileno())
-        pipe.recv()  # the client's warm-up is over
-        start = time.process_time()
-        await asyncio_wait_readable(pipe.fileno())
-        count: int = pipe.recv()
-        pipe.send(((time.process_time() - start) * 1e6 / count, len(protocol.sessions)))
+        cpu_us = await serve_counted(pipe, transport.get_extra_info("sockname")[1])
+        pipe.send((cpu_us, len(protocol.sessions)))
         transport.close()
 
     run_on_asyncio_loop(backend, serve(), "the handshake floor probe")
@@ -319,39 +319,22 @@ def measure(variant: str, io: str, backend: str, count: int, warmup: int) -> Res
     """One variant, server in a child process, client in this one."""
     crypto = variant.endswith("+crypto")
     closing = variant != "handshake+crypto"
-    ours, theirs = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_server_process, args=(crypto, io, backend, theirs))
-    server.start()
-    try:
-        port: int = ours.recv()
-        client_cpu = _client(crypto, closing, io, backend, port, count, warmup, ours)
-        server_cpu, left_open = ours.recv()
-    finally:
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
+    with server_process(_server_process, crypto, io, backend) as pipe:
+        port: int = pipe.recv()
+        client_cpu = _client(crypto, closing, io, backend, port, count, warmup, pipe)
+        server_cpu, left_open = pipe.recv()
     if left_open != (0 if closing else warmup + count):
         raise RuntimeError(f"the server holds {left_open} sessions at the end")
     return Result(client_cpu, server_cpu)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=2000, help="lifecycles measured")
-    parser.add_argument("--warmup", type=int, default=100, help="lifecycles left out first")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="times each variant runs, the variants taking turns")
-    parser.add_argument("--backend", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--io", choices=IO_STYLES, default="reader",
-                        help="how each side reads its socket (default: the cheaper, as STT's "
-                             "carrier does)")
-    args = parser.parse_args()
-    runs: dict[str, list[Result]] = {variant: [] for variant in VARIANTS}
-    for _ in range(args.rounds):
-        for variant in VARIANTS:
-            runs[variant].append(measure(variant, args.io, args.backend, args.count,
-                                         args.warmup))
+    args = floor_arguments(
+        __doc__, count=2000, warmup=100, what="lifecycle", io_default="reader",
+        io_help="how each side reads its socket (default: the cheaper, as STT's carrier "
+                "does)").parse_args()
+    runs = take_turns(VARIANTS, args.rounds, lambda variant: measure(
+        variant, args.io, args.backend, args.count, args.warmup))
     print(f"{args.backend}, {args.io} I/O, medians of {args.rounds} runs of {args.count} "
           "lifecycles each:")
     for variant, results in runs.items():

@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
 
 import anyio
+
+from .common import asyncio_wait_readable
 
 Mark = tuple[float, int, int]
 """CPU time and UDP datagrams sent and received at one moment (:func:`mark`)."""
@@ -110,6 +114,49 @@ def run_side(main: Callable[[], Awaitable[Any]], backend: str, *, profiled: bool
 IO_STYLES = ("reader", "protocol")
 """How a floor probe reads its sockets: see :func:`open_udp`."""
 
+R = TypeVar("R")
+
+
+def floor_arguments(doc: str | None, *, count: int, warmup: int, what: str,
+                    io_default: str, io_help: str) -> argparse.ArgumentParser:
+    """The options every floor probe takes: how many operations, how many to leave
+    out first, how many turns, the loop, and how the sockets are read."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=count, help=f"{what}s measured")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"{what}s left out first")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each variant runs, the variants taking turns")
+    parser.add_argument("--backend", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--io", choices=IO_STYLES, default=io_default, help=io_help)
+    return parser
+
+
+def take_turns(variants: Sequence[str], rounds: int,
+               measure: Callable[[str], R]) -> dict[str, list[R]]:
+    """Each variant measured ``rounds`` times, the variants taking turns, so that a slow
+    spell of the machine falls on all of them alike."""
+    runs: dict[str, list[R]] = {variant: [] for variant in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            runs[variant].append(measure(variant))
+    return runs
+
+
+@contextlib.contextmanager
+def server_process(target: Callable[..., None], *args: Any) -> Iterator[Connection]:
+    """``target(*args, pipe)`` in a child process; yields this side's end of the pipe and
+    reaps the child on the way out, killing it if it has not finished in 10 s."""
+    ours, theirs = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=target, args=(*args, theirs))
+    server.start()
+    try:
+        yield ours
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+
 
 class ReaderTransport(asyncio.DatagramTransport):
     """A socket read as STT's UDP carrier reads it: a readiness callback that drains it.
@@ -162,3 +209,16 @@ async def open_udp(protocol: asyncio.DatagramProtocol, io: str, *,
     transport = ReaderTransport(sock, protocol)
     protocol.connection_made(transport)
     return transport
+
+
+async def serve_counted(pipe: Connection, port: int) -> float:
+    """A floor probe's server half of the handshake over ``pipe``: send ``port``, wait for
+    the client's warm-up to end, then for its count; returns this process's CPU per
+    counted operation in microseconds."""
+    pipe.send(port)
+    await asyncio_wait_readable(pipe.fileno())
+    pipe.recv()  # the client's warm-up is over
+    start = time.process_time()
+    await asyncio_wait_readable(pipe.fileno())
+    count: int = pipe.recv()
+    return (time.process_time() - start) * 1e6 / count
