@@ -3,11 +3,14 @@ timeouts, close, and robustness against garbage input."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stt_core import (
     Config,
@@ -23,7 +26,7 @@ from stt_core import (
 )
 from stt_core.errors import InvalidStateError, StreamClosedError
 from stt_core.events import SessionRef
-from stt_core.session import CIPHER_RELEASE_INTERVAL, Session, keep_alive_wait
+from stt_core.session import CIPHER_RELEASE_INTERVAL, Session, drain_due, keep_alive_wait
 from stt_core.wire import PacketType
 
 from .helpers import CLIENT_ADDR, SERVER_ADDR, Pair, make_config
@@ -388,6 +391,39 @@ def test_a_retransmitted_close_while_draining_is_acknowledged_at_once() -> None:
     assert len(server_acks) == 2
     # The second ACK answers the retransmission as soon as it arrived.
     assert pair.last_delivery["server"] == pytest.approx(server_acks[1])
+
+
+@given(now=st.floats(0.0, 1e6), close_timeout=st.floats(0.01, 600.0))
+def test_a_drain_ends_on_a_grid_no_sooner_than_close_timeout_and_at_most_an_eighth_late(
+        now: float, close_timeout: float) -> None:
+    due = drain_due(now, close_timeout)
+    assert now + close_timeout <= due <= now + close_timeout * 1.125 + 1e-6 * due
+    step = 2.0 ** math.floor(math.log2(close_timeout / 8))
+    assert due / step == int(due / step)  # a multiple of a power-of-two step: exact
+
+
+def test_sessions_that_close_together_are_forgotten_by_one_timer() -> None:
+    pair = Pair(delay=0.010)
+    refs = [pair.client.connect(SERVER_ADDR, pair.now) for _ in range(2)]
+    assert pair.run_for(2.0, stop=lambda: len(established(pair.server_events)) == 2)
+    close_timeout = pair.server.config.close_timeout
+    step = 0.25  # the grid for the default close_timeout of 3 s
+    assert close_timeout == 3.0 and drain_due(0.001, close_timeout) == 3.25
+    # Both drains begin (on the server, when SESSION_CLOSE arrives) inside one step.
+    pair.run_for(step - pair.now % step + 0.001)
+    pair.client.close_session(refs[0], now=pair.now)
+    pair.run_for(0.050)
+    pair.client.close_session(refs[1], now=pair.now)
+    last_drain_began = pair.now + 0.010
+    forgotten_at: list[float] = []
+    give_up = pair.now + 10.0
+    while pair.server.sessions and pair.now < give_up:
+        held = len(pair.server.sessions)
+        pair.run_for(0.001)
+        forgotten_at += [pair.now] * (held - len(pair.server.sessions))
+    assert len(forgotten_at) == 2 and forgotten_at[0] == forgotten_at[1]
+    assert last_drain_began + close_timeout <= forgotten_at[0]
+    assert forgotten_at[0] <= last_drain_began + close_timeout + step + 0.001
 
 
 def _garbage(rng: random.Random, real: list[bytes]) -> bytes:
