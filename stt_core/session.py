@@ -106,6 +106,16 @@ CIPHER_RELEASE_GRANULARITY = 0.25
 ``_release_due``); a power of two, so every multiple is an exact float."""
 
 
+def _round_up_to_grid(deadline: float, step: float) -> float:
+    """``deadline`` rounded up to a multiple of ``step``, a power of two (exact floats).
+
+    Deadlines that many sessions set independently (cipher release, the end of
+    a drain) go on a grid, so that those falling within one step share one
+    timer wake-up of the binding instead of costing one each.
+    """
+    return math.ceil(deadline / step) * step
+
+
 def _release_due(quiet_since: float) -> float:
     """When a session quiet since ``quiet_since`` releases: rounded up to the grid.
 
@@ -117,8 +127,7 @@ def _release_due(quiet_since: float) -> float:
     seconds a session released 1-2 s after going quiet, so a server accepting
     a burst of sessions held about a third more contexts at its peak.
     """
-    steps = math.ceil((quiet_since + CIPHER_RELEASE_INTERVAL) / CIPHER_RELEASE_GRANULARITY)
-    return steps * CIPHER_RELEASE_GRANULARITY
+    return _round_up_to_grid(quiet_since + CIPHER_RELEASE_INTERVAL, CIPHER_RELEASE_GRANULARITY)
 
 
 def drain_due(now: float, close_timeout: float) -> float:
@@ -133,7 +142,7 @@ def drain_due(now: float, close_timeout: float) -> float:
     server's CPU per session; docs/performance.md, "Draining sessions").
     """
     step = 2.0 ** math.floor(math.log2(close_timeout / 8))
-    return math.ceil((now + close_timeout) / step) * step
+    return _round_up_to_grid(now + close_timeout, step)
 
 
 def keep_alive_wait(config: Config, initiator: bool) -> float:
