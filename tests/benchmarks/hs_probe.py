@@ -22,7 +22,6 @@ suite.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -38,6 +37,7 @@ from .probe_support import (
     print_report,
     probe_arguments,
     run_side,
+    server_process,
     since,
 )
 
@@ -156,20 +156,13 @@ def main() -> None:
     args = parser.parse_args()
     options = Options(args.count, max(args.warmup, 1), args.backend, args.profile,
                       args.split)
-    ours, theirs = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_server, args=(options, theirs))
-    server.start()
-    try:
-        samples, client = _client(options, ours)
-        served: Side = ours.recv()
+    with server_process(_server, options) as pipe:
+        samples, client = _client(options, pipe)
+        served: Side = pipe.recv()
         if options.split:
-            closed: Side = ours.recv()
+            closed: Side = pipe.recv()
             print(f"  server close: {closed.cpu_us:.0f} us CPU per close, datagrams sent "
                   f"{closed.sent:.2f} / received {closed.received:.2f} per close")
-    finally:
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
     print_report(options.backend, samples, options.count, "handshake", client, served,
                  in_ms=True)
 
