@@ -343,15 +343,26 @@ class StreamReceiver:
         same memory for the whole transfer. (Growing by resizing, or cutting
         the prefix with ``del``, made CPython reallocate and glibc hand pages
         back and fault them in again: see docs/performance.md.)
+
+        Unread messages are copied out before the buffer grows, never carried
+        into the new one: an old unread message would otherwise keep every
+        byte read and consumed since it alive, and the buffer would grow with
+        the whole transfer while the application left that one message
+        unread (each message is still copied once, out instead of along).
         """
         if self._pending is not None:
             self._materialize_consumed()
+        size = len(self._buf)
+        dead = self._keep_offset() - self._buf_start
+        slides = dead >= size // 2 and end - dead <= size
+        if not slides and self._pending is not None:
+            self._materialize_pending()
+            dead = self._keep_offset() - self._buf_start
+            slides = dead >= size // 2 and end - dead <= size
         buf = self._buf
-        size = len(buf)
-        keep = self._keep_offset()
-        dead = keep - self._buf_start
+        keep = self._buf_start + dead
         live = size - dead  # an upper bound: the tail past the highest byte is stale
-        if dead >= size // 2 and end - dead <= size:
+        if slides:
             if live > 0:
                 with memoryview(buf) as view:
                     view[:live] = view[dead:size]
@@ -489,9 +500,10 @@ class StreamReceiver:
         """Copy out unread messages the caller already consumed (oldest first).
 
         An unread message that is not consumed yet is part of the held bytes
-        flow control bounds, so moving it with the buffer keeps the memory
-        bound. One consumed unread (``auto_consume``, or a caller that returns
-        credit before reading) is not bounded: the peer was told it may send
+        flow control bounds, so it may stay while the buffer slides in place
+        (growing copies every unread message out: :meth:`_make_room`). One
+        consumed unread (``auto_consume``, or a caller that returns credit
+        before reading) is not bounded: the peer was told it may send
         more, so it must not make the buffer grow.
         """
         unread = self._unread_bytes()
